@@ -1,0 +1,18 @@
+"""jaxland: when does more data stop changing a neural network's loss landscape?
+
+Public API (re-exported here; the implementation is split by topic:
+data -> model -> train -> curvature -> eigen -> subspace -> estimates -> plots).
+"""
+
+from .errors import ConfigError, DataError, DataNotFoundError, JaxlandError, NumericalError, TrainingError
+from .data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, normalize_images, read_idx
+from .model import ACTIVATIONS, MLP, Layer, MLPConfig, accuracy, mean_loss, per_sample_losses, reference_mlp
+from .train import TrainResult, load_params, save_params, train, train_epoch
+from .curvature import dense_hessian, hessian_batch_matvec, hessian_matvec, hvp, hvp_batch, loss_and_grad
+from .io import atomic_write_bytes, atomic_write_text, run_metadata, write_json, write_npz
+
+# -- eigen (issue 3)
+
+# -- subspace / estimates (issue 4)
+
+__version__ = "0.1.0"

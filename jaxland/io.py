@@ -1,0 +1,91 @@
+"""Atomic result writing and run metadata (versions, device)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "write_npz", "run_metadata"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write to a temporary file beside ``path``, then rename: never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
+
+
+def _jsonable(o: Any):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray) or hasattr(o, "__array__"):
+        return np.asarray(o).tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "_asdict"):
+        return o._asdict()
+    return str(o)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable, allow_nan=True) + "\n")
+
+
+def write_npz(path: str | os.PathLike, **arrays) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def run_metadata() -> dict:
+    """Package versions, backend and devices: what a reader needs to reproduce a number."""
+    import flax
+    import jax
+    import optax
+
+    return {
+        "versions": {
+            "jaxland": _version(),
+            "jax": jax.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("jaxland")
+    except Exception:  # noqa: BLE001
+        return "unknown"
