@@ -10,6 +10,7 @@ from .model import ACTIVATIONS, MLP, Layer, MLPConfig, accuracy, mean_loss, per_
 from .train import TrainResult, load_params, save_params, train, train_epoch
 from .curvature import dense_hessian, hessian_batch_matvec, hessian_matvec, hvp, hvp_batch, loss_and_grad
 from .io import atomic_write_bytes, atomic_write_text, run_metadata, write_json, write_npz
+from .cache import cached_train, default_cache_dir
 
 # -- eigen (issue 3)
 
