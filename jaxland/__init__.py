@@ -8,7 +8,8 @@ from .errors import ConfigError, DataError, DataNotFoundError, JaxlandError, Num
 from .data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, normalize_images, read_idx
 from .model import ACTIVATIONS, MLP, Layer, MLPConfig, accuracy, mean_loss, per_sample_losses, reference_mlp
 from .train import TrainResult, load_params, save_params, train, train_epoch
-from .curvature import dense_hessian, hessian_batch_matvec, hessian_matvec, hvp, hvp_batch, loss_and_grad
+from .curvature import dense_hessian, hessian_batch_matvec, hessian_matvec, hvp, hvp_batch, loss_and_grad, sharded_hvp
+from .sharding import auto_chunk, device_mesh, initialize_distributed, is_main_process, map_rows
 from .io import atomic_write_bytes, atomic_write_text, run_metadata, write_json, write_npz
 from .cache import cached_train, default_cache_dir
 

@@ -1,0 +1,64 @@
+"""Sharded results equal single-device results (8 forced host devices, in a subprocess)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxland as jl
+
+
+def run_with_devices(code: str, n: int = 8) -> str:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def test_chunked_map_equals_unchunked():
+    t = np.random.default_rng(0).normal(size=(37, 4)).astype(np.float32)
+    x = np.random.default_rng(1).normal(size=(5, 4)).astype(np.float32)
+    f = lambda a, b: jnp.tanh(a @ b.T)
+    ref = f(t, x)
+    for chunk in (1, 4, 7, 37, 100):
+        np.testing.assert_allclose(jl.map_rows(f, t, x, chunk=chunk), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_auto_chunk_and_mesh_errors():
+    assert jl.auto_chunk(1000, 1 << 20, budget=1 << 24) == 16
+    assert jl.auto_chunk(10, 1, budget=1 << 30) == 10
+    assert jl.auto_chunk(10, 1 << 40, budget=1 << 30) == 1
+    with pytest.raises(jl.ConfigError, match="visible"):
+        jl.device_mesh(10_000)
+
+
+def test_sharded_map_and_hvp_match_single_device():
+    out = run_with_devices(
+        """
+        import jax, jax.numpy as jnp, numpy as np, jaxland as jl
+        assert len(jax.devices()) == 8
+        with jax.enable_x64(True):
+            model = jl.MLPConfig((5, 4, 3), activation="tanh")
+            w = model.init(jax.random.key(0)).astype(jnp.float64)
+            x = jax.random.normal(jax.random.key(1), (21, 5), jnp.float64)
+            y = jnp.arange(21) % 3
+            vs = jax.random.normal(jax.random.key(2), (5, w.size), jnp.float64)
+            ref = jl.hvp_batch(model, w, vs, x, y, 13)
+            for size in (8, 3):
+                mesh = jl.device_mesh(size)
+                for over in ("data", "vectors"):
+                    got = jl.sharded_hvp(model, w, vs, x, y, 13, mesh=mesh, over=over, chunk=2)
+                    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-14)
+            t = jax.random.normal(jax.random.key(3), (37, 4))
+            f = lambda a, b: jnp.tanh(a @ b.T)
+            for chunk in (None, 3):
+                got = jl.map_rows(f, t, x[:, :4], chunk=chunk, mesh=jl.device_mesh(8))
+                np.testing.assert_allclose(got, f(t, x[:, :4]), rtol=1e-12)
+        print("OK")
+        """
+    )
+    assert "OK" in out
