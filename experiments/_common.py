@@ -224,6 +224,39 @@ class Context:
         return res
 
 
+    def reference(self, cfg=None, *, seed: int | None = None):
+        """``(model, TrainResult, x, y)`` of the experiment's trained network on its data (cached)."""
+        import jax.numpy as jnp
+
+        cfg = cfg or self.cfg
+        ds = self.dataset(cfg)
+        model = self.model(cfg, in_dim=ds.x.shape[1], out_dim=ds.num_classes)
+        res = self.trained(model, ds, seed=seed, cfg=cfg)
+        self.train_accuracy = float(res.train_accuracy)
+        return model, res, jnp.asarray(ds.x), jnp.asarray(ds.y)
+
+    def eigenpairs(self, name: str, model, w, x, y, d: int, *, seed_offset: int = 0, vectors: bool = True, **eig_kwargs) -> dict:
+        """Top-``d`` Hessian eigenpairs of the full-data loss at ``w`` (a resumable part)."""
+
+        def compute():
+            import jax
+
+            from jaxland.subspace import hessian_subspace
+
+            sub, res = hessian_subspace(model, w, x, y, d, key=jax.random.fold_in(jax.random.key(self.cfg.seed), 1000 + seed_offset), **eig_kwargs)
+            out = {
+                "eigenvalues": np.asarray(res.eigenvalues),
+                "residuals": np.asarray(res.residuals),
+                "num_matvecs": int(res.num_matvecs),
+                "converged": np.asarray(res.converged),
+            }
+            if vectors:
+                out["eigenvectors"] = np.asarray(sub.directions)
+            return out
+
+        return self.part(name, compute, key=[d, sorted(eig_kwargs.items())])
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
@@ -289,6 +322,14 @@ def run_experiment(spec: Spec, cfg, out: str | os.PathLike, *, progress: bool = 
     if progress:
         print(f"[{spec.name}] done in {total:.1f} s -> {out}", file=sys.stderr, flush=True)
     return record
+
+
+# -------------------------------------------------------------- shared presets
+
+# Quick mode of every experiment on the paper's reference network: the same
+# data and training, so they share one cached w* (and the main job trains it once).
+QUICK_REFERENCE = dict(n_samples=4096, epochs=5)
+TINY_REFERENCE = dict(n_samples=512, epochs=1, hidden=(32,))
 
 
 # --------------------------------------------------------------------- CLI
