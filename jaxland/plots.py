@@ -134,8 +134,12 @@ def plot_delta(
     title: str = r"$\Delta_k$",
     unit: str = "batch",
     logx: bool = False,
+    logy_k2: bool | None = None,
 ) -> Figure:
     r"""``Delta_k`` (left, log y) and ``Delta_k * k^2`` (right) for one or several settings.
+
+    ``logy_k2``: log y-axis on the right panel too; by default only when the
+    curves' magnitudes differ by more than 100x (e.g. a sweep over sigma).
 
     ``curves`` maps a label to ``(delta, stderr)`` (stderr may be None), each of
     the length of ``k``. The band is +-2 standard errors.
@@ -152,6 +156,12 @@ def plot_delta(
         ax2.plot(k, delta * k**2, color=c, lw=1.3, label=label)
         _band(ax2, k, delta * k**2, None if se is None else se * k**2, c, positive=False)
     ax1.set_yscale("log")
+    if logy_k2 is None:
+        meds = [np.nanmedian(np.asarray(d, dtype=np.float64)) for d, _ in curves.values()]
+        meds = [m for m in meds if m > 0]
+        logy_k2 = len(meds) > 1 and max(meds) / min(meds) > 100
+    if logy_k2:
+        ax2.set_yscale("log")
     ax1.set_ylabel(r"$\Delta_k$")
     ax2.set_ylabel(r"$\Delta_k \cdot k^2$")
     for ax in (ax1, ax2):
