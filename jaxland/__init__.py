@@ -16,5 +16,28 @@ from .cache import cached_train, default_cache_dir
 # -- eigen (issue 3)
 
 # -- subspace / estimates (issue 4)
+from .subspace import Subspace, hessian_subspace, normalize_filters, random_directions
+from .estimates import (
+    CumulativeCurvature,
+    DeltaResult,
+    LossDifferenceResult,
+    SubspaceCurvature,
+    SurfaceResult,
+    TheoryResult,
+    cumulative_curvature,
+    cumulative_means,
+    delta_from_losses,
+    delta_monte_carlo,
+    draw_thetas,
+    loss_differences,
+    loss_increments,
+    loss_surface,
+    moving_mean,
+    per_sample_loss_matrix,
+    subspace_curvature,
+    sufficient_k,
+    theory_delta,
+    theory_delta_eigensolver,
+)
 
 __version__ = "0.1.0"

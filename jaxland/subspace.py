@@ -1,0 +1,143 @@
+"""Low-dimensional subspaces of parameter space: ``w(theta) = w* + theta @ P``.
+
+A :class:`Subspace` is a centre ``w*`` (D,) and ``d`` directions ``P`` (d, D),
+stored as rows. Two ways to choose ``P``:
+
+* :func:`random_directions` -- Gaussian directions, filter-normalised as in
+  Li et al. 2018 ("Visualizing the loss landscape of neural nets"): every
+  filter (for a dense layer: the column of the (in, out) kernel feeding one
+  output unit) of the direction is rescaled to the norm of the same filter of
+  ``w*``, and bias / other 1-D entries are zeroed. No global rescale follows
+  (the original code's rescale undid the normalisation).
+* :func:`hessian_subspace` -- the top-``d`` eigenvectors of ``H_k(w*)``
+  (``k = None``: all data), eigenvalues kept with their signs.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .errors import ConfigError
+
+__all__ = ["Subspace", "random_directions", "normalize_filters", "hessian_subspace"]
+
+
+class Subspace(NamedTuple):
+    """``center`` w* (D,) and ``directions`` P (d, D); the point at ``theta`` (d,) is ``center + theta @ directions``.
+
+    A NamedTuple of arrays, so it is a pytree and can be passed straight into
+    jitted functions.
+    """
+
+    center: jax.Array
+    directions: jax.Array
+
+    @property
+    def dim(self) -> int:
+        return int(self.directions.shape[0])
+
+    def w(self, theta: jax.Array) -> jax.Array:
+        """Parameters at subspace coordinates ``theta`` (..., d) -> (..., D)."""
+        return self.center + jnp.asarray(theta) @ self.directions
+
+
+def _check_dim(model, d: int) -> int:
+    dim = int(model.num_params)
+    if int(d) != d or d < 1:
+        raise ConfigError(f"subspace dimension d must be a positive integer, got {d!r}")
+    if d > dim:
+        raise ConfigError(f"subspace dimension d={d} exceeds the number of parameters D={dim}")
+    return int(d)
+
+
+def _normalize_leaf(wl, dl):
+    if dl.ndim <= 1:  # biases, norm scales: not perturbed (Li et al. 2018)
+        return jnp.zeros_like(dl)
+    axes = tuple(range(dl.ndim - 1))  # a filter = everything feeding one output unit (last axis)
+    wn = jnp.sqrt(jnp.sum(wl * wl, axis=axes, keepdims=True))
+    dn = jnp.sqrt(jnp.sum(dl * dl, axis=axes, keepdims=True))
+    return dl * jnp.where(dn > 0, wn / jnp.where(dn > 0, dn, 1.0), 0.0)
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def normalize_filters(model, w: jax.Array, directions: jax.Array) -> jax.Array:
+    """Li et al. filter normalisation of each row of ``directions`` (d, D) against ``w``.
+
+    For every kernel ``K`` (shape (..., out)) and each output unit ``j``,
+    ``D[..., j] <- D[..., j] * ||W[..., j]|| / ||D[..., j]||``; 1-D entries
+    (biases) are set to zero.
+    """
+    sw = model.unravel(w)
+
+    def one(dvec):
+        sd = model.unravel(dvec)
+        return model.ravel(jax.tree.map(_normalize_leaf, sw, sd))
+
+    return jax.vmap(one)(directions)
+
+
+def random_directions(
+    model,
+    w: jax.Array,
+    d: int,
+    *,
+    key: jax.Array,
+    filter_normalize: bool = True,
+    orthonormalize: bool = False,
+) -> jax.Array:
+    """``d`` random directions (d, D), Gaussian, filter-normalised against ``w``.
+
+    Args:
+      model: an :class:`~jaxland.MLPConfig` (anything with ``num_params``,
+        ``unravel`` and ``ravel`` for filter normalisation).
+      w: the centre w* (D,).
+      d: number of directions, ``1 <= d <= D``.
+      key: explicit PRNG key; the same key gives the same directions.
+      filter_normalize: apply :func:`normalize_filters` (bias entries zeroed).
+      orthonormalize: afterwards replace the rows by an orthonormal basis of
+        their span (QR; the first row keeps its direction). Rows then have unit
+        norm, so the filter-wise scale is lost but bias entries stay zero.
+    """
+    d = _check_dim(model, d)
+    w = jnp.asarray(w)
+    dirs = jax.random.normal(key, (d, w.shape[0]), w.dtype)
+    if filter_normalize:
+        dirs = normalize_filters(model, w, dirs)
+    if orthonormalize:
+        support = jnp.any(dirs != 0, axis=0)  # keep zeroed (bias) entries exactly zero
+        q, r = jnp.linalg.qr(dirs.T)
+        dirs = jnp.where(support, (q * jnp.where(jnp.diag(r) < 0, -1.0, 1.0)).T, 0.0)
+    return dirs
+
+
+def hessian_subspace(model, w: jax.Array, x: jax.Array, y: jax.Array, d: int, *, key=None, k=None, **eig_kwargs):
+    """Top-``d`` Hessian eigenvectors of ``L_k`` at ``w`` as a :class:`Subspace`.
+
+    Calls :func:`jaxland.eigen.top_eigenpairs` on the matrix-free
+    ``H_k(w) v`` (``k = None``: the full-data Hessian H(w*)). Eigenvalues are
+    signed and descending; the rows of the returned directions are the
+    corresponding unit eigenvectors. Extra keyword arguments (``method``,
+    ``tol``, ``max_matvecs``, ...) go to the eigensolver.
+
+    Returns ``(Subspace(w, eigenvectors), EigResult)``.
+    """
+    d = _check_dim(model, d)
+    if key is None:
+        key = jax.random.key(0)
+    res = _hessian_top(model, w, x, y, d, k, key=key, **eig_kwargs)
+    return Subspace(jnp.asarray(w), jnp.asarray(res.eigenvectors)), res
+
+
+def _hessian_top(model, w, x, y, d, k=None, **kw):
+    """Top-d eigenpairs of H_k(w) from :mod:`jaxland.eigen` (data passed as operands where supported)."""
+    from . import eigen
+
+    if hasattr(eigen, "hessian_eigenpairs"):
+        return eigen.hessian_eigenpairs(model, w, x, y, d, k, **kw)
+    from .curvature import hessian_matvec
+
+    return eigen.top_eigenpairs(hessian_matvec(model, w, x, y, k), int(model.num_params), d, **kw)
