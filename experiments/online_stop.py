@@ -31,8 +31,9 @@ import jaxland as jl
 from jaxland.errors import ConfigError, DataNotFoundError
 from jaxland.estimates import subspace_curvature, theory_delta
 from jaxland.plots import plot_online_stop
+from jaxland.subspace import Subspace
 
-from ._common import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig, Claim, Outcome, Spec, main_for
+from ._common import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig, Claim, Outcome, Spec, hessian_eig, main_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +106,6 @@ def run(cfg: Config, ctx) -> Outcome:
     key = jax.random.key(cfg.seed)
 
     def algorithm():
-        from jaxland.subspace import hessian_subspace
-
         w = model.init(jax.random.fold_in(key, 0))
         opt_state = optax.adam(cfg.lr).init(w)
         lr = jnp.asarray(cfg.lr, jnp.float32)
@@ -122,7 +121,8 @@ def run(cfg: Config, ctx) -> Outcome:
                 for b in range(m):
                     sl = slice(int(order[b]) * bs, (int(order[b]) + 1) * bs)  # batch order[b] of the first m
                     w, opt_state, _ = _adam_step(model, w, opt_state, x[sl], y[sl], lr)
-            sub, _ = hessian_subspace(model, w, x, y, cfg.d, key=jax.random.fold_in(key, 1000), k=m * bs, tol=cfg.eig_tol)
+            eig = hessian_eig(model, w, x, y, cfg.d, key=jax.random.fold_in(key, 1000), k=m * bs, tol=cfg.eig_tol)
+            sub = Subspace(w, eig.eigenvectors)
             curv = subspace_curvature(model, sub, x, y)
             curv = type(curv)(curv.c[: m * bs], curv.g[: m * bs], curv.G[: m * bs])
             th = theory_delta(curv, cfg.sigma, batch_size=bs)

@@ -28,7 +28,7 @@ from jaxland.estimates import delta_monte_carlo, subspace_curvature, sufficient_
 from jaxland.plots import plot_sufficient_k
 from jaxland.subspace import Subspace
 
-from ._common import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig, Claim, Outcome, Spec, main_for
+from ._common import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig, Claim, Outcome, Spec, hessian_eig, main_for
 
 PAPER_TOL = {"mnist": 0.025, "fashion_mnist": 0.030}
 PAPER_K = {("mnist", "2 hidden layers"): 40}
@@ -106,10 +106,8 @@ def run(cfg: Config, ctx) -> Outcome:
                 t0 = time.perf_counter()
                 model, res, x, y = ctx.reference(rcfg)
                 t_train = time.perf_counter() - t0
-                from jaxland.subspace import hessian_subspace
-
-                sub, eig = hessian_subspace(model, res.params, x, y, cfg.d, key=jax.random.fold_in(key, 1000), tol=cfg.eig_tol)
-                sub = Subspace(res.params, jnp.asarray(sub.directions))
+                eig = hessian_eig(model, res.params, x, y, cfg.d, key=jax.random.fold_in(key, 1000), tol=cfg.eig_tol)
+                sub = Subspace(res.params, jnp.asarray(eig.eigenvectors))
                 mc = delta_monte_carlo(model, sub, x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=rcfg.kb)
                 th = theory_delta(subspace_curvature(model, sub, x, y), cfg.sigma, batch_size=rcfg.kb)
                 jax.block_until_ready(th.exact)

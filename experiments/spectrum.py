@@ -39,7 +39,7 @@ class Config(BaseConfig):
             raise ConfigError(f"eig_tol must be > 0, got {self.eig_tol}")
 
 
-QUICK = dict(QUICK_REFERENCE, num_models=3, top=20)
+QUICK = dict(QUICK_REFERENCE, num_models=3, top=12, eig_tol=1e-2)
 TINY = dict(TINY_REFERENCE, num_models=2, top=4)
 
 
