@@ -1,0 +1,121 @@
+"""Smoke tests of the experiments: every experiment's quick path on tiny settings, the report, bad arguments.
+
+One in-process main-job run on tiny settings covers all nine experiments
+(outputs exist, are non-empty, finite, and carry the config; the report lists
+every experiment); the rest check resuming, the per-experiment command line
+and that wrong arguments fail cleanly without leaving files behind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import EXPERIMENTS, get_spec
+from experiments import __main__ as main_job
+from experiments._common import config_dict, resolve_config, run_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    import os
+
+    os.environ["JAXLAND_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    out = tmp_path_factory.mktemp("main")
+    rc = main_job.main(["--tiny", "--out", str(out), "--no-progress"])
+    return rc, out
+
+
+def test_main_job_runs_every_experiment(tiny_run):
+    rc, out = tiny_run
+    assert rc == 0
+    for name in EXPERIMENTS:
+        d = out / name
+        rec = json.loads((d / "results.json").read_text())
+        assert rec["experiment"] == name
+        spec = get_spec(name)
+        assert rec["config"] == config_dict(resolve_config(spec, {}, tiny=True))
+        assert rec["metadata"]["versions"]["jax"]
+        assert rec["timings"]["total_s"] > 0
+        assert rec["claims"], name
+        assert not [n for n in rec["notes"] if n.startswith("non-finite")], rec["notes"]
+        assert rec["figures"], name
+        for stem in rec["figures"]:
+            for ext in ("png", "pdf"):
+                f = d / f"{stem}.{ext}"
+                assert f.stat().st_size > 1000, f
+        with np.load(d / "results.npz") as z:
+            assert z.files
+            for k in z.files:
+                a = z[k]
+                assert a.size > 0, (name, k)
+                if a.dtype.kind == "f":
+                    assert np.all(np.isfinite(a)), (name, k)
+        assert not list(d.glob("**/*.tmp")), "temporary files left behind"
+
+
+def test_report_lists_every_experiment(tiny_run):
+    _, out = tiny_run
+    html = (out / "report.html").read_text()
+    for name in EXPERIMENTS:
+        assert f"id='{name}'" in html
+    assert html.count("data:image/png;base64,") >= len(EXPERIMENTS)
+    assert "HELD" in html
+
+
+def test_rerun_resumes(tiny_run, tmp_path):
+    _, out = tiny_run
+    spec = get_spec("random_surface")
+    cfg = resolve_config(spec, {}, tiny=True)
+    rec = run_experiment(spec, cfg, out / "random_surface", progress=False)
+    assert rec.get("skipped") is True
+    # a finished part is reused when only the final outputs are missing
+    (out / "random_surface" / "results.json").unlink()
+    rec = run_experiment(spec, cfg, out / "random_surface", progress=False)
+    assert "surface" in rec["resumed_parts"]
+
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_experiment_cli_quick_path(tmp_path):
+    out = tmp_path / "o"
+    r = _cli("experiments.hessian_delta", "--tiny", "--out", str(out), "--num_draws", "3", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((out / "results.json").read_text())
+    assert rec["config"]["num_draws"] == 3 and rec["mode"] == "tiny"
+    assert "Delta_k * k^2" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("experiments", "--only", "nonsense"), "unknown experiment"),
+        (("experiments.spectrum", "--dataset", "imagenet"), "unknown dataset"),
+        (("experiments.random_delta", "--sigmas", "1,-1"), "sigma must be > 0"),
+        (("experiments.hessian_delta", "--num_draws", "1"), "num_draws must be >= 2"),
+        (("experiments.loss_difference", "--datasets", "cifar10", "--tiny"), "no requested dataset is available"),
+        (("experiments.theory_vs_empirical", "--window", "4"), "odd"),
+    ],
+)
+def test_bad_arguments_fail_cleanly(tmp_path, args, message):
+    out = tmp_path / "never"
+    r = _cli(*args, "--out", str(out))
+    assert r.returncode != 0
+    assert message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists(), "nothing may be left in --out after a bad argument"
+
+
+def test_bad_type_is_an_argparse_error(tmp_path):
+    r = _cli("experiments.spectrum", "--num_models", "many", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "invalid" in r.stderr
+    assert not (tmp_path / "x").exists()
