@@ -14,6 +14,7 @@ from .io import atomic_write_bytes, atomic_write_text, run_metadata, write_json,
 from .cache import cached_train, default_cache_dir
 
 # -- eigen (issue 3)
+from .eigen import EigResult, block_lanczos, dense_eigh, hessian_eigenpairs, hessian_eigenpairs_batch, lanczos, lobpcg, power_iteration, top_eigenpairs
 
 # -- subspace / estimates (issue 4)
 from .subspace import Subspace, hessian_subspace, normalize_filters, random_directions
