@@ -266,3 +266,14 @@ def test_bad_inputs(mlp):
         jl.sufficient_k(np.ones(5), 1.0, smooth=7)
     with pytest.raises(ConfigError, match=r"\[1, 22\]"):
         jl.theory_delta_eigensolver(model, w, x, y, [23], 2, 1.0)
+
+
+def test_explicit_thetas_match_loss_matrix_route(mlp):
+    model, w, x, y, sub = mlp
+    th = jl.draw_thetas(jax.random.key(1), 6, 3, 0.7, jnp.float64)
+    a = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, batch_size=4)
+    b = jl.delta_from_losses(jl.per_sample_loss_matrix(model, sub, th, x, y), batch_size=4)
+    np.testing.assert_allclose(a.delta, b.delta, rtol=1e-12)
+    np.testing.assert_allclose(a.stderr, b.stderr, rtol=1e-12)
+    with pytest.raises(ConfigError, match="key"):
+        jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, num_draws=6)

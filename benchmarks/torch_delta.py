@@ -1,0 +1,95 @@
+"""PyTorch CPU baseline for the all-k Monte Carlo Delta_k: what the original code did, minus its bugs.
+
+For each draw theta_t: deep-copy the model, perturb its parameters in place
+along *all* d directions (``p += sum_j theta_tj P_j``; the original applied
+only the first), run a ``DataLoader`` over the fixed data order (the
+original reshuffled per pass) in batches of 64, and collect the batch
+losses. ``Delta_k`` then follows from cumulative means of the batch losses,
+exactly as in :mod:`jaxland.estimates`. Used by :mod:`benchmarks.delta`
+with the same weights, data and draws as jaxland.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+
+def torch_mlp(model, w) -> nn.Sequential:
+    """A torch ``nn.Sequential`` holding jaxland's flat parameters ``w`` (kernel (in, out) -> weight (out, in))."""
+    acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}
+    layers = model.layers(w)
+    mods = []
+    for i, layer in enumerate(layers):
+        lin = nn.Linear(*np.asarray(layer.kernel).shape, bias=layer.bias is not None)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(np.asarray(layer.kernel).T.copy()))
+            if layer.bias is not None:
+                lin.bias.copy_(torch.from_numpy(np.asarray(layer.bias).copy()))
+        mods.append(lin)
+        if i < len(layers) - 1:
+            mods.append(acts[model.activation]())
+    return nn.Sequential(*mods)
+
+
+def torch_directions(model, directions) -> list[list[torch.Tensor]]:
+    """Per direction, tensors shaped like the torch module's parameters (in ``parameters()`` order)."""
+    out = []
+    for p in np.asarray(directions):
+        ts = []
+        for layer in model.layers(p):
+            ts.append(torch.from_numpy(np.asarray(layer.kernel).T.copy()))
+            if layer.bias is not None:
+                ts.append(torch.from_numpy(np.asarray(layer.bias).copy()))
+        out.append(ts)
+    return out
+
+
+def batch_losses(model, w, directions, thetas, x, y, *, batch_size: int = 64) -> np.ndarray:
+    """(T, K) batch losses ``L^batch_b(w* + theta_t @ P)``, one deep-copied, perturbed model per draw."""
+    base = torch_mlp(model, w).eval()
+    dirs = torch_directions(model, directions)
+    loader = DataLoader(
+        TensorDataset(torch.from_numpy(np.array(x, dtype=np.float32)), torch.from_numpy(np.array(y, dtype=np.int64))),
+        batch_size=batch_size,
+        shuffle=False,  # the original reshuffled per pass; here every draw sees the same order
+        drop_last=True,
+    )
+    thetas = np.asarray(thetas, dtype=np.float64)
+    out = np.empty((thetas.shape[0], len(loader)), np.float64)
+    loss_fn = nn.CrossEntropyLoss()
+    for t, theta in enumerate(thetas):
+        net = copy.deepcopy(base)
+        with torch.no_grad():
+            for j, tj in enumerate(theta):  # all d directions
+                for p, dp in zip(net.parameters(), dirs[j]):
+                    p.add_(dp, alpha=float(tj))
+            for b, (xb, yb) in enumerate(loader):
+                out[t, b] = loss_fn(net(xb), yb).item()
+    return out
+
+
+def delta_from_batch_losses(losses: np.ndarray):
+    """``(k, Delta_k, stderr)`` for k = 1..K-1 from (T, K) batch losses (float64)."""
+    losses = np.asarray(losses, np.float64)
+    kk = np.arange(1, losses.shape[1] + 1)
+    big_l = np.cumsum(losses, axis=1) / kk
+    inc = (losses[:, 1:] - big_l[:, :-1]) / kk[1:]
+    q = inc**2
+    return kk[:-1], q.mean(0), q.std(0, ddof=1) / np.sqrt(q.shape[0])
+
+
+def run(model, w, directions, thetas, x, y, *, batch_size: int = 64, threads: int | None = None) -> dict:
+    """Time the baseline; returns wall time, the batch losses and the Delta_k curve."""
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    losses = batch_losses(model, w, directions, thetas, x, y, batch_size=batch_size)
+    wall = time.perf_counter() - t0
+    k, delta, se = delta_from_batch_losses(losses)
+    return {"wall_s": wall, "losses": losses, "k": k, "delta": delta, "stderr": se, "torch_threads": torch.get_num_threads()}
