@@ -31,12 +31,12 @@ def torch_hvp_time(model, w, x, y, v, repeats):
         import torch
     except ImportError:
         return None
-    from .torch_models import torch_mlp
+    from .torch_models import flat_to_torch_order, torch_mlp
 
     net = torch_mlp(model, np.asarray(w))
     xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y)).long()
     params = [p for p in net.parameters()]
-    vt = [torch.from_numpy(np.asarray(a)).reshape(p.shape) for a, p in zip(_split_like_torch(model, v), params)]
+    vt = [torch.from_numpy(np.asarray(a)).reshape(p.shape) for a, p in zip(flat_to_torch_order(model, v), params)]
 
     def run():
         loss = torch.nn.functional.cross_entropy(net(xt), yt)
@@ -47,16 +47,6 @@ def torch_hvp_time(model, w, x, y, v, repeats):
     out = run()
     ref = np.concatenate([o.detach().numpy().ravel() for o in out])
     return timeit(run, repeats=repeats), ref
-
-
-def _split_like_torch(model, v):
-    """Flat JAX vector -> per-parameter arrays in torch order (weight (out,in), bias) per layer."""
-    out = []
-    for layer in model.layers(jnp.asarray(v)):
-        out.append(np.asarray(layer.kernel).T)
-        if layer.bias is not None:
-            out.append(np.asarray(layer.bias))
-    return out
 
 
 def main(argv=None):
@@ -90,7 +80,9 @@ def main(argv=None):
     tt = torch_hvp_time(model, w, x, y, v, args.repeats)
     if tt is not None:
         t_torch, ref = tt
-        ours = np.concatenate([a.ravel() for a in _split_like_torch(model, jl.hvp(model, w, v, x, y, k))])
+        from .torch_models import flat_to_torch_order
+
+        ours = np.concatenate([a.ravel() for a in flat_to_torch_order(model, jl.hvp(model, w, v, x, y, k))])
         result["torch_double_backward_hvp_s"] = t_torch["median_s"]
         result["speedup_vs_torch"] = t_torch["median_s"] / t_hvp["median_s"]
         result["max_rel_diff_vs_torch"] = float(np.abs(ours - ref).max() / np.abs(ref).max())

@@ -19,35 +19,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-
-def torch_mlp(model, w) -> nn.Sequential:
-    """A torch ``nn.Sequential`` holding jaxland's flat parameters ``w`` (kernel (in, out) -> weight (out, in))."""
-    acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "silu": nn.SiLU}
-    layers = model.layers(w)
-    mods = []
-    for i, layer in enumerate(layers):
-        lin = nn.Linear(*np.asarray(layer.kernel).shape, bias=layer.bias is not None)
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(np.asarray(layer.kernel).T.copy()))
-            if layer.bias is not None:
-                lin.bias.copy_(torch.from_numpy(np.asarray(layer.bias).copy()))
-        mods.append(lin)
-        if i < len(layers) - 1:
-            mods.append(acts[model.activation]())
-    return nn.Sequential(*mods)
+from .torch_models import flat_to_torch_order, torch_mlp
 
 
 def torch_directions(model, directions) -> list[list[torch.Tensor]]:
     """Per direction, tensors shaped like the torch module's parameters (in ``parameters()`` order)."""
-    out = []
-    for p in np.asarray(directions):
-        ts = []
-        for layer in model.layers(p):
-            ts.append(torch.from_numpy(np.asarray(layer.kernel).T.copy()))
-            if layer.bias is not None:
-                ts.append(torch.from_numpy(np.asarray(layer.bias).copy()))
-        out.append(ts)
-    return out
+    return [[torch.from_numpy(a) for a in flat_to_torch_order(model, p)] for p in np.asarray(directions)]
 
 
 def batch_losses(model, w, directions, thetas, x, y, *, batch_size: int = 64) -> np.ndarray:

@@ -23,49 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-
-def torch_mlp(model, w) -> nn.Sequential:
-    """``nn.Sequential`` of ``Linear``/ReLU equal to ``model.apply(w, .)`` (ReLU MLPs only)."""
-    if model.activation != "relu":
-        raise ValueError("the torch baseline supports ReLU MLPs only")
-    layers = []
-    views = model.layers(w)
-    for i, layer in enumerate(views):
-        a, b = layer.kernel.shape
-        lin = nn.Linear(a, b, bias=layer.bias is not None)
-        with torch.no_grad():
-            lin.weight.copy_(torch.from_numpy(np.asarray(layer.kernel, np.float32).T.copy()))
-            if layer.bias is not None:
-                lin.bias.copy_(torch.from_numpy(np.asarray(layer.bias, np.float32).copy()))
-        layers.append(lin)
-        if i < len(views) - 1:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
-
-
-def flat_to_torch_order(model, v) -> list[np.ndarray]:
-    """A flat JAX-ordered vector as the list of per-parameter arrays in torch layout."""
-    out = []
-    for layer in model.layers(v):
-        out.append(np.asarray(layer.kernel, np.float32).T.copy())
-        if layer.bias is not None:
-            out.append(np.asarray(layer.bias, np.float32).copy())
-    return out
-
-
-def torch_to_flat(model, tensors) -> np.ndarray:
-    """Inverse of :func:`flat_to_torch_order` (``model.layers`` is a permutation, so its transpose inverts it)."""
-    import jax
-    import jax.numpy as jnp
-
-    arrs = iter([t.detach().numpy() for t in tensors])
-    parts = []
-    for _ in range(len(model.sizes) - 1):
-        kernel = jnp.asarray(next(arrs).T)
-        parts.append((kernel, jnp.asarray(next(arrs)) if model.use_bias else None))
-    views = lambda w: [(l.kernel, l.bias) for l in model.layers(w)]
-    (flat,) = jax.linear_transpose(views, jnp.zeros(model.num_params, jnp.float32))(parts)
-    return np.asarray(flat)
+from .torch_models import flat_to_torch_order, torch_mlp, torch_to_flat  # noqa: F401
 
 
 class TorchHessian:
