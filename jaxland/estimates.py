@@ -43,7 +43,11 @@ import optax
 from .errors import ConfigError
 from .model import ACTIVATIONS, MLPConfig
 from .model import per_sample_losses as _mlp_per_sample_losses
+from .sharding import AXIS as _AXIS
+from .sharding import DEFAULT_MEMORY_BUDGET, auto_chunk
 from .subspace import Subspace
+
+_P = jax.sharding.PartitionSpec
 
 __all__ = [
     "DeltaResult",
@@ -54,6 +58,8 @@ __all__ = [
     "CumulativeCurvature",
     "draw_thetas",
     "per_sample_loss_matrix",
+    "StreamPlan",
+    "stream_plan",
     "cumulative_means",
     "loss_increments",
     "delta_from_losses",
@@ -276,12 +282,80 @@ def _pad_rows(a, m):
     return jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
 
 
-@functools.partial(jax.jit, static_argnames=("model", "draw_chunk", "sample_block", "fast"))
-def _loss_matrix(model, subspace, thetas, x, y, *, draw_chunk, sample_block, fast):
+def _resolve_mesh(mesh):
+    """None -> every visible device (None if only one); an int -> the first n devices; a Mesh as is.
+
+    Returns None when the work runs on one device (the unsharded program).
+    """
+    from .sharding import device_mesh
+
+    if mesh is None:
+        if jax.device_count() == 1:
+            return None
+        mesh = device_mesh()
+    elif isinstance(mesh, (int, np.integer)):
+        mesh = device_mesh(int(mesh))
+    elif not isinstance(mesh, jax.sharding.Mesh):
+        raise ConfigError(f"mesh must be None, a device count or a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if mesh.axis_names != (_AXIS,):
+        raise ConfigError(f"mesh must be 1-D with axis {_AXIS!r} (jaxland.device_mesh), got axes {mesh.axis_names}")
+    return None if mesh.size == 1 else mesh
+
+
+def _check_matmul_dtype(model, matmul_dtype):
+    if matmul_dtype is None:
+        return None
+    if isinstance(matmul_dtype, str):
+        names = {"bf16": jnp.bfloat16, "bfloat16": jnp.bfloat16, "f32": None, "float32": None, "fp32": None}
+        if matmul_dtype.lower() not in names:
+            raise ConfigError(f"matmul_dtype must be None, 'bf16' or a jnp dtype, got {matmul_dtype!r}")
+        matmul_dtype = names[matmul_dtype.lower()]
+        if matmul_dtype is None:
+            return None
+    dt = jnp.dtype(matmul_dtype)
+    if dt not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        if dt == jnp.dtype(jnp.float32):
+            return None
+        raise ConfigError(f"matmul_dtype must be bfloat16 (or float16/float32), got {dt}")
+    if not isinstance(model, MLPConfig):
+        raise ConfigError("matmul_dtype needs an MLPConfig model (other models run their own forward pass)")
+    return dt
+
+
+def _mm(a, b, dt, spec=None):
+    """``a @ b`` (or an einsum) with inputs cast to ``dt`` and float accumulation in the inputs' dtype."""
+    if dt is None:
+        return a @ b if spec is None else jnp.einsum(spec, a, b)
+    out = jnp.result_type(a, b)
+    a, b = a.astype(dt), b.astype(dt)
+    if spec is None:
+        return jnp.matmul(a, b, preferred_element_type=out)
+    return jnp.einsum(spec, a, b, preferred_element_type=out)
+
+
+def _mlp_losses(model, w, x, y, dt):
+    """Per-sample losses of an MLP with matmul inputs in ``dt`` (None: the model's own forward pass)."""
+    if dt is None:
+        return _losses(model, w, x, y)
+    act = ACTIVATIONS[model.activation]
+    layers = model.layers(w)
+    h = x
+    for i, layer in enumerate(layers):
+        h = _mm(h, layer.kernel, dt)
+        if layer.bias is not None:
+            h = h + layer.bias
+        if i < len(layers) - 1:
+            h = act(h)
+    return optax.softmax_cross_entropy_with_integer_labels(h, y)
+
+
+def _loss_body(model, subspace, thetas, x, y, *, draw_chunk, sample_block, fast, matmul_dtype=None):
+    """(T, n) per-sample losses on one device: sample blocks outside, draws (vmapped by chunks) inside."""
     n, t = x.shape[0], thetas.shape[0]
     xb = _pad_rows(x, sample_block).reshape(-1, sample_block, *x.shape[1:])
     yb = _pad_rows(y, sample_block).reshape(-1, sample_block, *y.shape[1:])
     center, p = subspace.center, subspace.directions
+    dt = matmul_dtype
 
     if fast:
         act = ACTIVATIONS[model.activation]
@@ -292,8 +366,8 @@ def _loss_matrix(model, subspace, thetas, x, y, *, draw_chunk, sample_block, fas
             xs, ys = args
             # First layer: x @ (W1* + sum_j theta_j P1_j) = x @ W1* + sum_j theta_j (x @ P1_j);
             # the d+1 products are made once per block and reused by every draw.
-            h0 = xs @ lc[0].kernel
-            hp = jnp.einsum("bi,dio->dbo", xs, lp[0].kernel)
+            h0 = _mm(xs, lc[0].kernel, dt)
+            hp = _mm(xs, lp[0].kernel, dt, "bi,dio->dbo")
             if lc[0].bias is not None:
                 h0 = h0 + lc[0].bias
 
@@ -302,7 +376,7 @@ def _loss_matrix(model, subspace, thetas, x, y, *, draw_chunk, sample_block, fas
                 if lc[0].bias is not None:
                     h = h + th @ lp[0].bias
                 for c, q in zip(lc[1:], lp[1:]):
-                    h = act(h) @ (c.kernel + jnp.einsum("d,dio->io", th, q.kernel))
+                    h = _mm(act(h), c.kernel + jnp.einsum("d,dio->io", th, q.kernel), dt)
                     if c.bias is not None:
                         h = h + c.bias + th @ q.bias
                 return optax.softmax_cross_entropy_with_integer_labels(h, ys)
@@ -313,10 +387,45 @@ def _loss_matrix(model, subspace, thetas, x, y, *, draw_chunk, sample_block, fas
 
         def block(args):
             xs, ys = args
-            return jax.lax.map(lambda th: _losses(model, center + th @ p, xs, ys), thetas, batch_size=draw_chunk)
+            return jax.lax.map(
+                lambda th: _mlp_losses(model, center + th @ p, xs, ys, dt), thetas, batch_size=draw_chunk
+            )
 
     out = jax.lax.map(block, (xb, yb))  # (blocks, T, block)
     return jnp.moveaxis(out, 0, 1).reshape(t, -1)[:, :n]
+
+
+@functools.partial(
+    jax.jit, static_argnames=("model", "draw_chunk", "sample_block", "fast", "matmul_dtype", "mesh")
+)
+def _loss_matrix(model, subspace, thetas, x, y, *, draw_chunk, sample_block, fast, matmul_dtype=None, mesh=None):
+    kw = dict(draw_chunk=draw_chunk, sample_block=sample_block, fast=fast, matmul_dtype=matmul_dtype)
+    if mesh is None:
+        return _loss_body(model, subspace, thetas, x, y, **kw)
+    t = thetas.shape[0]
+    # draws are split over the devices; every device sees all samples
+    body = lambda th, s, xx, yy: _loss_body(model, s, th, xx, yy, **kw)
+    out = jax.shard_map(body, mesh=mesh, in_specs=(_P(_AXIS), _P(), _P(), _P()), out_specs=_P(_AXIS), check_vma=False)(
+        _pad_rows(thetas, mesh.size), subspace, x, y
+    )
+    return out[:t]
+
+
+def _replicate(mesh, *arrays):
+    """Put concrete inputs on every device of ``mesh`` (committed single-device arrays would clash)."""
+    if mesh is None:
+        return arrays
+    rep = jax.sharding.NamedSharding(mesh, _P())
+    return tuple(jax.device_put(a, rep) if a is not None else None for a in arrays)
+
+
+def _gather(tree):
+    """Multi-host: make a sharded result whole on every process (process 0 writes it)."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(lambda a: multihost_utils.process_allgather(a, tiled=True), tree)
 
 
 def per_sample_loss_matrix(
@@ -329,6 +438,8 @@ def per_sample_loss_matrix(
     chunk: int | None = None,
     sample_block: int | None = None,
     fast_first_layer: bool = True,
+    mesh=None,
+    matmul_dtype=None,
 ) -> jax.Array:
     """``l_i(w* + theta_t @ P)`` for every draw t and sample i: shape (T, N).
 
@@ -346,6 +457,17 @@ def per_sample_loss_matrix(
     deeper layers use ``W_l(theta) = W_l* + sum_j theta_j P_l,j`` formed per
     draw (d/sample_block of the layer's cost). It is used only when
     ``d < in_dim`` (otherwise it saves nothing).
+
+    ``mesh``: the draws are split over the devices of a 1-D mesh
+    (:func:`jaxland.device_mesh`; an int n means the first n devices). The
+    default None uses every visible device, which with one device is the
+    plain single-device program. Each device computes its draws on all
+    samples; the numbers equal the single-device ones to float rounding.
+
+    ``matmul_dtype`` (MLPs only): e.g. ``jnp.bfloat16`` or ``"bf16"`` casts the
+    inputs of the layer matmuls to that type, accumulating in float32 (worth it
+    on GPU/TPU; the error against float32 is measured in
+    ``benchmarks/scaling.py``). Default None: full precision.
     """
     d = _check_subspace(model, subspace)
     _check_data(x, y)
@@ -353,11 +475,21 @@ def per_sample_loss_matrix(
     if thetas.ndim != 2 or thetas.shape[1] != d:
         raise ConfigError(f"thetas must be (T, d={d}), got shape {tuple(thetas.shape)}")
     chunk = _check_chunk("chunk", chunk, DEFAULT_DRAW_CHUNK)
+    block = _sample_block(sample_block, d, int(x.shape[0]))
+    fast = _uses_fast_path(model, d, fast_first_layer)
+    dt = _check_matmul_dtype(model, matmul_dtype)
+    mesh = _resolve_mesh(mesh)
+    subspace, x, y = _replicate(mesh, subspace, x, y)
+    out = _loss_matrix(
+        model, subspace, thetas, x, y, draw_chunk=chunk, sample_block=block, fast=fast, matmul_dtype=dt, mesh=mesh
+    )
+    return _gather(out)
+
+
+def _sample_block(sample_block, d, n):
     # per (block, draw) the deeper layers' W(theta) cost d/block of the forward pass: keep block >= 8d
     block = _check_chunk("sample_block", sample_block, max(DEFAULT_SAMPLE_BLOCK, 8 * d))
-    block = min(block, int(x.shape[0]))
-    fast = _uses_fast_path(model, d, fast_first_layer)
-    return _loss_matrix(model, subspace, thetas, x, y, draw_chunk=chunk, sample_block=block, fast=fast)
+    return min(block, n)
 
 
 def _uses_fast_path(model, d, requested) -> bool:
@@ -390,20 +522,108 @@ def loss_increments(losses: jax.Array, batch_size: int | None = None) -> jax.Arr
     return (l[..., 1:] - big_l[..., :-1]) / k1
 
 
+def _squared_increments(losses, perms, batch_size):
+    """q_t,k = mean over orderings of (L_{k+1} - L_k)^2 for each draw t: (T, K-1)."""
+    if perms is None:
+        return loss_increments(losses, batch_size) ** 2
+
+    def body(r, acc):
+        return acc + loss_increments(losses[:, perms[r]], batch_size) ** 2
+
+    k = _group(losses[:1], batch_size).shape[-1]
+    acc = jnp.zeros((losses.shape[0], k - 1), losses.dtype)
+    return jax.lax.fori_loop(0, perms.shape[0], body, acc) / perms.shape[0]
+
+
 @functools.partial(jax.jit, static_argnames="batch_size")
 def _delta_stats(losses, perms, *, batch_size):
-    if perms is None:
-        q = loss_increments(losses, batch_size) ** 2
-    else:
-
-        def body(r, acc):
-            return acc + loss_increments(losses[:, perms[r]], batch_size) ** 2
-
-        k = _group(losses[:1], batch_size).shape[-1]
-        acc = jnp.zeros((losses.shape[0], k - 1), losses.dtype)
-        q = jax.lax.fori_loop(0, perms.shape[0], body, acc) / perms.shape[0]
+    q = _squared_increments(losses, perms, batch_size)
     t = q.shape[0]
     return q.mean(0), q.std(0, ddof=1) / jnp.sqrt(t)
+
+
+# Streaming statistics over draws: (count, mean, M2 = sum of squared deviations)
+# per k, merged chunk by chunk and device by device with Chan et al.'s pairwise
+# update, which is the sum/sum-of-squares accumulation without its cancellation.
+
+
+def _chunk_stats(q, valid):
+    v = valid.astype(q.dtype)[:, None]
+    n = jnp.sum(v)
+    mean = jnp.sum(v * q, 0) / jnp.maximum(n, 1)
+    return n, mean, jnp.sum(v * (q - mean) ** 2, 0)
+
+
+def _merge_stats(a, b):
+    na, ma, sa = a
+    nb, mb, sb = b
+    n = na + nb
+    delta = mb - ma
+    frac = nb / jnp.maximum(n, 1)
+    return n, ma + delta * frac, sa + sb + delta * delta * na * frac
+
+
+def _psum_stats(stats, axis):
+    n, mean, m2 = stats
+    total = jax.lax.psum(n, axis)
+    gmean = jax.lax.psum(n * mean, axis) / total
+    return total, gmean, jax.lax.psum(m2 + n * (mean - gmean) ** 2, axis)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("model", "draw_chunk", "sample_block", "fast", "matmul_dtype", "mesh", "batch_size", "pass_draws"),
+)
+def _delta_stream(
+    model, subspace, thetas, valid, x, y, perms, *, draw_chunk, sample_block, fast, matmul_dtype, mesh, batch_size, pass_draws
+):
+    kw = dict(draw_chunk=draw_chunk, sample_block=sample_block, fast=fast, matmul_dtype=matmul_dtype)
+
+    def local(th, val, sub, xx, yy, pp):
+        th = th.reshape(-1, pass_draws, th.shape[-1])
+        val = val.reshape(-1, pass_draws)
+
+        def step(acc, chunk):
+            thc, vc = chunk
+            losses = _loss_body(model, sub, thc, xx, yy, **kw)  # (pass_draws, N): the only big array
+            return _merge_stats(acc, _chunk_stats(_squared_increments(losses, pp, batch_size), vc)), None
+
+        kq = _group(jnp.zeros((1, xx.shape[0])), batch_size).shape[-1] - 1
+        zero = jnp.zeros(kq, th.dtype)
+        stats, _ = jax.lax.scan(step, (jnp.zeros((), th.dtype), zero, zero), (th, val))
+        return stats if mesh is None else _psum_stats(stats, _AXIS)
+
+    if mesh is None:
+        return local(thetas, valid, subspace, x, y, perms)
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(_P(_AXIS), _P(_AXIS), _P(), _P(), _P(), _P()), out_specs=_P(), check_vma=False
+    )(thetas, valid, subspace, x, y, perms)
+
+
+class StreamPlan(NamedTuple):
+    """How :func:`delta_monte_carlo` splits T draws: ``devices`` x ``passes`` x ``pass_draws`` (>= T, padded)."""
+
+    devices: int
+    passes: int
+    pass_draws: int
+    bytes_per_draw: int
+
+
+def stream_plan(num_draws: int, num_samples: int, *, devices: int = 1, memory_budget: int | None = None, itemsize: int = 4) -> StreamPlan:
+    """Draws per pass so that one pass's (pass_draws, N) loss matrix and its increments fit ``memory_budget``.
+
+    A draw costs about 8 arrays of N values in flight (losses, their
+    transpose out of the sample-block map, a permuted copy, cumulative sums,
+    increments, squares). ``memory_budget`` is in bytes per device (default
+    :data:`jaxland.sharding.DEFAULT_MEMORY_BUDGET`, 1 GiB). The draws of each
+    device are split into equal passes, padded by at most ``passes - 1``.
+    """
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else _check_chunk("memory_budget", memory_budget, None)
+    per_device = -(-int(num_draws) // int(devices))
+    bytes_per_draw = 8 * int(num_samples) * int(itemsize)
+    c = auto_chunk(per_device, bytes_per_draw, budget)
+    passes = -(-per_device // c)
+    return StreamPlan(int(devices), passes, -(-per_device // passes), bytes_per_draw)
 
 
 def delta_from_losses(
@@ -463,18 +683,35 @@ def delta_monte_carlo(
     chunk: int | None = None,
     sample_block: int | None = None,
     fast_first_layer: bool = True,
+    mesh=None,
+    memory_budget: int | None = None,
+    matmul_dtype=None,
 ) -> DeltaResult:
     """Monte Carlo ``Delta_k = E_theta[(L_{k+1} - L_k)^2]`` at ``w* + theta @ P`` for every k.
 
     ``theta_t ~ N(0, sigma^2 I_d)``, t = 1..T (``num_draws``), drawn from
     ``key`` along all d directions (or given as ``thetas`` (T, d), e.g. to
     share draws with another implementation; ``sigma`` is then only recorded).
-    One (T, N) per-sample loss matrix (:func:`per_sample_loss_matrix`) gives
-    every k. k counts samples, or batches of ``batch_size`` consecutive samples.
+    The per-sample losses of a draw on all N samples
+    (:func:`per_sample_loss_matrix`) give every k at once. k counts samples,
+    or batches of ``batch_size`` consecutive samples.
 
     ``orderings``: None (the data order, shared by every draw), an int R (R
     random permutations from ``ordering_key``, default
     ``jax.random.fold_in(key, 1)``), or an (R, N) array of permutations.
+
+    Memory is bounded: the draws are processed in passes of ``pass_draws``
+    (:func:`stream_plan`, from ``memory_budget`` bytes per device, default
+    1 GiB), and only per-k running statistics survive a pass: the count, the
+    mean of ``q_t,k = (L_{k+1} - L_k)^2`` and its sum of squared deviations,
+    merged pass by pass (Chan's pairwise update). The whole (T, N) loss matrix
+    is never held when it exceeds the budget; the result equals the one-pass
+    result to float rounding.
+
+    ``mesh``: draws split over a 1-D device mesh (None: every visible device;
+    an int: that many; the statistics are merged across devices with a psum,
+    so every process gets the whole result). ``matmul_dtype``: see
+    :func:`per_sample_loss_matrix`.
     """
     sigma = _check_sigma(sigma)
     d = _check_subspace(model, subspace)
@@ -492,25 +729,63 @@ def delta_monte_carlo(
         if key is None:
             raise ConfigError("orderings need an explicit ordering_key (or key)")
         ordering_key = jax.random.fold_in(key, 1)
-    losses = per_sample_loss_matrix(
-        model, subspace, thetas, x, y, chunk=chunk, sample_block=sample_block, fast_first_layer=fast_first_layer
-    )
-    res = delta_from_losses(
-        losses,
+    thetas = jnp.asarray(thetas)
+    if thetas.ndim != 2 or thetas.shape[1] != d:
+        raise ConfigError(f"thetas must be (T, d={d}), got shape {tuple(thetas.shape)}")
+    kmax = _num_groups(n, batch_size)
+    perms = _orderings(orderings, n, ordering_key)
+    fast = _uses_fast_path(model, d, fast_first_layer)
+    dt = _check_matmul_dtype(model, matmul_dtype)
+    mesh = _resolve_mesh(mesh)
+    t = int(thetas.shape[0])
+    plan = stream_plan(t, n, devices=1 if mesh is None else mesh.size, memory_budget=memory_budget, itemsize=thetas.dtype.itemsize)
+    total = plan.devices * plan.passes * plan.pass_draws
+    # padded draws (zeros) carry weight 0; device i gets rows [i*T/dev, (i+1)*T/dev)
+    th = _pad_rows(thetas, total)
+    valid = jnp.arange(total) < t
+    if mesh is not None:
+        rows = jax.sharding.NamedSharding(mesh, _P(_AXIS))
+        th, valid = jax.device_put(th, rows), jax.device_put(valid, rows)
+    subspace, x, y, perms = _replicate(mesh, subspace, x, y, perms)
+    count, delta, m2 = _delta_stream(
+        model,
+        subspace,
+        th,
+        valid,
+        x,
+        y,
+        perms,
+        draw_chunk=_check_chunk("chunk", chunk, DEFAULT_DRAW_CHUNK),
+        sample_block=_sample_block(sample_block, d, n),
+        fast=fast,
+        matmul_dtype=dt,
+        mesh=mesh,
         batch_size=batch_size,
-        orderings=orderings,
-        ordering_key=ordering_key,
-        sigma=sigma,
-        fast_first_layer=_uses_fast_path(model, d, fast_first_layer),
+        pass_draws=plan.pass_draws,
     )
-    return res._replace(dim=d)
+    se = jnp.sqrt(m2 / (count - 1)) / jnp.sqrt(count)
+    k = np.arange(1, kmax)
+    k2 = jnp.asarray(k, delta.dtype) ** 2
+    return DeltaResult(
+        k=k,
+        delta=delta,
+        stderr=se,
+        delta_k2=delta * k2,
+        stderr_k2=se * k2,
+        sigma=sigma,
+        num_draws=t,
+        dim=d,
+        batch_size=batch_size,
+        num_orderings=1 if perms is None else int(perms.shape[0]),
+        unit=_unit(batch_size),
+        fast_first_layer=fast,
+    )
 
 
 # ----------------------------------------------------------------------------- theory
 
 
-@functools.partial(jax.jit, static_argnames=("model", "sample_block"))
-def _curvature(model, subspace, x, y, *, sample_block):
+def _curvature_body(model, subspace, x, y, sample_block):
     n = x.shape[0]
     d = subspace.directions.shape[0]
     xb = _pad_rows(x, sample_block).reshape(-1, sample_block, *x.shape[1:])
@@ -536,7 +811,22 @@ def _curvature(model, subspace, x, y, *, sample_block):
     )
 
 
-def subspace_curvature(model, subspace: Subspace, x: jax.Array, y: jax.Array, *, chunk: int | None = None) -> SubspaceCurvature:
+@functools.partial(jax.jit, static_argnames=("model", "sample_block", "mesh"))
+def _curvature(model, subspace, x, y, *, sample_block, mesh=None):
+    if mesh is None:
+        return _curvature_body(model, subspace, x, y, sample_block)
+    # samples are split over the devices (each block of samples is independent)
+    n = x.shape[0]
+    body = lambda xx, yy, s: _curvature_body(model, s, xx, yy, sample_block)
+    out = jax.shard_map(body, mesh=mesh, in_specs=(_P(_AXIS), _P(_AXIS), _P()), out_specs=_P(_AXIS), check_vma=False)(
+        _pad_rows(x, mesh.size), _pad_rows(y, mesh.size), subspace
+    )
+    return tuple(o[:n] for o in out)
+
+
+def subspace_curvature(
+    model, subspace: Subspace, x: jax.Array, y: jax.Array, *, chunk: int | None = None, mesh=None
+) -> SubspaceCurvature:
     """Per-sample ``c_i = l_i(w*)``, ``g_i = P grad l_i(w*)`` (N, d), ``G_i = P Hess l_i(w*) P^T`` (N, d, d).
 
     With ``f(theta) = (l_i(w* + theta @ P))_i`` (R^d -> R^N), ``g = J_f(0)`` and
@@ -545,11 +835,19 @@ def subspace_curvature(model, subspace: Subspace, x: jax.Array, y: jax.Array, *,
     reference MLP, same numbers). Cumulative means of these give
     ``L_k(w*)``, ``P grad L_k`` and ``P H_k P^T`` for every k
     (:func:`cumulative_curvature`).
+
+    ``mesh``: the samples are split over a 1-D device mesh (None: every
+    visible device; an int: that many), ``chunk`` at a time on each device;
+    the same numbers as on one device to float rounding.
     """
     _check_subspace(model, subspace)
     n = _check_data(x, y)
-    block = min(_check_chunk("chunk", chunk, 1024), n)
-    return SubspaceCurvature(*_curvature(model, subspace, x, y, sample_block=block))
+    mesh = _resolve_mesh(mesh)
+    local = n if mesh is None else -(-n // mesh.size)
+    block = _check_chunk("chunk", chunk, 1024)
+    block = -(-local // -(-local // block))  # equal blocks: the least padding
+    subspace, x, y = _replicate(mesh, subspace, x, y)
+    return SubspaceCurvature(*_gather(_curvature(model, subspace, x, y, sample_block=block, mesh=mesh)))
 
 
 def _cummean(a, axis=0):
@@ -732,12 +1030,16 @@ def loss_surface(
     batch_size: int | None = None,
     chunk: int | None = None,
     fast_first_layer: bool = True,
+    mesh=None,
+    matmul_dtype=None,
 ) -> SurfaceResult:
     """``L_k(alpha, beta)`` and ``(L_{k+1} - L_k)^2`` on a ``grid x grid`` mesh of ``[-extent, extent]^2``.
 
     The point ``(alpha, beta)`` is ``w* + alpha P_1 + beta P_2``. One (grid^2, N)
     per-sample loss matrix gives every requested k (1 <= k <= K-1; in
     batches when ``batch_size`` is set, e.g. the paper's "max k" is K-1).
+    ``mesh``: the grid points are split over the devices like Monte Carlo
+    draws (:func:`per_sample_loss_matrix`).
     """
     d = _check_subspace(model, subspace2d)
     if d != 2:
@@ -756,7 +1058,9 @@ def loss_surface(
     betas = jnp.linspace(-extent, extent, int(grid), dtype=dtype)
     aa, bb = jnp.meshgrid(alphas, betas, indexing="ij")
     thetas = jnp.stack([aa.ravel(), bb.ravel()], axis=-1)
-    losses = per_sample_loss_matrix(model, subspace2d, thetas, x, y, chunk=chunk, fast_first_layer=fast_first_layer)
+    losses = per_sample_loss_matrix(
+        model, subspace2d, thetas, x, y, chunk=chunk, fast_first_layer=fast_first_layer, mesh=mesh, matmul_dtype=matmul_dtype
+    )
     big_l = cumulative_means(losses, batch_size)  # (G^2, K)
     inc = loss_increments(losses, batch_size)  # (G^2, K-1)
     idx = jnp.asarray(ks - 1)

@@ -1,0 +1,156 @@
+"""Scale-out of the estimators: sharded == single device, streamed == one pass, bf16 matmuls.
+
+The multi-device checks run in a subprocess with 8 forced host devices
+(``XLA_FLAGS`` must be set before jax starts).
+"""
+
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxland as jl
+from jaxland import estimates as E
+from jaxland.errors import ConfigError
+
+
+
+def run_with_devices(code: str, n: int = 8) -> str:
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+@pytest.fixture
+def mlp(x64):
+    model = jl.MLPConfig((5, 6, 4, 3))
+    w = model.init(jax.random.key(0)).astype(jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (23, 5), jnp.float64)
+    y = jnp.arange(23) % 3
+    dirs = jax.random.normal(jax.random.key(2), (3, model.num_params), jnp.float64) * 0.3
+    return model, w, x, y, jl.Subspace(w, dirs)
+
+
+def test_stream_plan():
+    p = jl.stream_plan(1024, 60_000, memory_budget=1 << 30)
+    assert p.passes * p.pass_draws >= 1024 and p.pass_draws * p.bytes_per_draw <= 1 << 30
+    assert p.passes == 2 and p.pass_draws == 512  # 60k x 1024 does not fit 1 GiB in one pass
+    assert jl.stream_plan(1024, 9984).passes == 1  # the reference problem does
+    p8 = jl.stream_plan(1000, 100, devices=8, memory_budget=3200 * 10)
+    assert (p8.devices, p8.passes, p8.pass_draws) == (8, 13, 10)  # 125 draws per device, 10 per pass
+    with pytest.raises(ConfigError, match="memory_budget"):
+        jl.stream_plan(10, 10, memory_budget=0)
+
+
+def test_streamed_delta_equals_one_pass(mlp):
+    model, w, x, y, sub = mlp
+    th = jl.draw_thetas(jax.random.key(1), 13, 3, 0.7, jnp.float64)
+    for kw in (dict(), dict(batch_size=4), dict(orderings=3, ordering_key=jax.random.key(5))):
+        ref = jl.delta_from_losses(jl.per_sample_loss_matrix(model, sub, th, x, y), **kw)
+        for budget in (None, 1, 8 * 23 * 8 * 4):  # one pass; 1 draw per pass; 4 draws per pass (3 padded)
+            got = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, memory_budget=budget, **kw)
+            np.testing.assert_allclose(got.delta, ref.delta, rtol=1e-12)
+            np.testing.assert_allclose(got.stderr, ref.stderr, rtol=1e-10)
+            assert got.num_draws == 13 and got.dim == 3
+    assert jl.stream_plan(13, 23, memory_budget=8 * 23 * 8 * 4, itemsize=8).pass_draws == 4
+
+
+def test_streamed_delta_float32_large_offsets():
+    # float32, many passes: the pairwise merge keeps the standard error accurate
+    model = jl.MLPConfig((20, 16, 16, 4))
+    w = model.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (300, 20))
+    y = jnp.arange(300) % 4
+    sub = jl.Subspace(w, jl.random_directions(model, w, 3, key=jax.random.key(2)))
+    th = jl.draw_thetas(jax.random.key(3), 64, 3, 1.0)
+    one = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, batch_size=10)
+    many = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, batch_size=10, memory_budget=300 * 32 * 5)
+    np.testing.assert_allclose(many.delta, one.delta, rtol=2e-5)
+    np.testing.assert_allclose(many.stderr, one.stderr, rtol=2e-4)
+
+
+def test_bf16_matmuls_close_to_float32():
+    model = jl.MLPConfig((20, 16, 16, 4))
+    w = model.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (200, 20))
+    y = jnp.arange(200) % 4
+    sub = jl.Subspace(w, jl.random_directions(model, w, 3, key=jax.random.key(2)))
+    th = jl.draw_thetas(jax.random.key(3), 8, 3, 1.0)
+    ref = jl.per_sample_loss_matrix(model, sub, th, x, y)
+    for fast in (True, False):
+        got = jl.per_sample_loss_matrix(model, sub, th, x, y, matmul_dtype="bf16", fast_first_layer=fast)
+        assert got.dtype == jnp.float32
+        err = np.abs(np.asarray(got) - np.asarray(ref)).max() / np.abs(np.asarray(ref)).max()
+        assert 0 < err < 3e-2, err  # bf16 has 8 significant bits; the result is not the float32 one
+    same = jl.per_sample_loss_matrix(model, sub, th, x, y, matmul_dtype=jnp.float32)
+    np.testing.assert_array_equal(same, ref)
+    with pytest.raises(ConfigError, match="matmul_dtype"):
+        jl.per_sample_loss_matrix(model, sub, th, x, y, matmul_dtype="int8")
+
+
+def test_bf16_needs_mlp(x64):
+    @dataclasses.dataclass(frozen=True)
+    class Linear:
+        num_params: int = 3
+
+        def per_sample_losses(self, w, x, y):
+            return x @ w
+
+    x = jnp.ones((4, 3))
+    sub = jl.Subspace(jnp.zeros(3), jnp.eye(3)[:2])
+    with pytest.raises(ConfigError, match="MLPConfig"):
+        jl.per_sample_loss_matrix(Linear(), sub, jnp.ones((2, 2)), x, jnp.zeros(4), matmul_dtype="bf16")
+    with pytest.raises(ConfigError, match="mesh"):
+        jl.per_sample_loss_matrix(Linear(), sub, jnp.ones((2, 2)), x, jnp.zeros(4), mesh="all")
+
+
+def test_sharded_estimates_match_single_device():
+    out = run_with_devices(
+        """
+        import jax, jax.numpy as jnp, numpy as np, jaxland as jl
+        assert len(jax.devices()) == 8
+        with jax.enable_x64(True):
+            model = jl.MLPConfig((5, 6, 4, 3))
+            w = model.init(jax.random.key(0)).astype(jnp.float64)
+            x = jax.random.normal(jax.random.key(1), (23, 5), jnp.float64)
+            y = jnp.arange(23) % 3
+            sub = jl.Subspace(w, jax.random.normal(jax.random.key(2), (3, w.size), jnp.float64) * 0.3)
+            th = jl.draw_thetas(jax.random.key(1), 13, 3, 0.7, jnp.float64)
+            tol = dict(rtol=1e-11, atol=1e-14)
+
+            one = jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=1, chunk=3, sample_block=5)
+            for mesh in (None, 8, jl.device_mesh(3)):  # None: every visible device
+                got = jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=mesh, chunk=3, sample_block=5)
+                np.testing.assert_allclose(got, one, **tol)
+            assert len(jl.per_sample_loss_matrix(model, sub, th, x, y).sharding.device_set) == 8
+
+            for kw in (dict(), dict(batch_size=4, orderings=3, ordering_key=jax.random.key(5))):
+                ref = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, mesh=1, **kw)
+                for mesh, budget in ((8, None), (8, 1), (3, 8 * 23 * 8 * 2)):  # 2 draws/device, 1 draw/pass, 2 draws/pass
+                    got = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, mesh=mesh, memory_budget=budget, **kw)
+                    np.testing.assert_allclose(got.delta, ref.delta, **tol)
+                    np.testing.assert_allclose(got.stderr, ref.stderr, rtol=1e-9)
+
+            c1 = jl.subspace_curvature(model, sub, x, y, mesh=1)
+            for mesh, chunk in ((8, None), (8, 2), (3, 5)):
+                c8 = jl.subspace_curvature(model, sub, x, y, mesh=mesh, chunk=chunk)
+                for a, b in zip(c8, c1):
+                    assert a.shape == b.shape
+                    np.testing.assert_allclose(a, b, **tol)
+
+            sub2 = jl.Subspace(w, sub.directions[:2])
+            s1 = jl.loss_surface(model, sub2, x, y, [1, 3], grid=3, batch_size=5, mesh=1)
+            s8 = jl.loss_surface(model, sub2, x, y, [1, 3], grid=3, batch_size=5, mesh=8)
+            np.testing.assert_allclose(s8.loss, s1.loss, **tol)
+            np.testing.assert_allclose(s8.diff_sq, s1.diff_sq, rtol=1e-9, atol=1e-16)
+        print("OK")
+        """
+    )
+    assert "OK" in out
