@@ -349,11 +349,8 @@ def _mlp_losses(model, w, x, y, dt):
     return optax.softmax_cross_entropy_with_integer_labels(h, y)
 
 
-def _loss_body(model, subspace, thetas, x, y, *, draw_chunk, sample_block, fast, matmul_dtype=None):
-    """(T, n) per-sample losses on one device: sample blocks outside, draws (vmapped by chunks) inside."""
-    n, t = x.shape[0], thetas.shape[0]
-    xb = _pad_rows(x, sample_block).reshape(-1, sample_block, *x.shape[1:])
-    yb = _pad_rows(y, sample_block).reshape(-1, sample_block, *y.shape[1:])
+def _block_losses(model, subspace, thetas, *, draw_chunk, fast, matmul_dtype=None):
+    """``block((xs, ys)) -> (T, b)``: every draw's per-sample losses on one block of samples."""
     center, p = subspace.center, subspace.directions
     dt = matmul_dtype
 
@@ -383,16 +380,59 @@ def _loss_body(model, subspace, thetas, x, y, *, draw_chunk, sample_block, fast,
 
             return jax.lax.map(draw, thetas, batch_size=draw_chunk)
 
-    else:
+        return block
 
-        def block(args):
-            xs, ys = args
-            return jax.lax.map(
-                lambda th: _mlp_losses(model, center + th @ p, xs, ys, dt), thetas, batch_size=draw_chunk
-            )
+    def block(args):
+        xs, ys = args
+        return jax.lax.map(lambda th: _mlp_losses(model, center + th @ p, xs, ys, dt), thetas, batch_size=draw_chunk)
 
-    out = jax.lax.map(block, (xb, yb))  # (blocks, T, block)
+    return block
+
+
+def _blocks(a, sample_block):
+    return _pad_rows(a, sample_block).reshape(-1, sample_block, *a.shape[1:])
+
+
+def _loss_body(model, subspace, thetas, x, y, *, draw_chunk, sample_block, fast, matmul_dtype=None):
+    """(T, n) per-sample losses on one device: sample blocks outside, draws (vmapped by chunks) inside."""
+    n, t = x.shape[0], thetas.shape[0]
+    block = _block_losses(model, subspace, thetas, draw_chunk=draw_chunk, fast=fast, matmul_dtype=matmul_dtype)
+    out = jax.lax.map(block, (_blocks(x, sample_block), _blocks(y, sample_block)))  # (blocks, T, block)
     return jnp.moveaxis(out, 0, 1).reshape(t, -1)[:, :n]
+
+
+def _sample_stream_stats(model, subspace, thetas, valid, x, y, *, draw_chunk, sample_block, fast, matmul_dtype, batch_size):
+    """Per-k (count, mean, M2) of ``q_t,k = (L_{k+1} - L_k)^2`` over the given draws, data order.
+
+    A scan over blocks of samples carries each draw's running sum of the
+    per-sample (or per-batch) losses, so memory is O(T * sample_block): the
+    (T, N) matrix never exists and the first-layer products of a block are
+    made once for all draws. ``sample_block`` is a multiple of ``batch_size``.
+    """
+    g = 1 if batch_size is None else batch_size
+    kmax = x.shape[0] // g
+    gb = sample_block // g  # groups per block
+    used = kmax * g  # a trailing incomplete batch is dropped
+    block = _block_losses(model, subspace, thetas, draw_chunk=draw_chunk, fast=fast, matmul_dtype=matmul_dtype)
+    dtype = thetas.dtype
+
+    def step(carry, args):
+        j, xs, ys = args
+        l = block((xs, ys))  # (T, sample_block)
+        m = l.reshape(l.shape[0], gb, g).mean(-1) if g > 1 else l
+        sums = carry[:, None] + jnp.cumsum(m, axis=1)  # S_i = sum of groups 0..i (0-based)
+        before = jnp.concatenate([carry[:, None], sums[:, :-1]], axis=1)  # S_{i-1}
+        i = (j * gb + jnp.arange(gb)).astype(dtype)
+        # group i (0-based) is the (k+1)-th with k = i: L_{k+1} - L_k = (m_i - S_{i-1}/i) / (i+1)
+        q = ((m - before / jnp.maximum(i, 1)) / (i + 1)) ** 2
+        n, mean, m2 = _chunk_stats(q, valid)
+        return sums[:, -1], (mean, m2)
+
+    xb, yb = _blocks(x[:used], sample_block), _blocks(y[:used], sample_block)
+    _, (mean, m2) = jax.lax.scan(step, jnp.zeros(thetas.shape[0], dtype), (jnp.arange(xb.shape[0]), xb, yb))
+    n = jnp.sum(valid.astype(dtype))
+    # k = 1..K-1 are groups 1..K-1; group 0 has no increment, padding groups lie beyond K-1
+    return n, mean.reshape(-1)[1:kmax], m2.reshape(-1)[1:kmax]
 
 
 @functools.partial(
@@ -585,8 +625,12 @@ def _delta_stream(
 
         def step(acc, chunk):
             thc, vc = chunk
-            losses = _loss_body(model, sub, thc, xx, yy, **kw)  # (pass_draws, N): the only big array
-            return _merge_stats(acc, _chunk_stats(_squared_increments(losses, pp, batch_size), vc)), None
+            if pp is None:
+                stats = _sample_stream_stats(model, sub, thc, vc, xx, yy, batch_size=batch_size, **kw)
+            else:
+                losses = _loss_body(model, sub, thc, xx, yy, **kw)  # (pass_draws, N): the only big array
+                stats = _chunk_stats(_squared_increments(losses, pp, batch_size), vc)
+            return _merge_stats(acc, stats), None
 
         kq = _group(jnp.zeros((1, xx.shape[0])), batch_size).shape[-1] - 1
         zero = jnp.zeros(kq, th.dtype)
@@ -609,18 +653,32 @@ class StreamPlan(NamedTuple):
     bytes_per_draw: int
 
 
-def stream_plan(num_draws: int, num_samples: int, *, devices: int = 1, memory_budget: int | None = None, itemsize: int = 4) -> StreamPlan:
-    """Draws per pass so that one pass's (pass_draws, N) loss matrix and its increments fit ``memory_budget``.
+def stream_plan(
+    num_draws: int,
+    num_samples: int,
+    *,
+    devices: int = 1,
+    memory_budget: int | None = None,
+    itemsize: int = 4,
+    sample_block: int | None = None,
+) -> StreamPlan:
+    """How many draws one pass of :func:`delta_monte_carlo` holds so that it fits ``memory_budget``.
 
-    A draw costs about 8 arrays of N values in flight (losses, their
-    transpose out of the sample-block map, a permuted copy, cumulative sums,
-    increments, squares). ``memory_budget`` is in bytes per device (default
-    :data:`jaxland.sharding.DEFAULT_MEMORY_BUDGET`, 1 GiB). The draws of each
-    device are split into equal passes, padded by at most ``passes - 1``.
+    Data order (``sample_block`` given): a pass scans the samples block by
+    block, so a draw holds about 8 arrays of ``sample_block`` values (losses,
+    group means, running sums, increments, squares). With orderings
+    (``sample_block=None``) a draw holds about 8 arrays of N values (its loss
+    row, the transpose out of the sample-block map, a permuted copy, cumulative
+    sums, increments, squares). ``memory_budget`` is in bytes per device
+    (default :data:`jaxland.sharding.DEFAULT_MEMORY_BUDGET`, 1 GiB). The draws
+    of each device are split into equal passes, padded by at most
+    ``passes - 1``. The kernel's own working set (``chunk`` draws on one sample
+    block) does not grow with T or N.
     """
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else _check_chunk("memory_budget", memory_budget, None)
     per_device = -(-int(num_draws) // int(devices))
-    bytes_per_draw = 8 * int(num_samples) * int(itemsize)
+    row = int(num_samples) if sample_block is None else min(int(sample_block), int(num_samples))
+    bytes_per_draw = 8 * row * int(itemsize)
     c = auto_chunk(per_device, bytes_per_draw, budget)
     passes = -(-per_device // c)
     return StreamPlan(int(devices), passes, -(-per_device // passes), bytes_per_draw)
@@ -700,13 +758,16 @@ def delta_monte_carlo(
     random permutations from ``ordering_key``, default
     ``jax.random.fold_in(key, 1)``), or an (R, N) array of permutations.
 
-    Memory is bounded: the draws are processed in passes of ``pass_draws``
-    (:func:`stream_plan`, from ``memory_budget`` bytes per device, default
-    1 GiB), and only per-k running statistics survive a pass: the count, the
-    mean of ``q_t,k = (L_{k+1} - L_k)^2`` and its sum of squared deviations,
-    merged pass by pass (Chan's pairwise update). The whole (T, N) loss matrix
-    is never held when it exceeds the budget; the result equals the one-pass
-    result to float rounding.
+    Memory is bounded; the (T, N) loss matrix is never held when it exceeds
+    the budget. In the data order a scan over blocks of ``sample_block``
+    samples carries each draw's running loss sum and emits, per k, the count,
+    the mean of ``q_t,k = (L_{k+1} - L_k)^2`` over draws and its sum of
+    squared deviations: memory O(T * sample_block), and the (T, N) matrix never
+    exists. With orderings the draws go in passes whose (pass_draws, N) rows
+    fit ``memory_budget`` (bytes per device, default 1 GiB; :func:`stream_plan`).
+    Passes and devices are merged with Chan's pairwise update of (count, mean,
+    M2), i.e. the sums of q and q^2 without their cancellation. The result
+    equals the one-matrix route (:func:`delta_from_losses`) to float rounding.
 
     ``mesh``: draws split over a 1-D device mesh (None: every visible device;
     an int: that many; the statistics are merged across devices with a psum,
@@ -738,7 +799,17 @@ def delta_monte_carlo(
     dt = _check_matmul_dtype(model, matmul_dtype)
     mesh = _resolve_mesh(mesh)
     t = int(thetas.shape[0])
-    plan = stream_plan(t, n, devices=1 if mesh is None else mesh.size, memory_budget=memory_budget, itemsize=thetas.dtype.itemsize)
+    block = _sample_block(sample_block, d, n)
+    if batch_size is not None:  # the data-order stream needs whole batches in a block
+        block = max(int(batch_size), block // int(batch_size) * int(batch_size))
+    plan = stream_plan(
+        t,
+        n,
+        devices=1 if mesh is None else mesh.size,
+        memory_budget=memory_budget,
+        itemsize=thetas.dtype.itemsize,
+        sample_block=block if perms is None else None,
+    )
     total = plan.devices * plan.passes * plan.pass_draws
     # padded draws (zeros) carry weight 0; device i gets rows [i*T/dev, (i+1)*T/dev)
     th = _pad_rows(thetas, total)
@@ -756,7 +827,7 @@ def delta_monte_carlo(
         y,
         perms,
         draw_chunk=_check_chunk("chunk", chunk, DEFAULT_DRAW_CHUNK),
-        sample_block=_sample_block(sample_block, d, n),
+        sample_block=block,
         fast=fast,
         matmul_dtype=dt,
         mesh=mesh,

@@ -43,6 +43,8 @@ def test_stream_plan():
     assert p.passes * p.pass_draws >= 1024 and p.pass_draws * p.bytes_per_draw <= 1 << 30
     assert p.passes == 2 and p.pass_draws == 512  # 60k x 1024 does not fit 1 GiB in one pass
     assert jl.stream_plan(1024, 9984).passes == 1  # the reference problem does
+    assert jl.stream_plan(1024, 60_000, sample_block=512).passes == 1  # data order: O(T x block)
+    assert jl.stream_plan(10**6, 60_000, sample_block=512).passes == 16  # 65,536 draws of 16 KiB per GiB
     p8 = jl.stream_plan(1000, 100, devices=8, memory_budget=3200 * 10)
     assert (p8.devices, p8.passes, p8.pass_draws) == (8, 13, 10)  # 125 draws per device, 10 per pass
     with pytest.raises(ConfigError, match="memory_budget"):
@@ -54,8 +56,9 @@ def test_streamed_delta_equals_one_pass(mlp):
     th = jl.draw_thetas(jax.random.key(1), 13, 3, 0.7, jnp.float64)
     for kw in (dict(), dict(batch_size=4), dict(orderings=3, ordering_key=jax.random.key(5))):
         ref = jl.delta_from_losses(jl.per_sample_loss_matrix(model, sub, th, x, y), **kw)
-        for budget in (None, 1, 8 * 23 * 8 * 4):  # one pass; 1 draw per pass; 4 draws per pass (3 padded)
-            got = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, memory_budget=budget, **kw)
+        # one pass; 1 draw per pass; 4 draws per pass (3 padded); sample blocks of 5 (4 with batches of 4)
+        for budget, block in ((None, None), (1, None), (8 * 23 * 8 * 4, None), (None, 5), (1, 5)):
+            got = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, memory_budget=budget, sample_block=block, **kw)
             np.testing.assert_allclose(got.delta, ref.delta, rtol=1e-12)
             np.testing.assert_allclose(got.stderr, ref.stderr, rtol=1e-10)
             assert got.num_draws == 13 and got.dim == 3
