@@ -465,7 +465,13 @@ def _gather(tree):
         return tree
     from jax.experimental import multihost_utils
 
-    return jax.tree.map(lambda a: multihost_utils.process_allgather(a, tiled=True), tree)
+    def whole(a):
+        # a result computed by this process alone (one-device mesh) is already whole
+        if isinstance(a, jax.Array) and not a.is_fully_addressable:
+            return multihost_utils.process_allgather(a, tiled=True)
+        return a
+
+    return jax.tree.map(whole, tree)
 
 
 def per_sample_loss_matrix(

@@ -157,3 +157,64 @@ def test_sharded_estimates_match_single_device():
         """
     )
     assert "OK" in out
+
+
+MULTI_PROCESS = """
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+import jax.numpy as jnp, numpy as np, jaxland as jl
+
+jl.initialize_distributed(coordinator_address=sys.argv[2], num_processes=2, process_id=int(sys.argv[1]))
+assert (jax.process_count(), jax.device_count(), jax.local_device_count()) == (2, 4, 2)
+model = jl.MLPConfig((5, 6, 4, 3))
+w = model.init(jax.random.key(0))
+x = jax.random.normal(jax.random.key(1), (23, 5))
+y = jnp.arange(23) % 3
+sub = jl.Subspace(w, jax.random.normal(jax.random.key(2), (3, w.size)) * 0.3)
+th = jl.draw_thetas(jax.random.key(1), 13, 3, 0.7)
+local = jl.device_mesh(jax.local_devices()[:1])  # this process alone: the reference
+tol = dict(rtol=2e-5, atol=1e-6)
+for kw in (dict(), dict(orderings=2, ordering_key=jax.random.key(4), batch_size=4)):
+    r, r1 = (jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, mesh=m, **kw) for m in (None, local))
+    np.testing.assert_allclose(np.asarray(r.delta), np.asarray(r1.delta), **tol)
+    np.testing.assert_allclose(np.asarray(r.stderr), np.asarray(r1.stderr), rtol=1e-4)
+l, l1 = (jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=m) for m in (None, local))
+np.testing.assert_allclose(np.asarray(l), np.asarray(l1), **tol)
+c, c1 = (jl.subspace_curvature(model, sub, x, y, chunk=2, mesh=m) for m in (None, local))
+for a, b in zip(c, c1):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), **tol)
+vs = jax.random.normal(jax.random.key(3), (5, w.size))
+ref = jl.hvp_batch(model, w, vs, x, y, 13)
+for over in ("data", "vectors"):
+    np.testing.assert_allclose(np.asarray(jl.sharded_hvp(model, w, vs, x, y, 13, mesh=jl.device_mesh(), over=over)), ref, rtol=1e-4, atol=1e-6)
+print("OK", jax.process_index(), jl.is_main_process())
+"""
+
+
+def test_multi_process_results_on_every_process(tmp_path):
+    # two processes x two CPU devices under jax.distributed.initialize (gloo collectives)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "mp.py"
+    script.write_text(MULTI_PROCESS)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(i), f"127.0.0.1:{port}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    outs = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        assert p.returncode == 0, err[-3000:]
+        outs.append(out)
+    assert "OK 0 True" in outs[0] and "OK 1 False" in outs[1]
