@@ -7,13 +7,37 @@ draws, samples of the per-sample curvature pass, vectors of a block HVP.
 block), and gathers the result. On one device it is just the chunked map, so
 the numbers do not depend on the number of devices beyond float rounding.
 
-Multi-host (TPU pod slices, GPU clusters): call
-:func:`initialize_distributed` (``jax.distributed.initialize()``) at the top of
-the script in every process, build every input the same way in every process
-(same keys, same data), and call the estimators as usual. The mesh then spans
-the devices of all processes; results are gathered to every process with
-``process_allgather``, and :func:`is_main_process` tells process 0, which
-alone should write files.
+The estimators take the mesh as an option: ``delta_monte_carlo``,
+``per_sample_loss_matrix`` and ``loss_surface`` split draws (grid points),
+``subspace_curvature`` splits samples, ``sharded_hvp`` splits data or
+vectors. ``mesh=None`` in the estimators means every visible device (with one
+device, the plain program); an int n means the first n devices; pass
+``device_mesh(1)`` to force one device.
+
+Multi-host (TPU pod slices, GPU clusters): run the same script in every
+process and call :func:`initialize_distributed` (``jax.distributed.initialize()``)
+first, before any other JAX call. Build every input the same way in every
+process (same keys, same data files, same trained weights), then call the
+estimators as usual: ``jax.devices()`` then lists the devices of all
+processes, so the default mesh spans them. Every process gets the whole
+result -- ``delta_monte_carlo`` merges its per-k statistics with a ``psum``;
+row-wise outputs (loss matrices, curvature) are gathered with
+``process_allgather`` -- and :func:`is_main_process` (process 0) alone should
+write files and figures::
+
+    import jax, jaxland as jl
+    jl.initialize_distributed()          # TPU pod / SLURM / Open MPI: auto-detected
+    # elsewhere: jl.initialize_distributed(coordinator_address="host0:1234",
+    #                                      num_processes=N, process_id=i)
+    res = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, num_draws=4096,
+                               key=jax.random.key(0))   # draws over all devices
+    if jl.is_main_process():
+        jl.write_json("delta.json", {"delta": res.delta.tolist()})
+
+On CPU hosts (tested: 2 processes x 2 forced devices on one machine) set
+``jax.config.update("jax_cpu_collectives_implementation", "gloo")`` before
+initialising. Each process holds its own copy of the data; only draws,
+samples or vectors are divided.
 
 Memory: rows are processed ``chunk`` at a time per device (``lax.map`` with
 ``batch_size``), so the working set is bounded by the chunk, not by the
@@ -140,9 +164,12 @@ def map_rows(
 def initialize_distributed(**kwargs) -> None:
     """``jax.distributed.initialize(**kwargs)`` once per process (no-op if already initialised).
 
-    On Cloud TPU pod slices and SLURM/Open MPI GPU clusters the arguments are
-    discovered automatically; elsewhere pass ``coordinator_address``,
-    ``num_processes`` and ``process_id``.
+    Call it at the top of the script in every process, before any other JAX
+    call. On Cloud TPU pod slices and SLURM/Open MPI GPU clusters the arguments
+    are discovered automatically; elsewhere pass ``coordinator_address``
+    ("host:port" of process 0), ``num_processes`` and ``process_id``. On CPU
+    set ``jax_cpu_collectives_implementation="gloo"`` first. Afterwards
+    ``jax.devices()`` (and so :func:`device_mesh`) spans every process.
     """
     try:
         jax.distributed.initialize(**kwargs)
