@@ -87,7 +87,7 @@ def sharded_hvp(model: MLPConfig, w, vs, x, y, k=None, *, mesh=None, over: str =
     (what a block eigensolver with many vectors needs). Both equal
     :func:`hvp_batch` up to float rounding; with ``mesh=None`` they are it.
     """
-    from .sharding import AXIS, map_rows
+    from .sharding import AXIS
 
     vs = jnp.atleast_2d(vs)
     n = x.shape[0]
@@ -95,8 +95,17 @@ def sharded_hvp(model: MLPConfig, w, vs, x, y, k=None, *, mesh=None, over: str =
     if mesh is None or mesh.size == 1:
         return hvp_batch(model, w, vs, x, y, k)
     if over == "vectors":
-        body = lambda V, w_, x_, y_, k_: jax.vmap(lambda v: _hvp(model, w_, v, x_, y_, k_))(V)
-        return map_rows(body, vs, w, x, y, kk, chunk=chunk, mesh=mesh)
+        # one compiled program per (model, mesh, chunk): an eager shard_map of a fresh lambda retraced every call
+        from jax.sharding import NamedSharding
+        from jax.sharding import PartitionSpec as P
+
+        rep = NamedSharding(mesh, P())
+        out = _vector_parallel_hvp(model, mesh, chunk, *jax.device_put((vs, w, x, y, kk), rep))
+        if jax.process_count() > 1 and not out.is_fully_addressable:
+            from jax.experimental import multihost_utils
+
+            out = multihost_utils.process_allgather(out, tiled=True)
+        return out
     if over != "data":
         from .errors import ConfigError
 
@@ -111,6 +120,14 @@ def sharded_hvp(model: MLPConfig, w, vs, x, y, k=None, *, mesh=None, over: str =
     rows, rep = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
     put = jax.device_put
     return _data_parallel_hvp(model, mesh, n, put(x, rows), put(y, rows), put(w, rep), put(vs, rep), put(kk, rep))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "mesh", "chunk"))
+def _vector_parallel_hvp(model, mesh, chunk, vs, w, x, y, k):
+    from .sharding import map_rows
+
+    body = lambda V, w_, x_, y_, k_: jax.vmap(lambda v: _hvp(model, w_, v, x_, y_, k_))(V)
+    return map_rows(body, vs, w, x, y, k, chunk=chunk, mesh=mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "mesh", "n"))

@@ -153,6 +153,15 @@ def test_sharded_estimates_match_single_device():
             s8 = jl.loss_surface(model, sub2, x, y, [1, 3], grid=3, batch_size=5, mesh=8)
             np.testing.assert_allclose(s8.loss, s1.loss, **tol)
             np.testing.assert_allclose(s8.diff_sq, s1.diff_sq, rtol=1e-9, atol=1e-16)
+
+            # sharded_hvp over vectors: one compiled program, not a retrace per call
+            from jaxland import curvature
+            vs = jax.random.normal(jax.random.key(3), (5, w.size), jnp.float64)
+            ref = jl.hvp_batch(model, w, vs, x, y, 13)
+            np.testing.assert_allclose(jl.sharded_hvp(model, w, vs, x, y, 13, mesh=jl.device_mesh(8), over="vectors"), ref, rtol=1e-12)
+            size = curvature._vector_parallel_hvp._cache_size()
+            np.testing.assert_allclose(jl.sharded_hvp(model, w, 2 * vs, x, y, 13, mesh=jl.device_mesh(8), over="vectors"), 2 * ref, rtol=1e-12)
+            assert curvature._vector_parallel_hvp._cache_size() == size
         print("OK")
         """
     )
