@@ -817,7 +817,7 @@ def delta_monte_carlo(
         sample_block=block if perms is None else None,
     )
     total = plan.devices * plan.passes * plan.pass_draws
-    # padded draws (zeros) carry weight 0; device i gets rows [i*T/dev, (i+1)*T/dev)
+    # padded draws (zeros) carry weight 0; device i gets rows [i*total/dev, (i+1)*total/dev), in passes
     th = _pad_rows(thetas, total)
     valid = jnp.arange(total) < t
     if mesh is not None:
