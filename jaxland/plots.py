@@ -93,8 +93,10 @@ def _band(ax, k, mean, se, color, positive: bool):
         return
     lo, hi = mean - _BAND * np.asarray(se), mean + _BAND * np.asarray(se)
     if positive:
-        floor = np.nanmin(mean[mean > 0]) * 1e-2 if np.any(mean > 0) else 1e-300
-        lo = np.maximum(lo, floor)
+        # log axis: where mean - SE <= 0 the band would run to -inf; clip its lower
+        # edge one decade below the estimate at that k (pointwise, so one noisy
+        # curve does not paint streaks down through the others)
+        lo = np.maximum(lo, np.where(mean > 0, mean / 10.0, 1e-300))
     ax.fill_between(k, lo, hi, color=color, alpha=0.2, linewidth=0)
 
 
@@ -147,6 +149,10 @@ def plot_delta(
     k = np.asarray(k, dtype=np.float64)
     fig = Figure(figsize=(11, 4.2))
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    if logy_k2 is None:
+        meds = [np.nanmedian(np.asarray(d, dtype=np.float64)) for d, _ in curves.values()]
+        meds = [m for m in meds if m > 0]
+        logy_k2 = len(meds) > 1 and max(meds) / min(meds) > 100
     for i, (label, (delta, se)) in enumerate(curves.items()):
         c = f"C{i}"
         delta = np.asarray(delta, dtype=np.float64)
@@ -154,12 +160,8 @@ def plot_delta(
         ax1.plot(k, delta, color=c, lw=1.3, label=label)
         _band(ax1, k, delta, se, c, positive=True)
         ax2.plot(k, delta * k**2, color=c, lw=1.3, label=label)
-        _band(ax2, k, delta * k**2, None if se is None else se * k**2, c, positive=False)
+        _band(ax2, k, delta * k**2, None if se is None else se * k**2, c, positive=bool(logy_k2))
     ax1.set_yscale("log")
-    if logy_k2 is None:
-        meds = [np.nanmedian(np.asarray(d, dtype=np.float64)) for d, _ in curves.values()]
-        meds = [m for m in meds if m > 0]
-        logy_k2 = len(meds) > 1 and max(meds) / min(meds) > 100
     if logy_k2:
         ax2.set_yscale("log")
     ax1.set_ylabel(r"$\Delta_k$")
