@@ -235,7 +235,7 @@ def lanczos(d: int, *, tol: float = 1e-3, max_matvecs: int | None = None):
     ``matvec: (dim,) -> (dim,)`` symmetric; ``v0: (dim,)`` start vector (its
     dtype is the working precision). Stops after the first product at which
     all top-d Ritz pairs satisfy ``||A y - theta y|| <= tol |theta|``, or after
-    ``max_matvecs`` products (default ``min(dim, max(8 d, d + 80))``).
+    ``max_matvecs`` products (default ``min(dim, max(6 d, d + 50))``; memory and the cost of each reorthogonalisation grow with it).
     Memory: two ``(max_matvecs, dim)`` arrays.
     """
 
@@ -264,7 +264,7 @@ def block_lanczos(d: int, *, block_size: int | None = None, tol: float = 1e-3, m
 
 def _default_max(dim: int, d: int, max_matvecs: int | None, b: int = 1) -> int:
     if max_matvecs is None:
-        max_matvecs = max(8 * d, d + 80) + (10 * b if b > 1 else 0)
+        max_matvecs = max(6 * d, d + 50) + (10 * b if b > 1 else 0)
     return min(int(max_matvecs), dim)
 
 
@@ -498,7 +498,7 @@ def top_eigenpairs(
         ``"lanczos"``, the fewest products.
       key: start-vector key (default ``jax.random.key(0)``); same key, same result.
       tol: relative residual target ``||A v - lambda v|| <= tol |lambda|``.
-      max_matvecs: product budget (method defaults: ``max(8d, d+80)`` for the
+      max_matvecs: product budget (method defaults: ``max(6d, d+50)`` for the
         Krylov methods, ``1000 (d+1)`` for power).
       block_size: vectors per batched product for ``"block"``/``"lobpcg"`` (default d).
       matmat: optional ``(b, dim) -> (b, dim)`` batched product (default: vmap of matvec).
