@@ -430,7 +430,20 @@ def main(argv=None):
         "note": "os.getloadavg() at start and end; the machine may be shared, which lowers every figure alike",
     }
     payload["backend"] = jax.default_backend()
-    write_result("scaling" if not args.smoke else "scaling_smoke", payload, args.out)
+    name = "scaling" if not args.smoke else "scaling_smoke"
+    if set(parts) != set(ap.get_default("parts").split(",")):
+        # a partial run updates those parts of the existing results
+        from benchmarks.common import RESULTS
+
+        path = args.out or RESULTS / f"{name}.json"
+        if os.path.exists(path):
+            with open(path) as f:
+                old = json.load(f)
+            old.pop("meta", None)
+            old.pop("benchmark", None)
+            rerun = {p: {"load_average": payload["load_average"], "wall_s": payload["wall_s"]} for p in parts}
+            payload = {**old, **{p: payload[p] for p in parts}, "partial_reruns": {**old.get("partial_reruns", {}), **rerun}}
+    write_result(name, payload, args.out)
 
 
 if __name__ == "__main__":

@@ -411,27 +411,33 @@ def _sample_stream_stats(model, subspace, thetas, valid, x, y, *, draw_chunk, sa
     """
     g = 1 if batch_size is None else batch_size
     kmax = x.shape[0] // g
-    gb = sample_block // g  # groups per block
     used = kmax * g  # a trailing incomplete batch is dropped
+    bs = min(sample_block, used)  # both multiples of g
+    gb = bs // g  # groups per block
     block = _block_losses(model, subspace, thetas, draw_chunk=draw_chunk, fast=fast, matmul_dtype=matmul_dtype)
     dtype = thetas.dtype
+    local = jnp.arange(gb)
 
-    def step(carry, args):
-        j, xs, ys = args
-        l = block((xs, ys))  # (T, sample_block)
+    def step(carry, j):
+        # blocks are read in place (no padded copy of the data): the last one is
+        # moved back to end at `used`, and its first `og` groups, already counted, are masked
+        start = jnp.minimum(j * bs, used - bs)
+        og = (j * bs - start) // g
+        l = block((jax.lax.dynamic_slice_in_dim(x, start, bs), jax.lax.dynamic_slice_in_dim(y, start, bs)))  # (T, bs)
         m = l.reshape(l.shape[0], gb, g).mean(-1) if g > 1 else l
-        sums = carry[:, None] + jnp.cumsum(m, axis=1)  # S_i = sum of groups 0..i (0-based)
+        sums = carry[:, None] + jnp.cumsum(jnp.where(local >= og, m, 0), axis=1)  # S_i = sum of groups 0..i
         before = jnp.concatenate([carry[:, None], sums[:, :-1]], axis=1)  # S_{i-1}
-        i = (j * gb + jnp.arange(gb)).astype(dtype)
+        i = (start // g + local).astype(dtype)
         # group i (0-based) is the (k+1)-th with k = i: L_{k+1} - L_k = (m_i - S_{i-1}/i) / (i+1)
         q = ((m - before / jnp.maximum(i, 1)) / (i + 1)) ** 2
         n, mean, m2 = _chunk_stats(q, valid)
-        return sums[:, -1], (mean, m2)
+        # position p of this step's output <-> group j*gb + p
+        return sums[:, -1], (jnp.roll(mean, -og), jnp.roll(m2, -og))
 
-    xb, yb = _blocks(x[:used], sample_block), _blocks(y[:used], sample_block)
-    _, (mean, m2) = jax.lax.scan(step, jnp.zeros(thetas.shape[0], dtype), (jnp.arange(xb.shape[0]), xb, yb))
+    nb = -(-used // bs)
+    _, (mean, m2) = jax.lax.scan(step, jnp.zeros(thetas.shape[0], dtype), jnp.arange(nb))
     n = jnp.sum(valid.astype(dtype))
-    # k = 1..K-1 are groups 1..K-1; group 0 has no increment, padding groups lie beyond K-1
+    # k = 1..K-1 are groups 1..K-1; group 0 has no increment, positions past K-1 are wrapped leftovers
     return n, mean.reshape(-1)[1:kmax], m2.reshape(-1)[1:kmax]
 
 

@@ -57,7 +57,7 @@ def test_streamed_delta_equals_one_pass(mlp):
     for kw in (dict(), dict(batch_size=4), dict(orderings=3, ordering_key=jax.random.key(5))):
         ref = jl.delta_from_losses(jl.per_sample_loss_matrix(model, sub, th, x, y), **kw)
         # one pass; 1 draw per pass; 4 draws per pass (3 padded); sample blocks of 5 (4 with batches of 4)
-        for budget, block in ((None, None), (1, None), (8 * 23 * 8 * 4, None), (None, 5), (1, 5)):
+        for budget, block in ((None, None), (1, None), (8 * 23 * 8 * 4, None), (None, 5), (1, 5), (None, 8)):
             got = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, memory_budget=budget, sample_block=block, **kw)
             np.testing.assert_allclose(got.delta, ref.delta, rtol=1e-12)
             np.testing.assert_allclose(got.stderr, ref.stderr, rtol=1e-10)
