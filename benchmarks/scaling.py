@@ -363,18 +363,23 @@ def worker_memory(args):
 
 
 def run_memory(args):
-    cmd = [sys.executable, "-m", "benchmarks.scaling", "--worker", "memory", "--n", str(args.mem_n), "--draws", str(args.mem_draws)]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
-    if r.returncode != 0:
-        raise RuntimeError(f"memory worker failed:\n{r.stderr[-3000:]}")
-    out = json.loads([l for l in r.stdout.splitlines() if l.startswith("RESULT ")][-1][7:])
-    out["note"] = ("resident memory of a fresh process with the data loaded (rss_before_mib), then its peak (VmHWM, "
-                   "reset just before) over the whole delta_monte_carlo call including compilation; growth = peak - "
-                   "before; the (T, N) float32 loss matrix it never holds is loss_matrix_mib")
-    print(f"memory: N={out['n']} x T={out['draws']}: peak RSS +{out['peak_rss_growth_mib']:.0f} MiB "
-          f"(loss matrix would be {out['loss_matrix_mib']:.0f} MiB), {out['wall_s_incl_compile']:.1f} s", flush=True)
-    return out
+    rows = []
+    for draws in (args.mem_draws // 4, args.mem_draws):  # the growth must not follow T
+        cmd = [sys.executable, "-m", "benchmarks.scaling", "--worker", "memory", "--n", str(args.mem_n), "--draws", str(draws)]
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+        if r.returncode != 0:
+            raise RuntimeError(f"memory worker failed:\n{r.stderr[-3000:]}")
+        row = json.loads([l for l in r.stdout.splitlines() if l.startswith("RESULT ")][-1][7:])
+        rows.append(row)
+        print(f"memory: N={row['n']} x T={row['draws']}: peak RSS +{row['peak_rss_growth_mib']:.0f} MiB "
+              f"(loss matrix would be {row['loss_matrix_mib']:.0f} MiB), {row['wall_s_incl_compile']:.1f} s", flush=True)
+    return {
+        "rows": rows,
+        "note": ("fresh process per row: resident memory with the data loaded (rss_before_mib), then its peak (VmHWM, "
+                 "reset just before) over the whole delta_monte_carlo call (k in batches of 64) including "
+                 "compilation; growth = peak - before; loss_matrix_mib is the (T, N) float32 matrix it never holds"),
+    }
 
 
 # ----------------------------------------------------------------------------- main
