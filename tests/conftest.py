@@ -2,7 +2,10 @@ import os
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import pytest
+
+import jaxland as jl
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -24,3 +27,14 @@ def shared_data():
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("JAXLAND_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "jaxland-cache"))
+
+
+@pytest.fixture
+def mlp(x64):
+    """A tiny MLP in float64 with a 3-D random subspace: (model, w, x, y, subspace)."""
+    model = jl.MLPConfig((5, 6, 4, 3))
+    w = model.init(jax.random.key(0)).astype(jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (23, 5), jnp.float64)
+    y = jnp.arange(23) % 3
+    dirs = jax.random.normal(jax.random.key(2), (3, model.num_params), jnp.float64) * 0.3
+    return model, w, x, y, jl.Subspace(w, dirs)

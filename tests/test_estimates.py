@@ -117,16 +117,6 @@ def test_cumulative_identity_to_float_precision(x64):
     np.testing.assert_allclose(jl.loss_increments(losses, 8), np.diff(big_lb, axis=1), atol=1e-14)
 
 
-@pytest.fixture
-def mlp(x64):
-    model = jl.MLPConfig((5, 6, 4, 3))
-    w = model.init(jax.random.key(0)).astype(jnp.float64)
-    x = jax.random.normal(jax.random.key(1), (23, 5), jnp.float64)
-    y = jnp.arange(23) % 3
-    dirs = jax.random.normal(jax.random.key(2), (3, model.num_params), jnp.float64) * 0.3
-    return model, w, x, y, jl.Subspace(w, dirs)
-
-
 def test_cumulative_curvature_equals_hvp_projection(mlp):
     model, w, x, y, sub = mlp
     P = sub.directions

@@ -28,16 +28,6 @@ def run_with_devices(code: str, n: int = 8) -> str:
     return r.stdout
 
 
-@pytest.fixture
-def mlp(x64):
-    model = jl.MLPConfig((5, 6, 4, 3))
-    w = model.init(jax.random.key(0)).astype(jnp.float64)
-    x = jax.random.normal(jax.random.key(1), (23, 5), jnp.float64)
-    y = jnp.arange(23) % 3
-    dirs = jax.random.normal(jax.random.key(2), (3, model.num_params), jnp.float64) * 0.3
-    return model, w, x, y, jl.Subspace(w, dirs)
-
-
 def test_stream_plan():
     p = jl.stream_plan(1024, 60_000, memory_budget=1 << 30)
     assert p.passes * p.pass_draws >= 1024 and p.pass_draws * p.bytes_per_draw <= 1 << 30
