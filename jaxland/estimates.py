@@ -719,6 +719,14 @@ def delta_from_losses(
     kmax = _num_groups(n, batch_size)
     perms = _orderings(orderings, n, ordering_key)
     delta, se = _delta_stats(losses, perms, batch_size=batch_size)
+    return _delta_result(
+        delta, se, kmax, perms, batch_size,
+        sigma=float(sigma), num_draws=int(losses.shape[0]), dim=-1, fast_first_layer=bool(fast_first_layer),
+    )
+
+
+def _delta_result(delta, se, kmax, perms, batch_size, **meta) -> DeltaResult:
+    """Attach k = 1..kmax-1 and the k^2-scaled curves to per-k Delta estimates."""
     k = np.arange(1, kmax)
     k2 = jnp.asarray(k, delta.dtype) ** 2
     return DeltaResult(
@@ -727,13 +735,10 @@ def delta_from_losses(
         stderr=se,
         delta_k2=delta * k2,
         stderr_k2=se * k2,
-        sigma=float(sigma),
-        num_draws=int(losses.shape[0]),
-        dim=-1,
         batch_size=batch_size,
         num_orderings=1 if perms is None else int(perms.shape[0]),
         unit=_unit(batch_size),
-        fast_first_layer=bool(fast_first_layer),
+        **meta,
     )
 
 
@@ -847,22 +852,7 @@ def delta_monte_carlo(
         pass_draws=plan.pass_draws,
     )
     se = jnp.sqrt(m2 / (count - 1)) / jnp.sqrt(count)
-    k = np.arange(1, kmax)
-    k2 = jnp.asarray(k, delta.dtype) ** 2
-    return DeltaResult(
-        k=k,
-        delta=delta,
-        stderr=se,
-        delta_k2=delta * k2,
-        stderr_k2=se * k2,
-        sigma=sigma,
-        num_draws=t,
-        dim=d,
-        batch_size=batch_size,
-        num_orderings=1 if perms is None else int(perms.shape[0]),
-        unit=_unit(batch_size),
-        fast_first_layer=fast,
-    )
+    return _delta_result(delta, se, kmax, perms, batch_size, sigma=sigma, num_draws=t, dim=d, fast_first_layer=fast)
 
 
 # ----------------------------------------------------------------------------- theory

@@ -1,4 +1,7 @@
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import jax
@@ -38,3 +41,19 @@ def mlp(x64):
     y = jnp.arange(23) % 3
     dirs = jax.random.normal(jax.random.key(2), (3, model.num_params), jnp.float64) * 0.3
     return model, w, x, y, jl.Subspace(w, dirs)
+
+
+@pytest.fixture
+def run_with_devices():
+    """Run ``code`` in a fresh interpreter with ``n`` forced host devices; returns its stdout.
+
+    XLA_FLAGS must be set before jax is imported, hence the subprocess.
+    """
+
+    def run(code: str, n: int = 8) -> str:
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r.stdout
+
+    return run

@@ -8,7 +8,6 @@ import dataclasses
 import os
 import subprocess
 import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -19,13 +18,6 @@ import jaxland as jl
 from jaxland import estimates as E
 from jaxland.errors import ConfigError
 
-
-
-def run_with_devices(code: str, n: int = 8) -> str:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r.stdout
 
 
 def test_stream_plan():
@@ -104,7 +96,7 @@ def test_bf16_needs_mlp(x64):
         jl.per_sample_loss_matrix(Linear(), sub, jnp.ones((2, 2)), x, jnp.zeros(4), mesh="all")
 
 
-def test_sharded_estimates_match_single_device():
+def test_sharded_estimates_match_single_device(run_with_devices):
     out = run_with_devices(
         """
         import jax, jax.numpy as jnp, numpy as np, jaxland as jl

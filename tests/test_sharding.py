@@ -1,22 +1,11 @@
 """Sharded results equal single-device results (8 forced host devices, in a subprocess)."""
 
-import os
-import subprocess
-import sys
-import textwrap
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxland as jl
-
-
-def run_with_devices(code: str, n: int = 8) -> str:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
-    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r.stdout
 
 
 def test_chunked_map_equals_unchunked():
@@ -36,7 +25,7 @@ def test_auto_chunk_and_mesh_errors():
         jl.device_mesh(10_000)
 
 
-def test_sharded_map_and_hvp_match_single_device():
+def test_sharded_map_and_hvp_match_single_device(run_with_devices):
     out = run_with_devices(
         """
         import jax, jax.numpy as jnp, numpy as np, jaxland as jl
