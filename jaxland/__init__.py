@@ -46,3 +46,7 @@ from .estimates import (
 __version__ = "0.1.0"
 from .plots import save_figure, ema, plot_spectrum, plot_delta, plot_surfaces, plot_theory_vs_empirical, plot_loss_difference, plot_bound_vs_measured, plot_sufficient_k, plot_online_stop
 from .report import write_report
+
+# spectrum
+from .spectrum import DChoice, Extremes, SpectralDensity, TraceEstimate, bottom_eigenpairs, choose_d, density_moments, extreme_eigenvalues, hessian_trace, positive_trace, smooth_density, spectral_density
+from .plots_spectrum import plot_spectral_density
