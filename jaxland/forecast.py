@@ -52,8 +52,12 @@ __all__ = ["KForecast", "forecast_sufficient_k", "power_law_k"]
 class KForecast(NamedTuple):
     """A forecast of Definition 4's K; arrays have one entry per tolerance (scalars for one ``tol``).
 
-    ``k``: predicted K (``inf`` if the fitted curve never falls below tol);
-    ``lower``, ``upper``: the ``level`` interval; ``alpha``, ``alpha_stderr``:
+    ``k``: predicted K, where the fitted power law crosses tol (``inf`` if
+    it never does); ``lower``, ``upper``: its ``level`` interval;
+    ``k_scatter``, ``lower_scatter``, ``upper_scatter``: Definition 4 on a
+    curve that scatters around the power law like the observed tail (median,
+    and ``level`` interval including the fit error): later than ``k``, since
+    a scattered curve last exceeds tol after its trend crosses it; ``alpha``, ``alpha_stderr``:
     fitted exponent of ``Delta_k = C k^-alpha``; ``log_c``, ``log_c_stderr``;
     ``chi2_reduced``: ``chi^2 / (n - 2)`` of the fit (about 1 when the power
     law explains the curve within its standard errors; with no standard errors
@@ -71,6 +75,9 @@ class KForecast(NamedTuple):
     k: np.ndarray | float
     lower: np.ndarray | float
     upper: np.ndarray | float
+    k_scatter: np.ndarray | float
+    lower_scatter: np.ndarray | float
+    upper_scatter: np.ndarray | float
     level: float
     alpha: float
     alpha_stderr: float
@@ -172,6 +179,54 @@ def _fit_scatter(logk, d, s, a, alpha, chi2_red, rounds: int = 6):
         tau = math.exp((lo + hi) / 2)
         a, alpha, _ = (float(v) for v in _power_law_fit(logk, d, np.sqrt(s**2 + (tau * m) ** 2), np.asarray(a), np.asarray(alpha)))
     return a, alpha, tau
+
+
+def _exceedance_bounds(a, alpha, tols, ratios):
+    """Sorted ``u_j = floor(t_j)``, (B, ntol, n): ``m(k) ratio_j >= tol`` exactly for ``k <= t_j``.
+
+    ``m(k) = exp(a - alpha log k)``; a ratio <= 0 never exceeds (u = 0); a
+    non-decaying fit (alpha <= 0) always exceeds (u = inf).
+    """
+    a, alpha = a[:, None, None], alpha[:, None, None]
+    r = ratios[None, None, :]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_t = (a + np.log(np.where(r > 0, r, 1.0)) - np.log(tols)[None, :, None]) / alpha
+        u = np.floor(np.exp(np.minimum(log_t, 35.0)))  # 35: beyond 1e15 k the count does not matter
+    u = np.where(r > 0, np.maximum(u, 0.0), 0.0)
+    u = np.where(alpha > 0, u, np.inf)
+    return np.sort(u, axis=-1)
+
+
+def _log_prob_settled(u, k):
+    """``log P(Delta_k' < tol for every k' >= k)`` (B, ntol) for i.i.d. ratios drawn from the n observed ones.
+
+    At integer ``k'`` a fraction ``#{j : u_j >= k'} / n`` of the ratios exceeds
+    tol; between consecutive sorted ``u`` that fraction is constant, so the
+    sum over ``k' >= k`` of ``log(1 - fraction)`` is a sum over n segments.
+    """
+    n = u.shape[-1]
+    never = np.isinf(u).any(-1)
+    u = np.where(np.isinf(u), 0.0, u)
+    lo = np.concatenate([np.zeros(u.shape[:-1] + (1,)), u[..., :-1]], axis=-1)
+    seg = np.maximum(0.0, u - np.maximum(lo, k[..., None] - 1.0))  # integers k' >= k in (u_(i-1), u_(i)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = np.log(np.arange(n) / n)  # i ratios below tol: log(i / n); i = 0 -> -inf
+        terms = np.where(seg > 0, seg * log_p, 0.0)
+    return np.where(never, -np.inf, terms.sum(-1))
+
+
+def _mixture_quantile(u, q):
+    """Smallest integer k with ``mean_b P_b(K <= k) >= q`` for each tolerance (inf if none below 1e15)."""
+    ntol = u.shape[1]
+    lo, hi = np.zeros(ntol), np.full(ntol, 1e15)
+    for _ in range(60):  # bisection over integers: F(lo) < q <= F(hi)
+        mid = np.floor((lo + hi) / 2)
+        f = np.exp(_log_prob_settled(u, np.broadcast_to(mid, u.shape[:2]))).mean(0)
+        lo, hi = np.where(f >= q, lo, mid), np.where(f >= q, mid, hi)
+        if np.all(hi - lo <= 1):
+            break
+    f_top = np.exp(_log_prob_settled(u, np.broadcast_to(hi, u.shape[:2]))).mean(0)
+    return np.where(f_top >= q, np.maximum(hi, 1.0), np.inf)
 
 
 def _covariance(logk, s, a, alpha):
@@ -346,6 +401,12 @@ def forecast_sufficient_k(
     q = (1 - level) / 2
     lower = np.quantile(k_b, q, axis=0, method="lower")
     upper = np.quantile(k_b, 1 - q, axis=0, method="higher")
+    # Definition 4 on a curve that scatters like this one: residual ratios D_k / m_k resampled along k
+    ratios = dt / np.exp(a - alpha * logk)
+    u_hat = _exceedance_bounds(np.asarray([a]), np.asarray([alpha]), tols1, ratios)
+    k_sc = _mixture_quantile(u_hat, 0.5)
+    u_b = _exceedance_bounds(a_b, al_b, tols1, ratios)
+    lower_sc, upper_sc = _mixture_quantile(u_b, q), _mixture_quantile(u_b, 1 - q)
     kmax = float(kk.max())
     extrap = np.asarray(k_hat) / kmax
     scalar = np.ndim(tol) == 0
@@ -359,6 +420,9 @@ def forecast_sufficient_k(
         k=out(k_hat),
         lower=out(lower),
         upper=out(upper),
+        k_scatter=out(k_sc),
+        lower_scatter=out(lower_sc),
+        upper_scatter=out(upper_sc),
         level=float(level),
         alpha=alpha,
         alpha_stderr=float(math.sqrt(cov[1, 1])),

@@ -40,6 +40,7 @@ def test_exact_power_law_forecast_is_exact(with_stderr):
     long_k = np.arange(1, 2_000_001, dtype=float)
     truth = [_definition4(c * long_k**-alpha, long_k, t) for t in tols]
     np.testing.assert_array_equal(f.k, truth)
+    np.testing.assert_array_equal(f.k_scatter, truth)  # no scatter: Definition 4 on the curve is the crossing
     assert f.chi2_reduced < 1e-12
     if not with_stderr:  # no scatter, no error: the interval is the point
         np.testing.assert_array_equal(f.lower, truth)
@@ -67,6 +68,24 @@ def test_interval_covers_true_k_at_nominal_rate():
     assert 0.9 <= np.mean(np.abs(z) < 2) <= 0.99
     # goodness of fit: with the right model and errors, chi^2 / dof is about 1
     assert abs(np.mean([f.chi2_reduced for f in fs]) - 1) < 0.1
+
+
+def test_scatter_interval_covers_definition_4_on_a_scattered_curve():
+    """A curve scattering around C k^-alpha (chi-square ratios): from its first 100 k, the scatter-aware 90%
+    interval covers Definition 4's K of the whole (5,000-k) curve at about its rate; the trend crossing falls short."""
+    rng = np.random.default_rng(5)
+    c, alpha, tol = 3.0, 2.0, 1e-5
+    k = np.arange(1, 5001, dtype=float)
+    cov_sc, cov_trend = [], []
+    for i in range(100):
+        full = c * k**-alpha * rng.chisquare(4, k.size) / 4
+        k_true = _definition4(full, k, tol)
+        f = forecast_sufficient_k(full[:100], tol, k=k[:100], stderr=0.05 * full[:100], num_bootstrap=200, seed=i)
+        cov_sc.append(f.lower_scatter <= k_true <= f.upper_scatter)
+        cov_trend.append(f.lower <= k_true <= f.upper)
+        assert f.k_scatter > f.k and f.scatter > 0.3
+    assert 0.8 <= np.mean(cov_sc) <= 0.97, np.mean(cov_sc)
+    assert np.mean(cov_trend) < 0.75
 
 
 def test_scatter_beyond_the_standard_errors_widens_the_interval():
