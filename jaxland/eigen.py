@@ -53,6 +53,7 @@ Example (the spectrum figure: top-32 eigenvalues of 50 trained networks)::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Any, Callable, NamedTuple
@@ -80,6 +81,7 @@ __all__ = [
 ]
 
 METHODS = ("lanczos", "block", "lobpcg", "power", "dense")
+WHICH = ("largest", "smallest")
 DENSE_MAX_DIM = 4096
 
 
@@ -154,16 +156,41 @@ def _orthonormal_rows(z):
 # ----------------------------------------------------------------------------- Krylov
 
 
-def _block_krylov(matmat, V0, d: int, tol, max_matvecs: int):
+class _KrylovState(NamedTuple):
+    """Loop state of :func:`_block_krylov` (``nmax`` = steps x block size)."""
+
+    step: jax.Array  # blocks done
+    Q: jax.Array  # (nmax, dim) orthonormal basis rows
+    W: jax.Array  # (nmax, dim) stored products A Q
+    T: jax.Array  # (nmax, nmax) upper triangle of Q^T A Q
+    next_block: jax.Array  # (b, dim) orthonormal block to multiply next
+    gram: jax.Array  # (b, b) Gram matrix of the orthogonalised last products
+    done: jax.Array
+    finite: jax.Array
+    theta: jax.Array  # (d,) current top Ritz values
+    S: jax.Array  # (nmax, d) their coefficients in the basis
+
+
+def _block_krylov(matmat, V0, d: int, tol, max_matvecs: int, basis_dtype=None):
     """Block Lanczos with full reorthogonalisation and Rayleigh-Ritz after each block.
 
     Keeps ``Q`` (orthonormal rows), ``W = A Q`` and ``T = Q^T A Q`` (entries
     ``<q_i, A q_j>`` for ``i <= j``, mirrored). With ``(theta, s)`` an eigenpair of
     ``T``, ``A (Q^T s) = W^T s`` and the residual outside ``span Q`` is
     ``R_last^T s_last`` (R_last: the orthogonalised last products).
+
+    ``basis_dtype`` (default: the dtype of ``V0``, the operator's): the
+    precision of ``Q``, ``W``, the reorthogonalisation and Rayleigh-Ritz. A
+    wider basis than the operator removes the basis' rounding (which, in
+    float32, stalls relative residuals near 1e-5..1e-4); what remains is the
+    operator's own rounding. Results come back in the operator's dtype.
     """
     b, dim = V0.shape
-    dtype = V0.dtype
+    op_dtype = V0.dtype
+    dtype = jnp.dtype(basis_dtype) if basis_dtype is not None else op_dtype
+    if dtype != op_dtype:
+        matmat = (lambda mm: lambda V: mm(V.astype(op_dtype)).astype(dtype))(matmat)
+        V0 = V0.astype(dtype)
     eps = _eps(dtype)
     steps = max(1, min(max_matvecs, dim) // b)
     nmax = steps * b
@@ -178,8 +205,8 @@ def _block_krylov(matmat, V0, d: int, tol, max_matvecs: int):
         evals, S = jnp.linalg.eigh(tfull + jnp.diag(jnp.where(mask, 0.0, pad)))
         return evals[::-1][:d], S[:, ::-1][:, :d]
 
-    def body(state):
-        j, Q, W, T, Qj, G, _, finite, _, _ = state
+    def body(st: _KrylovState) -> _KrylovState:
+        j, Q, W, T, Qj = st.step, st.Q, st.W, st.T, st.next_block
         cols = j * b
         Wj = matmat(Qj)
         fin = jnp.all(jnp.isfinite(Wj))
@@ -210,55 +237,64 @@ def _block_krylov(matmat, V0, d: int, tol, max_matvecs: int):
         # pairs but may miss copies of repeated eigenvalues; continue from the restart
         done = (filled >= d) & jnp.all(res <= jnp.maximum(tol * jnp.abs(theta), floor))
         done &= ~jnp.any(small) | (filled + b > dim)
-        return j + 1, Q, W, T, Z, G, done, finite & fin, theta, S
+        return _KrylovState(j + 1, Q, W, T, Z, G, done, st.finite & fin, theta, S)
 
-    def cond(state):
-        j, *_, done, finite, _, _ = state
-        return (j < steps) & ~done & finite
+    def cond(st: _KrylovState):
+        return (st.step < steps) & ~st.done & st.finite
 
     z = jnp.zeros((nmax, dim), dtype)
-    init = (
-        jnp.asarray(0, jnp.int32), z, z, jnp.zeros((nmax, nmax), dtype),
-        _orthonormal_rows(V0), jnp.zeros((b, b), dtype), jnp.asarray(False), jnp.asarray(True),
-        jnp.zeros((d,), dtype), jnp.zeros((nmax, d), dtype),
+    init = _KrylovState(
+        step=jnp.asarray(0, jnp.int32), Q=z, W=z, T=jnp.zeros((nmax, nmax), dtype),
+        next_block=_orthonormal_rows(V0), gram=jnp.zeros((b, b), dtype), done=jnp.asarray(False),
+        finite=jnp.asarray(True), theta=jnp.zeros((d,), dtype), S=jnp.zeros((nmax, d), dtype),
     )
-    j, Q, W, T, _, _, _, finite, theta, S = jax.lax.while_loop(cond, body, init)
-    filled = j * b
-    vecs = S.T @ Q
+    st = jax.lax.while_loop(cond, body, init)
+    filled = st.step * b
+    vecs = st.S.T @ st.Q
     # Rayleigh quotients of the (normalised) Ritz vectors from the stored products
-    avecs = S.T @ W
-    return _finish(theta, vecs, avecs, tol, filled, finite)
+    avecs = st.S.T @ st.W
+    res = _finish(st.theta, vecs, avecs, tol, filled, st.finite)
+    if dtype != op_dtype:
+        res = res._replace(**{f: getattr(res, f).astype(op_dtype) for f in ("eigenvalues", "eigenvectors", "residuals", "relative_residuals")})
+    return res
 
 
-def lanczos(d: int, *, tol: float = 1e-3, max_matvecs: int | None = None):
+def lanczos(d: int, *, tol: float = 1e-3, max_matvecs: int | None = None, basis_dtype: Any = None):
     """Lanczos (full reorthogonalisation) for the top-d eigenpairs: ``solve(matvec, v0) -> EigResult``.
 
     ``matvec: (dim,) -> (dim,)`` symmetric; ``v0: (dim,)`` start vector (its
-    dtype is the working precision). Stops after the first product at which
+    dtype is the operator's precision). Stops after the first product at which
     all top-d Ritz pairs satisfy ``||A y - theta y|| <= tol |theta|``, or after
     ``max_matvecs`` products (default ``min(dim, max(6 d, d + 50))``; memory and the cost of each reorthogonalisation grow with it).
-    Memory: two ``(max_matvecs, dim)`` arrays.
+    Memory: two ``(max_matvecs, dim)`` arrays of ``basis_dtype``.
+
+    ``basis_dtype``: precision of the Krylov basis, reorthogonalisation and
+    Rayleigh-Ritz (default: ``v0.dtype``). ``jnp.float64`` with a float32
+    operator reaches relative residuals near 1e-6 where a float32 basis stalls
+    near 1e-5..1e-4; it needs x64 enabled while tracing (``jax.enable_x64(True)``;
+    :func:`top_eigenpairs` does that itself).
     """
 
     def solve(matvec: Callable, v0: jax.Array) -> EigResult:
         mm = _default_max(v0.shape[-1], d, max_matvecs)
-        return _block_krylov(lambda V: matvec(V[0])[None], v0[None], d, tol, mm)
+        return _block_krylov(lambda V: matvec(V[0])[None], v0[None], d, tol, mm, basis_dtype)
 
     return solve
 
 
-def block_lanczos(d: int, *, block_size: int | None = None, tol: float = 1e-3, max_matvecs: int | None = None):
+def block_lanczos(d: int, *, block_size: int | None = None, tol: float = 1e-3, max_matvecs: int | None = None,
+                  basis_dtype: Any = None):
     """Block Lanczos for the top-d eigenpairs: ``solve(matmat, V0) -> EigResult``.
 
     ``matmat: (b, dim) -> (b, dim)`` applies the operator to each row (e.g.
     :func:`jaxland.hvp_batch`); ``V0: (b, dim)`` start block. Each step costs
-    one batched product of ``b`` vectors.
+    one batched product of ``b`` vectors. ``basis_dtype`` as in :func:`lanczos`.
     """
 
     def solve(matmat: Callable, V0: jax.Array) -> EigResult:
         b, dim = V0.shape
         mm = _default_max(dim, d, max_matvecs, b)
-        return _block_krylov(matmat, V0, d, tol, mm)
+        return _block_krylov(matmat, V0, d, tol, mm, basis_dtype)
 
     return solve
 
@@ -270,6 +306,20 @@ def _default_max(dim: int, d: int, max_matvecs: int | None, b: int = 1) -> int:
 
 
 # ----------------------------------------------------------------------------- power
+
+
+class _PowerState(NamedTuple):
+    """Loop state of one power-iteration run; ``lam``, ``res``, ``av`` belong to ``v``."""
+
+    next_v: jax.Array  # the next iterate
+    v: jax.Array  # the vector last multiplied
+    av: jax.Array  # A v
+    lam: jax.Array  # Rayleigh quotient v.A v
+    res: jax.Array  # ||A v - lam v||
+    norm_av: jax.Array
+    count: jax.Array  # products so far (all runs)
+    done: jax.Array
+    finite: jax.Array
 
 
 def power_iteration(d: int, *, tol: float = 1e-3, max_matvecs: int | None = None):
@@ -295,8 +345,8 @@ def power_iteration(d: int, *, tol: float = 1e-3, max_matvecs: int | None = None
         per_run = max(1, budget // (d + 1))
 
         def run(v, sigma, V, count, scale):
-            def body(st):
-                v, _, _, _, _, _, count, _, finite = st
+            def body(st: _PowerState) -> _PowerState:
+                v = st.next_v
                 w = matvec(v)
                 fin = jnp.all(jnp.isfinite(w))
                 w = jnp.where(fin, w, 0.0)
@@ -308,17 +358,16 @@ def power_iteration(d: int, *, tol: float = 1e-3, max_matvecs: int | None = None
                 z = z - (V @ z) @ V
                 nz = jnp.linalg.norm(z)
                 vn = jnp.where(nz > 0, z / jnp.where(nz > 0, nz, 1.0), v)
-                return vn, v, w, lam, res, jnp.linalg.norm(w), count + 1, done, finite & fin
+                return _PowerState(vn, v, w, lam, res, jnp.linalg.norm(w), st.count + 1, done, st.finite & fin)
 
-            def cond(st):
-                *_, count, done, finite = st
-                return ~done & (count < stop) & finite
+            def cond(st: _PowerState):
+                return ~st.done & (st.count < stop) & st.finite
 
             z = jnp.asarray(0.0, dtype)
             stop = count + per_run
-            init = (v, v, jnp.zeros_like(v), z, jnp.asarray(jnp.inf, dtype), z, count, jnp.asarray(False), jnp.asarray(True))
-            # -> (next iterate, evaluated v, A v, lam, res, ||Av||, count, done, finite); lam/res belong to v
-            return jax.lax.while_loop(cond, body, init)[1:]
+            init = _PowerState(v, v, jnp.zeros_like(v), z, jnp.asarray(jnp.inf, dtype), z, count,
+                               jnp.asarray(False), jnp.asarray(True))
+            return jax.lax.while_loop(cond, body, init)
 
         def start(v, V):
             v = v - (V @ v) @ V
@@ -327,18 +376,19 @@ def power_iteration(d: int, *, tol: float = 1e-3, max_matvecs: int | None = None
 
         V = jnp.zeros((d, dim), dtype)
         count0 = jnp.asarray(0, jnp.int32)
-        v_dom, _, mu, _, rho, count, conv0, fin0 = run(start(v0, V), jnp.asarray(0.0, dtype), V, count0, 0.0)
-        sigma = jnp.where(conv0, jnp.where(mu >= 0, 0.0, 1.01 * mu), -1.01 * rho).astype(dtype)
+        dom = run(start(v0, V), jnp.asarray(0.0, dtype), V, count0, 0.0)
+        mu, conv0 = dom.lam, dom.done
+        sigma = jnp.where(conv0, jnp.where(mu >= 0, 0.0, 1.01 * mu), -1.01 * dom.norm_av).astype(dtype)
         reuse = conv0 & (mu >= 0)
 
         def pair(i, st):
             V, AV, lams, count, finite = st
-            v = jnp.where((i == 0) & reuse, v_dom, v0)
-            v, w, lam, _, _, count, _, fin = run(start(v, V), sigma, V, count, jnp.max(jnp.abs(lams)))
-            return V.at[i].set(v), AV.at[i].set(w), lams.at[i].set(lam), count, finite & fin
+            v = jnp.where((i == 0) & reuse, dom.v, v0)
+            r = run(start(v, V), sigma, V, count, jnp.max(jnp.abs(lams)))
+            return V.at[i].set(r.v), AV.at[i].set(r.av), lams.at[i].set(r.lam), r.count, finite & r.finite
 
         zero = jnp.zeros((d,), dtype)
-        V, AV, lams, count, finite = jax.lax.fori_loop(0, d, pair, (V, jnp.zeros_like(V), zero, count, fin0))
+        V, AV, lams, count, finite = jax.lax.fori_loop(0, d, pair, (V, jnp.zeros_like(V), zero, dom.count, dom.finite))
         # Rayleigh-Ritz on span(V) with the stored products (no extra products):
         # removes the coupling a slightly inexact deflated vector leaves in the next ones
         T = V @ AV.T
@@ -395,11 +445,11 @@ def dense_eigh(d: int, *, tol: float = 1e-3):
 # ----------------------------------------------------------------------------- entry points
 
 
-def _solver(method, d, tol, max_matvecs, block_size, dim):
+def _solver(method, d, tol, max_matvecs, block_size, dim, basis_dtype=None):
     if method == "lanczos":
-        return lanczos(d, tol=tol, max_matvecs=max_matvecs), False
+        return lanczos(d, tol=tol, max_matvecs=max_matvecs, basis_dtype=basis_dtype), False
     if method == "block":
-        return block_lanczos(d, block_size=block_size, tol=tol, max_matvecs=max_matvecs), True
+        return block_lanczos(d, block_size=block_size, tol=tol, max_matvecs=max_matvecs, basis_dtype=basis_dtype), True
     if method == "lobpcg":
         iters = 200 if max_matvecs is None else max(1, (max_matvecs // block_size - 2) // 3)
         return lobpcg(d, tol=tol, max_iters=iters), True
@@ -411,20 +461,48 @@ def _solver(method, d, tol, max_matvecs, block_size, dim):
 
 
 @functools.partial(
-    jax.jit, static_argnames=("matvec", "matmat", "method", "d", "max_matvecs", "block_size", "tol")
+    jax.jit,
+    static_argnames=("matvec", "matmat", "method", "d", "max_matvecs", "block_size", "tol", "basis_dtype", "which"),
 )
-def _solve_jit(matvec, matmat, method, d, tol, max_matvecs, block_size, key, dtype_probe, operands):
+def _solve_jit(matvec, matmat, method, d, tol, max_matvecs, block_size, key, dtype_probe, operands,
+               basis_dtype=None, which="largest"):
     dim = dtype_probe.shape[0]
     dtype = dtype_probe.dtype
-    solve, blocked = _solver(method, d, tol, max_matvecs, block_size, dim)
-    mv = lambda v: matvec(v, *operands)
+    solve, blocked = _solver(method, d, tol, max_matvecs, block_size, dim, basis_dtype)
+    # the bottom of the spectrum is the top of -A
+    sign = -1.0 if which == "smallest" else 1.0
+    mv = lambda v: sign * matvec(v, *operands)
     if blocked:
-        mm = (lambda V: matmat(V, *operands)) if matmat is not None else jax.vmap(mv)
-        return solve(mm, jax.random.normal(key, (block_size, dim), dtype))
-    return solve(mv, jax.random.normal(key, (dim,), dtype))
+        mm = (lambda V: sign * matmat(V, *operands)) if matmat is not None else jax.vmap(mv)
+        res = solve(mm, jax.random.normal(key, (block_size, dim), dtype))
+    else:
+        res = solve(mv, jax.random.normal(key, (dim,), dtype))
+    return res._replace(eigenvalues=sign * res.eigenvalues)
 
 
-def _validate(dim, d, method, tol, max_matvecs, block_size):
+def _basis_name(basis_dtype, method):
+    """Validated name of a Krylov basis dtype (a static jit argument), or None."""
+    if basis_dtype is None:
+        return None
+    try:
+        name = jnp.dtype(basis_dtype).name
+    except TypeError:
+        name = str(basis_dtype)
+    if name not in ("float32", "float64"):
+        raise ConfigError(f"basis_dtype must be 'float32' or 'float64', got {basis_dtype!r}")
+    if method not in ("lanczos", "block"):
+        raise ConfigError(f"basis_dtype applies to method='lanczos' or 'block', not {method!r}; drop it or change method")
+    return name
+
+
+def _x64_if(basis_dtype):
+    # a float64 basis needs float64 arrays while tracing and running; the operator keeps its own dtype
+    return jax.enable_x64(True) if basis_dtype == "float64" and not jax.config.jax_enable_x64 else contextlib.nullcontext()
+
+
+def _validate(dim, d, method, tol, max_matvecs, block_size, which="largest"):
+    if which not in WHICH:
+        raise ConfigError(f"which must be one of {WHICH} (the top or the bottom of the spectrum), got {which!r}")
     if method not in METHODS:
         raise ConfigError(f"unknown eigensolver method {method!r}; choose one of {METHODS}")
     if isinstance(d, bool) or int(d) != d or d <= 0:
@@ -486,6 +564,8 @@ def top_eigenpairs(
     operands: tuple = (),
     dtype: Any = None,
     require_convergence: bool = False,
+    which: str = "largest",
+    basis_dtype: Any = None,
 ) -> EigResult:
     """Top-d (largest algebraic) eigenpairs of the symmetric operator ``v -> matvec(v, *operands)``.
 
@@ -506,13 +586,21 @@ def top_eigenpairs(
       dtype: working precision (default: the dtype ``matvec`` returns).
       require_convergence: raise :class:`NumericalError` instead of returning
         ``converged=False``.
+      which: ``"largest"`` (default) or ``"smallest"``: the d smallest algebraic
+        eigenvalues (the solver runs on ``-A``), returned ascending (``lambda_min`` first).
+      basis_dtype: ``"float64"`` keeps the Krylov basis, reorthogonalisation and
+        Rayleigh-Ritz in float64 while ``matvec`` stays in ``dtype`` (``"lanczos"``
+        and ``"block"`` only): relative residuals near 1e-6 with a float32 operator.
+        x64 is switched on for the solve; the result comes back in ``dtype``.
 
     Returns:
       :class:`EigResult`. Raises :class:`ConfigError` on impossible settings and
       :class:`NumericalError` when the operator produced NaN/Inf.
     """
     dim = int(dim)
-    d, b, max_matvecs = _validate(dim, d, method, tol, max_matvecs, block_size)
+    d, b, max_matvecs = _validate(dim, d, method, tol, max_matvecs, block_size, which)
+    basis = _basis_name(basis_dtype, method)
+    # the operator's dtype is found outside any x64 switch: a float64 basis must not widen it
     probe_dtype = dtype if dtype is not None else jnp.result_type(float)
     out = jax.eval_shape(lambda v, ops: matvec(v, *ops), jax.ShapeDtypeStruct((dim,), probe_dtype), operands)
     if out.shape != (dim,):
@@ -521,7 +609,9 @@ def top_eigenpairs(
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ConfigError(f"eigensolvers need a real floating dtype, got {dtype}")
     key = jax.random.key(0) if key is None else key
-    res = _solve_jit(matvec, matmat, method, d, float(tol), max_matvecs, b, key, jnp.zeros((dim,), dtype), operands)
+    with _x64_if(basis):
+        res = _solve_jit(matvec, matmat, method, d, float(tol), max_matvecs, b, key, jnp.zeros((dim,), dtype),
+                         operands, basis_dtype=basis, which=which)
     return _check(res, method, require_convergence)
 
 
@@ -550,11 +640,15 @@ def hessian_eigenpairs(
     max_matvecs: int | None = None,
     block_size: int | None = None,
     require_convergence: bool = False,
+    which: str = "largest",
+    basis_dtype: Any = None,
 ) -> EigResult:
     """Top-d eigenpairs of ``H_k(w)``, the Hessian of ``L_k`` (full data when ``k`` is None).
 
     ``w, x, y, k`` are inputs of one compiled program: a new ``w`` or ``k``
-    (same shapes) does not recompile. Other arguments as :func:`top_eigenpairs`.
+    (same shapes) does not recompile. Other arguments as :func:`top_eigenpairs`:
+    ``which="smallest"`` gives the bottom of the spectrum (``lambda_min`` first),
+    ``basis_dtype="float64"`` tight eigenpairs (relative residuals ~1e-6) from float32 HVPs.
     """
     check_prefix(k, check_data(model, x, y, min_samples=1))
     check_params(model, w)
@@ -563,16 +657,19 @@ def hessian_eigenpairs(
     return top_eigenpairs(
         mv, w.shape[0], d, method=method, key=key, tol=tol, max_matvecs=max_matvecs, block_size=block_size,
         matmat=mm, operands=(w, x, y, k), dtype=w.dtype, require_convergence=require_convergence,
+        which=which, basis_dtype=basis_dtype,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "d", "method", "tol", "max_matvecs", "block_size", "batch_size"))
-def _batch_jit(model, ws, x, y, k, keys, d, method, tol, max_matvecs, block_size, batch_size):
+@functools.partial(jax.jit, static_argnames=("model", "d", "method", "tol", "max_matvecs", "block_size", "batch_size",
+                                             "which", "basis_dtype"))
+def _batch_jit(model, ws, x, y, k, keys, d, method, tol, max_matvecs, block_size, batch_size, which, basis_dtype):
     mv, mm = _hessian_ops(model)
 
     def one(args):
         w, key = args
-        return _solve_jit(mv, mm, method, d, tol, max_matvecs, block_size, key, w, (w, x, y, k))
+        return _solve_jit(mv, mm, method, d, tol, max_matvecs, block_size, key, w, (w, x, y, k),
+                          basis_dtype=basis_dtype, which=which)
 
     return jax.lax.map(one, (ws, keys), batch_size=batch_size)
 
@@ -592,6 +689,8 @@ def hessian_eigenpairs_batch(
     block_size: int | None = None,
     batch_size: int = 1,
     require_convergence: bool = False,
+    which: str = "largest",
+    basis_dtype: Any = None,
 ) -> EigResult:
     """:func:`hessian_eigenpairs` for each row of ``ws`` (B, D), in one compiled program.
 
@@ -601,6 +700,7 @@ def hessian_eigenpairs_batch(
     until the slowest of them converges; memory grows with it); the default 1
     solves them one after another (``lax.map``). Network i uses the start key
     ``jax.random.fold_in(key, i)``. Every field gets a leading (B,) axis.
+    ``which`` and ``basis_dtype`` as in :func:`top_eigenpairs`.
     """
     ws = jnp.asarray(ws)
     if ws.ndim != 2:
@@ -608,11 +708,13 @@ def hessian_eigenpairs_batch(
     check_prefix(k, check_data(model, x, y, min_samples=1))
     for w in ws:
         check_params(model, w, "ws[i]")
-    d, b, max_matvecs = _validate(ws.shape[1], d, method, tol, max_matvecs, block_size)
+    d, b, max_matvecs = _validate(ws.shape[1], d, method, tol, max_matvecs, block_size, which)
+    basis = _basis_name(basis_dtype, method)
     if int(batch_size) != batch_size or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     key = jax.random.key(0) if key is None else key
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(ws.shape[0]))
     k = None if k is None else jnp.asarray(k)
-    res = _batch_jit(model, ws, x, y, k, keys, d, method, float(tol), max_matvecs, b, int(batch_size))
+    with _x64_if(basis):
+        res = _batch_jit(model, ws, x, y, k, keys, d, method, float(tol), max_matvecs, b, int(batch_size), which, basis)
     return _check(res, method, require_convergence)

@@ -1,0 +1,363 @@
+"""Image classifiers as Flax NNX modules: a LeNet-5 CNN, a CIFAR-style ResNet and a small ViT.
+
+Every module takes images ``x`` of shape ``(n, H, W, C)`` (float32, channels last)
+and returns logits ``(n, num_classes)``. Each one is a pure function of its
+``nnx.Param`` leaves and, for :class:`ResNet`, of its stored BatchNorm statistics
+(``nnx.BatchStat``): there is no Dropout, BatchNorm runs in inference mode
+(``use_running_average=True``) and attention is deterministic, so a call never
+changes the module and the loss of one sample never depends on the other
+samples of the batch.
+
+Parameter counts with the defaults (28x28x1 inputs, 10 classes), and the
+forward cost per image from :func:`flops_per_sample`:
+
+=========  ==========  ==========
+module     parameters  MFLOP/image
+=========  ==========  ==========
+LeNet5         61,706        0.83
+ResNet         19,810        4.73
+ViT            72,074        2.48
+=========  ==========  ==========
+
+FLOPs count 2 per multiply-add of every convolution, dense layer and attention
+matmul (``QK^T`` and ``AV``); elementwise work (activations, normalisation,
+pooling, softmax, residual adds) is not counted; XLA's cost analysis of the
+compiled forward pass (which counts it) differs from these figures by under 8%.
+"""
+
+from __future__ import annotations
+
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from .errors import ConfigError
+
+__all__ = ["LeNet5", "ResNet", "ViT", "ARCHITECTURES", "flops_per_sample"]
+
+
+def _check_input_shape(input_shape) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(s) for s in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise ConfigError(
+            f"input_shape must be (H, W, C) with three positive ints (images are channels-last), "
+            f"got {input_shape!r}; e.g. (28, 28, 1) for MNIST or (32, 32, 3) for CIFAR-10"
+        )
+    return shape
+
+
+def _check_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_images(x, input_shape, name: str):
+    if x.ndim != 4 or tuple(x.shape[1:]) != input_shape:
+        raise ConfigError(
+            f"{name} expects images of shape (n, {', '.join(map(str, input_shape))}) (channels last), "
+            f"got {tuple(x.shape)}; reshape the inputs (load_dataset(..., flatten=False)) or build the "
+            f"model with input_shape={tuple(x.shape[1:])}"
+        )
+
+
+def _avg_pool2(x):
+    """2x2 average pooling, stride 2 (odd trailing rows/columns are dropped, as in torch)."""
+    return nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+
+
+# --------------------------------------------------------------------------- LeNet-5
+
+
+class LeNet5(nnx.Module):
+    """LeNet-5 (LeCun et al. 1998) with ReLU and average pooling.
+
+    ``conv 6@5x5 -> relu -> avgpool 2 -> conv 16@5x5 VALID -> relu -> avgpool 2 ->
+    flatten -> dense 120 -> relu -> dense 84 -> relu -> dense num_classes``.
+
+    ReLU replaces the original tanh: it trains faster with Adam at the paper's
+    learning rate, and it is what the papers' MLPs use. The first convolution
+    is SAME-padded for inputs smaller than 32x32 (28x28 MNIST keeps 28x28 maps)
+    and VALID for 32x32 and larger, as in the original; ``conv1_padding`` overrides.
+    Parameters: 61,706 for (28, 28, 1) and 62,006 for (32, 32, 3) with 10 classes
+    (both have 16x5x5 = 400 features after the second pooling).
+    """
+
+    def __init__(self, input_shape=(28, 28, 1), num_classes: int = 10, *, conv1_padding: str | None = None, rngs: nnx.Rngs):
+        h, w, c = self.input_shape = _check_input_shape(input_shape)
+        self.num_classes = _check_int("num_classes", num_classes)
+        if conv1_padding is None:
+            conv1_padding = "SAME" if min(h, w) < 32 else "VALID"
+        if conv1_padding not in ("SAME", "VALID"):
+            raise ConfigError(f"conv1_padding must be 'SAME', 'VALID' or None (automatic), got {conv1_padding!r}")
+        self.conv1_padding = conv1_padding
+        side = lambda s: ((s if conv1_padding == "SAME" else s - 4) // 2 - 4) // 2
+        fh, fw = side(h), side(w)
+        if fh < 1 or fw < 1:
+            raise ConfigError(
+                f"input_shape {self.input_shape} is too small for LeNet5 (two 5x5 convolutions and two 2x2 "
+                f"poolings need H, W >= {13 if conv1_padding == 'SAME' else 17} with conv1_padding={conv1_padding!r}); "
+                f"use larger images or conv1_padding='SAME'"
+            )
+        self.conv1 = nnx.Conv(c, 6, (5, 5), padding=conv1_padding, rngs=rngs)
+        self.conv2 = nnx.Conv(6, 16, (5, 5), padding="VALID", rngs=rngs)
+        self.fc1 = nnx.Linear(16 * fh * fw, 120, rngs=rngs)
+        self.fc2 = nnx.Linear(120, 84, rngs=rngs)
+        self.fc3 = nnx.Linear(84, self.num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        _check_images(x, self.input_shape, "LeNet5")
+        x = _avg_pool2(nnx.relu(self.conv1(x)))
+        x = _avg_pool2(nnx.relu(self.conv2(x)))
+        x = x.reshape(x.shape[0], -1)  # (h, w, c) order
+        x = nnx.relu(self.fc1(x))
+        x = nnx.relu(self.fc2(x))
+        return self.fc3(x)
+
+    @staticmethod
+    def flops(input_shape=(28, 28, 1), num_classes: int = 10, *, conv1_padding: str | None = None) -> int:
+        h, w, c = _check_input_shape(input_shape)
+        pad = conv1_padding or ("SAME" if min(h, w) < 32 else "VALID")
+        h1, w1 = (h, w) if pad == "SAME" else (h - 4, w - 4)
+        h2, w2 = h1 // 2 - 4, w1 // 2 - 4
+        feats = 16 * (h2 // 2) * (w2 // 2)
+        macs = h1 * w1 * 6 * 25 * c + h2 * w2 * 16 * 25 * 6 + feats * 120 + 120 * 84 + 84 * num_classes
+        return 2 * macs
+
+
+# --------------------------------------------------------------------------- ResNet
+
+
+def _bn(features: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
+    # Inference mode: the statistics are constants of the model, never updated by a call.
+    return nnx.BatchNorm(features, use_running_average=True, rngs=rngs)
+
+
+def _conv3x3(cin: int, cout: int, stride: int, rngs: nnx.Rngs) -> nnx.Conv:
+    # Symmetric padding 1 (as torch's padding=1): flax's "SAME" pads (0, 1) at stride 2.
+    return nnx.Conv(cin, cout, (3, 3), strides=stride, padding=((1, 1), (1, 1)), use_bias=False, rngs=rngs)
+
+
+class BasicBlock(nnx.Module):
+    """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``; the shortcut is a 1x1 conv + BN when shapes change."""
+
+    def __init__(self, cin: int, cout: int, stride: int, *, rngs: nnx.Rngs):
+        self.conv1 = _conv3x3(cin, cout, stride, rngs)
+        self.bn1 = _bn(cout, rngs)
+        self.conv2 = _conv3x3(cout, cout, 1, rngs)
+        self.bn2 = _bn(cout, rngs)
+        if stride != 1 or cin != cout:
+            self.proj_conv = nnx.Conv(cin, cout, (1, 1), strides=stride, padding="VALID", use_bias=False, rngs=rngs)
+            self.proj_bn = _bn(cout, rngs)
+        else:
+            self.proj_conv = self.proj_bn = None
+
+    def __call__(self, x):
+        out = nnx.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x if self.proj_conv is None else self.proj_bn(self.proj_conv(x))
+        return nnx.relu(out + short)
+
+
+class ResNet(nnx.Module):
+    """CIFAR-style ResNet-(6n+2) (He et al. 2016, section 4.2) with BatchNorm in inference mode.
+
+    ``3x3 conv (width) -> BN -> relu -> 3 stages of n basic blocks (widths width,
+    2 width, 4 width; stride 2 at the first block of stages 2 and 3, 1x1 conv + BN
+    projection shortcut where the shape changes) -> global average pool -> dense``.
+    ``depth`` = 6n + 2 (8 -> n = 1, 20 -> n = 3). Convolutions have no bias (BN
+    follows each). Works for any H, W >= 1; 28x28 maps go 28 -> 14 -> 7, 32x32
+    ones 32 -> 16 -> 8.
+
+    Parameters with 10 classes (BN scale and bias count as parameters; BN means
+    and variances do not): 19,810 for the default depth 8, width 8 on (28, 28, 1);
+    19,954 on (32, 32, 3); 77,754 at width 16; 68,642 at depth 20, width 8.
+
+    BatchNorm statistics are ``nnx.BatchStat`` variables used as constants (so
+    ``L_k`` stays a mean of per-sample losses). They start at mean 0, variance 1,
+    which makes each BN a per-channel affine map. To hold other statistics:
+    :meth:`batch_stats` / :meth:`set_batch_stats` read and write them (e.g. ones
+    trained elsewhere), and :meth:`calibrate_batch_stats` sets them to the
+    statistics of a batch of inputs. Calling ``module.train()`` would switch BN to
+    batch statistics; do not, the numerical code assumes inference mode.
+    """
+
+    def __init__(self, input_shape=(28, 28, 1), num_classes: int = 10, *, depth: int = 8, width: int = 8, rngs: nnx.Rngs):
+        _, _, c = self.input_shape = _check_input_shape(input_shape)
+        self.num_classes = _check_int("num_classes", num_classes)
+        _check_int("depth", depth, 8)
+        if (depth - 2) % 6:
+            raise ConfigError(f"depth must be 6n + 2 (8, 14, 20, 32, ...) for a CIFAR ResNet, got {depth}; e.g. depth=8 or depth=20")
+        self.depth, self.width = depth, _check_int("width", width)
+        n = (depth - 2) // 6
+        self.stem_conv = _conv3x3(c, width, 1, rngs)
+        self.stem_bn = _bn(width, rngs)
+        blocks, cin = [], width
+        for stage, cout in enumerate((width, 2 * width, 4 * width)):
+            for i in range(n):
+                blocks.append(BasicBlock(cin, cout, 2 if (stage > 0 and i == 0) else 1, rngs=rngs))
+                cin = cout
+        self.blocks = nnx.List(blocks)
+        self.head = nnx.Linear(cin, self.num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        _check_images(x, self.input_shape, "ResNet")
+        x = nnx.relu(self.stem_bn(self.stem_conv(x)))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean(axis=(1, 2)))
+
+    # -- the stored BatchNorm statistics
+    def batch_stats(self) -> nnx.State:
+        """The BatchNorm means and variances (``nnx.BatchStat``), as an ``nnx.State``."""
+        return nnx.state(self, nnx.BatchStat)
+
+    def set_batch_stats(self, stats: nnx.State) -> None:
+        """Replace the BatchNorm statistics by ``stats`` (same structure and shapes as :meth:`batch_stats`)."""
+        mine = jax.tree.map(jnp.shape, self.batch_stats())
+        theirs = jax.tree.map(jnp.shape, stats)
+        if jax.tree.structure(mine) != jax.tree.structure(theirs) or mine != theirs:
+            raise ConfigError(
+                "stats must have the structure and shapes of module.batch_stats() (one mean and one var per "
+                "BatchNorm); build them from batch_stats() of a ResNet with the same depth and width"
+            )
+        if any(bool(jnp.any(jnp.asarray(v[...]) < 0)) for path, v in nnx.to_flat_state(stats) if path[-1] == "var"):
+            raise ConfigError("stats has a negative BatchNorm variance; variances must be >= 0")
+        nnx.update(self, stats)
+
+    def calibrate_batch_stats(self, x) -> None:
+        """Set every BatchNorm's statistics to those of its inputs when the network sees the batch ``x``.
+
+        Layer by layer, mean and (biased) variance over ``(n, H, W)`` of the
+        activations entering that BN, with the earlier BNs already calibrated; so
+        afterwards the inference-mode output on ``x`` equals the train-mode
+        (batch-statistics) output on ``x``. Deterministic; a function of the
+        current parameters and ``x`` only.
+        """
+        bns = [m for _, m in nnx.iter_modules(self) if isinstance(m, nnx.BatchNorm)]
+        saved = [(bn.use_running_average, bn.momentum) for bn in bns]
+        try:
+            for bn in bns:
+                bn.use_running_average, bn.momentum = False, 0.0  # momentum 0: running = batch stats
+            self(jnp.asarray(x, jnp.float32))
+        finally:
+            for bn, (ura, mom) in zip(bns, saved):
+                bn.use_running_average, bn.momentum = ura, mom
+
+    @staticmethod
+    def flops(input_shape=(28, 28, 1), num_classes: int = 10, *, depth: int = 8, width: int = 8) -> int:
+        h, w, c = _check_input_shape(input_shape)
+        n = (depth - 2) // 6
+        macs = h * w * 9 * c * width
+        cin = width
+        for stage, cout in enumerate((width, 2 * width, 4 * width)):
+            for i in range(n):
+                stride = 2 if (stage > 0 and i == 0) else 1
+                h, w = (h - 1) // stride + 1, (w - 1) // stride + 1
+                macs += h * w * 9 * (cin + cout) * cout
+                if stride != 1 or cin != cout:
+                    macs += h * w * cin * cout
+                cin = cout
+        return 2 * (macs + cin * num_classes)
+
+
+# --------------------------------------------------------------------------- ViT
+
+
+class EncoderBlock(nnx.Module):
+    """Pre-norm transformer block: ``x + MHA(LN(x))``, then ``x + MLP(LN(x))`` with a gelu MLP."""
+
+    def __init__(self, dim: int, heads: int, mlp_dim: int, *, rngs: nnx.Rngs):
+        self.ln1 = nnx.LayerNorm(dim, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(heads, dim, dim, dim, decode=False, dropout_rate=0.0, deterministic=True, rngs=rngs)
+        self.ln2 = nnx.LayerNorm(dim, rngs=rngs)
+        self.mlp1 = nnx.Linear(dim, mlp_dim, rngs=rngs)
+        self.mlp2 = nnx.Linear(mlp_dim, dim, rngs=rngs)
+
+    def __call__(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp2(nnx.gelu(self.mlp1(self.ln2(x))))  # gelu: flax default tanh approximation
+
+
+class ViT(nnx.Module):
+    """Vision Transformer (Dosovitskiy et al. 2021), small, deterministic, no dropout.
+
+    ``patch embedding (a p x p conv with stride p) -> [class token] + learned
+    position embedding -> depth pre-norm blocks (LN -> multi-head self-attention
+    -> residual; LN -> dense mlp_dim -> gelu -> dense dim -> residual) -> LN ->
+    class token (pool="cls") or mean over patch tokens (pool="mean") -> dense``.
+    LayerNorm epsilon is flax's 1e-6; gelu is flax's default (tanh approximation).
+    Parameters with the defaults (28x28x1, patch 7 -> 16 patches, dim 64, depth 2,
+    4 heads, mlp 128, cls): 72,074 (71,946 with pool="mean": no class token, one
+    position fewer); 81,226 for (32, 32, 3) with patch_size=8.
+    """
+
+    def __init__(self, input_shape=(28, 28, 1), num_classes: int = 10, *, patch_size: int = 7, dim: int = 64,
+                 depth: int = 2, heads: int = 4, mlp_dim: int = 128, pool: str = "cls", rngs: nnx.Rngs):
+        h, w, c = self.input_shape = _check_input_shape(input_shape)
+        self.num_classes = _check_int("num_classes", num_classes)
+        p = self.patch_size = _check_int("patch_size", patch_size)
+        if h % p or w % p:
+            raise ConfigError(
+                f"image size {h}x{w} is not divisible by patch_size={p}; choose a patch_size that divides both "
+                f"(e.g. 4 or 7 for 28x28, 4 or 8 for 32x32)"
+            )
+        self.dim, self.depth = _check_int("dim", dim), _check_int("depth", depth)
+        self.heads, self.mlp_dim = _check_int("heads", heads), _check_int("mlp_dim", mlp_dim)
+        if dim % heads:
+            raise ConfigError(f"dim={dim} is not divisible by heads={heads}; each head gets dim // heads features")
+        if pool not in ("cls", "mean"):
+            raise ConfigError(f"pool must be 'cls' (class token) or 'mean' (mean of patch tokens), got {pool!r}")
+        self.pool = pool
+        tokens = (h // p) * (w // p) + (pool == "cls")
+        self.patch_embed = nnx.Conv(c, dim, (p, p), strides=p, padding="VALID", rngs=rngs)
+        init = nnx.initializers.normal(0.02)
+        self.pos_embedding = nnx.Param(init(rngs.params(), (1, tokens, dim), jnp.float32))
+        self.cls_token = nnx.Param(jnp.zeros((1, 1, dim), jnp.float32)) if pool == "cls" else None
+        self.blocks = nnx.List([EncoderBlock(dim, heads, mlp_dim, rngs=rngs) for _ in range(depth)])
+        self.ln = nnx.LayerNorm(dim, rngs=rngs)
+        self.head = nnx.Linear(dim, self.num_classes, rngs=rngs)
+
+    def __call__(self, x):
+        _check_images(x, self.input_shape, "ViT")
+        x = self.patch_embed(x)
+        x = x.reshape(x.shape[0], -1, self.dim)  # patches in row-major (h, w) order
+        if self.cls_token is not None:
+            x = jnp.concatenate([jnp.broadcast_to(self.cls_token[...], (x.shape[0], 1, self.dim)), x], axis=1)
+        x = x + self.pos_embedding[...]
+        for block in self.blocks:
+            x = block(x)
+        x = self.ln(x)
+        return self.head(x[:, 0] if self.pool == "cls" else x.mean(axis=1))
+
+    @staticmethod
+    def flops(input_shape=(28, 28, 1), num_classes: int = 10, *, patch_size: int = 7, dim: int = 64,
+              depth: int = 2, heads: int = 4, mlp_dim: int = 128, pool: str = "cls") -> int:
+        h, w, c = _check_input_shape(input_shape)
+        patches = (h // patch_size) * (w // patch_size)
+        t = patches + (pool == "cls")
+        block = 4 * t * dim * dim + 2 * t * t * dim + 2 * t * dim * mlp_dim
+        return 2 * (patches * patch_size**2 * c * dim + depth * block + dim * num_classes)
+
+
+# --------------------------------------------------------------------------- registry
+
+ARCHITECTURES: dict[str, type[nnx.Module]] = {"lenet5": LeNet5, "resnet": ResNet, "vit": ViT}
+
+
+def flops_per_sample(module_name: str, **kwargs) -> int:
+    """Forward FLOPs per image of ``ARCHITECTURES[module_name](**kwargs)``.
+
+    2 per multiply-add of convolutions, dense layers and attention matmuls;
+    elementwise operations are not counted (see the module docstring).
+    ``kwargs`` are the constructor's keyword arguments without ``rngs``.
+    """
+    if module_name not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {module_name!r}; choose one of {sorted(ARCHITECTURES)}")
+    # Build it abstractly (no arrays allocated) so that bad arguments raise the constructor's ConfigError.
+    nnx.eval_shape(lambda: ARCHITECTURES[module_name](**kwargs, rngs=nnx.Rngs(0)))
+    return int(ARCHITECTURES[module_name].flops(**kwargs))
