@@ -16,6 +16,7 @@ from .data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, normalize_ima
 # models: the protocol, the MLP, the shipped architectures
 from .model import LOSSES, Model, accuracy, as_model, cross_entropy, mean_loss, mse, per_sample_losses
 from .mlp import ACTIVATIONS, MLP, Layer, MLPConfig, reference_mlp
+from .architectures import ARCHITECTURES, MODEL_NAMES, LeNet5, ResNet, ViT, build_model
 
 # training and the weight cache
 from .train import TrainResult, load_params, save_params, train, train_epoch

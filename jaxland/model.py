@@ -147,7 +147,7 @@ class Model:
         except Exception as e:  # noqa: BLE001  (shape errors come from deep inside the model)
             expected = f"(n, {', '.join(map(str, self.input_shape))})" if self.input_shape else "another shape"
             raise ConfigError(
-                f"inputs of shape {tuple(x_shape)} cannot be fed to {self.name}: it expects {expected} "
+                f"inputs of shape (n, {', '.join(map(str, x_shape[1:]))}) cannot be fed to {self.name}: it expects {expected} "
                 f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"
             ) from None
 
@@ -314,6 +314,7 @@ def as_model(
     init: Callable | None = None,
     name: str | None = None,
     input_shape: tuple[int, ...] | None = None,
+    spec: dict | None = None,
 ) -> Model:
     """The jaxland model of a network: a hashable description for every jaxland function.
 
@@ -333,6 +334,9 @@ def as_model(
       name: readable name (default: the class or function name).
       input_shape: per-sample input shape, e.g. ``(28, 28, 1)``, for error
         messages and checks (optional).
+      spec: a JSON-able description of the architecture and its
+        hyper-parameters, the weight cache's key (default: a hash of the
+        module's structure).
 
     Only ``nnx.Param`` leaves are parameters; other state (BatchNorm
     statistics) is a constant and the module runs in inference mode (see the
@@ -343,7 +347,7 @@ def as_model(
     if isinstance(obj, nnx.Module):
         if params is not None:
             raise ConfigError("params= is for pure functions; an nnx.Module carries its own parameters")
-        return NNXModel(obj, loss=loss, name=name, input_shape=input_shape)
+        return NNXModel(obj, loss=loss, name=name, input_shape=input_shape, spec=spec)
     if not callable(obj):
         raise ConfigError(f"as_model needs an nnx.Module, a module factory or a function, got {type(obj).__name__}")
     if params is not None:
@@ -357,7 +361,7 @@ def as_model(
         ) from None
     if not isinstance(module, nnx.Module):
         raise ConfigError(f"the factory returned {type(module).__name__}, not an nnx.Module")
-    return NNXModel(module, loss=loss, name=name, factory=obj, input_shape=input_shape)
+    return NNXModel(module, loss=loss, name=name, factory=obj, input_shape=input_shape, spec=spec)
 
 
 # ----------------------------------------------------------------------------- functions of a model
