@@ -35,6 +35,11 @@ from .montecarlo import DeltaInfo, DeltaResult, StreamPlan, delta_from_losses, d
 from .theory import CumulativeCurvature, EigensolverTheory, SubspaceCurvature, TheoryInfo, TheoryResult, cumulative_curvature, subspace_curvature, theory_delta, theory_delta_eigensolver
 from .stopping import ema, moving_mean, sufficient_k
 from .surfaces import LossDifferenceResult, SurfaceResult, loss_differences, loss_surface
+from .delta_split import DeltaSplit, delta_split, theta_free_term
+from .forecast import KForecast, forecast_sufficient_k, power_law_k
+
+# the whole spectrum: trace, density, extremes, the choice of d
+from .spectrum import DChoice, Extremes, SpectralDensity, TraceEstimate, bottom_eigenpairs, choose_d, density_moments, extreme_eigenvalues, hessian_trace, positive_trace, smooth_density, spectral_density
 
 # devices, hosts and results on disk
 from .sharding import auto_chunk, device_mesh, initialize_distributed, is_main_process, map_rows
@@ -47,6 +52,6 @@ def __getattr__(name):
     # plots and report load matplotlib: import them on first use
     import importlib
 
-    if name in ("plots", "report"):
+    if name in ("plots", "plots_spectrum", "plots_forecast", "report"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'jaxland' has no attribute {name!r}")

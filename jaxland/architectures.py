@@ -106,7 +106,7 @@ class LeNet5(nnx.Module):
         if fh < 1 or fw < 1:
             raise ConfigError(
                 f"input_shape {self.input_shape} is too small for LeNet5 (two 5x5 convolutions and two 2x2 "
-                f"poolings need H, W >= {13 if conv1_padding == 'SAME' else 17} with conv1_padding={conv1_padding!r}); "
+                f"poolings need H, W >= {12 if conv1_padding == 'SAME' else 16} with conv1_padding={conv1_padding!r}); "
                 f"use larger images or conv1_padding='SAME'"
             )
         self.conv1 = nnx.Conv(c, 6, (5, 5), padding=conv1_padding, rngs=rngs)
@@ -169,6 +169,12 @@ class BasicBlock(nnx.Module):
         return nnx.relu(out + short)
 
 
+@nnx.jit
+def _batch_stats_after_call(module, x):
+    module(x)
+    return nnx.state(module, nnx.BatchStat)
+
+
 class ResNet(nnx.Module):
     """CIFAR-style ResNet-(6n+2) (He et al. 2016, section 4.2) with BatchNorm in inference mode.
 
@@ -224,8 +230,8 @@ class ResNet(nnx.Module):
 
     def set_batch_stats(self, stats: nnx.State) -> None:
         """Replace the BatchNorm statistics by ``stats`` (same structure and shapes as :meth:`batch_stats`)."""
-        mine = jax.tree.map(jnp.shape, self.batch_stats())
-        theirs = jax.tree.map(jnp.shape, stats)
+        mine = jax.tree.map(lambda a: tuple(a.shape), self.batch_stats())
+        theirs = jax.tree.map(lambda a: tuple(a.shape), stats)
         if jax.tree.structure(mine) != jax.tree.structure(theirs) or mine != theirs:
             raise ConfigError(
                 "stats must have the structure and shapes of module.batch_stats() (one mean and one var per "
@@ -242,17 +248,13 @@ class ResNet(nnx.Module):
         activations entering that BN, with the earlier BNs already calibrated; so
         afterwards the inference-mode output on ``x`` equals the train-mode
         (batch-statistics) output on ``x``. Deterministic; a function of the
-        current parameters and ``x`` only.
+        current parameters and ``x`` only. Runs as one compiled program on a copy.
         """
-        bns = [m for _, m in nnx.iter_modules(self) if isinstance(m, nnx.BatchNorm)]
-        saved = [(bn.use_running_average, bn.momentum) for bn in bns]
-        try:
-            for bn in bns:
-                bn.use_running_average, bn.momentum = False, 0.0  # momentum 0: running = batch stats
-            self(jnp.asarray(x, jnp.float32))
-        finally:
-            for bn, (ura, mom) in zip(bns, saved):
-                bn.use_running_average, bn.momentum = ura, mom
+        train = nnx.clone(self)
+        for _, m in nnx.iter_modules(train):
+            if isinstance(m, nnx.BatchNorm):
+                m.use_running_average, m.momentum = False, 0.0  # momentum 0: running stats = batch stats
+        nnx.update(self, _batch_stats_after_call(train, jnp.asarray(x, jnp.float32)))
 
     @staticmethod
     def flops(input_shape=(28, 28, 1), num_classes: int = 10, *, depth: int = 8, width: int = 8) -> int:

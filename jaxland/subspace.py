@@ -90,6 +90,7 @@ def random_directions(
     key: jax.Array,
     filter_normalize: bool = True,
     orthonormalize: bool = False,
+    unit_norm: bool = False,
 ) -> jax.Array:
     """``d`` random directions (d, D), Gaussian, filter-normalised against ``w``.
 
@@ -105,6 +106,11 @@ def random_directions(
       orthonormalize: afterwards replace the rows by an orthonormal basis of
         their span (QR; the first row keeps its direction). Rows then have unit
         norm, so the filter-wise scale is lost but bias entries stay zero.
+      unit_norm: the original paper's convention: after filter normalisation
+        rescale each row to unit global norm (``||P_j|| = 1``; bias entries
+        stay zero, all d rows are used). The default (False) is Li et al.'s:
+        ``||P_j||`` is the norm of w*'s kernels, so ``||P theta||`` is about
+        ``sigma sqrt(d)`` times that norm instead of ``sigma sqrt(d)``.
     """
     d = _check_dim(model, d)
     w = check_params(model, jnp.asarray(w))
@@ -115,6 +121,8 @@ def random_directions(
         support = jnp.any(dirs != 0, axis=0)  # keep zeroed (bias) entries exactly zero
         q, r = jnp.linalg.qr(dirs.T)
         dirs = jnp.where(support, (q * jnp.where(jnp.diag(r) < 0, -1.0, 1.0)).T, 0.0)
+    if unit_norm:
+        dirs = dirs / jnp.linalg.norm(dirs, axis=1, keepdims=True)
     return dirs
 
 

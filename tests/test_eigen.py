@@ -197,3 +197,45 @@ def test_no_convergence_is_reported_not_hidden(x64, method):
     with pytest.raises(jl.NumericalError, match="did not converge"):
         jl.top_eigenpairs(matmul, 120, 5, method=method, tol=1e-9, max_matvecs=budget, operands=(A,),
                           block_size=5, require_convergence=True)
+
+
+def test_float64_basis_reaches_1e6_where_float32_cannot():
+    # float32 operator (the HVP's precision); a float32 basis stalls near 3e-5, a float64 one reaches 1e-6
+    rng = np.random.default_rng(2)
+    n = 1500
+    evals = np.concatenate([20.0 * 0.8 ** np.arange(10), rng.uniform(-0.5, 1.0, n - 10)])
+    U, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    A64 = (U * evals) @ U.T
+    A = jnp.asarray(A64, jnp.float32)
+    true_relres = {}
+    for basis in ("float32", "float64"):
+        res = jl.top_eigenpairs(matmul, n, 10, operands=(A,), tol=1e-6, basis_dtype=basis, max_matvecs=150)
+        assert res.eigenvalues.dtype == jnp.float32 and res.eigenvectors.dtype == jnp.float32  # the operator's dtype
+        V, lam = np.asarray(res.eigenvectors, np.float64), np.asarray(res.eigenvalues, np.float64)
+        true_relres[basis] = np.max(np.linalg.norm(V @ A64 - lam[:, None] * V, axis=1) / np.abs(lam))
+        if basis == "float64":
+            assert bool(res.converged)
+            np.testing.assert_allclose(lam, np.sort(evals)[::-1][:10], rtol=1e-6)
+    assert true_relres["float64"] < 1e-6 < 1e-5 < true_relres["float32"]
+    assert not jax.config.jax_enable_x64  # the solver's x64 switch does not leak
+
+
+def test_float64_basis_rejected_for_other_methods():
+    with pytest.raises(jl.ConfigError, match="basis_dtype"):
+        jl.top_eigenpairs(matmul, 40, 2, operands=(jnp.eye(40),), method="power", basis_dtype="float64")
+    with pytest.raises(jl.ConfigError, match="basis_dtype"):
+        jl.top_eigenpairs(matmul, 40, 2, operands=(jnp.eye(40),), basis_dtype="int8")
+
+
+@pytest.mark.parametrize("method", ("lanczos", "block", "dense"))
+def test_smallest_eigenpairs(x64, method):
+    A, evals, vecs = known_spectrum()
+    res = jl.top_eigenpairs(matmul, 120, 3, method=method, which="smallest", tol=1e-9, operands=(A,), block_size=3,
+                            max_matvecs=120)
+    np.testing.assert_allclose(res.eigenvalues, np.sort(evals)[:3], rtol=1e-8)  # ascending: lambda_min first
+    assert float(res.eigenvalues[0]) == pytest.approx(-12.0)
+    r = np.linalg.norm(np.asarray(res.eigenvectors) @ np.asarray(A) - np.asarray(res.eigenvalues)[:, None] * np.asarray(res.eigenvectors), axis=1)
+    np.testing.assert_allclose(res.residuals, r, rtol=1e-3, atol=1e-12)
+    assert bool(res.converged)
+    with pytest.raises(jl.ConfigError, match="which"):
+        jl.top_eigenpairs(matmul, 120, 3, which="middle", operands=(A,))
