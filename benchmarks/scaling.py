@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxland as jl
+from jaxland.kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK
 from benchmarks.common import _SHARED, block, reference_problem, timeit, write_result
 
 D = 10
@@ -110,7 +111,7 @@ def worker_devices(args):
     mc()
     first = time.perf_counter() - t0
     tm = timeit(mc, repeats=args.repeats, warmup=0)
-    blk = jl.estimates.DEFAULT_SAMPLE_BLOCK
+    blk = DEFAULT_SAMPLE_BLOCK
     pre = kernel_flops(model.sizes, D, args.n, 0, blk)
     out = {
         "devices": n_dev,
@@ -211,8 +212,7 @@ def run_size(args):
 def run_ceiling(args):
     model, sub, x, y, src = random_problem(args.c_n)
     th = jl.draw_thetas(jax.random.key(4), args.c_draws, D, 1.0)
-    est = jl.estimates
-    chunk, blk = est.DEFAULT_DRAW_CHUNK, est.DEFAULT_SAMPLE_BLOCK
+    chunk, blk = DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK
     s = model.sizes
     flops = kernel_flops(s, D, args.c_n, args.c_draws, blk)
 
@@ -351,7 +351,7 @@ def worker_memory(args):
     block(r.delta)
     wall = time.perf_counter() - t0
     peak = rss_mib()
-    plan = jl.stream_plan(args.draws, args.n, sample_block=jl.estimates.DEFAULT_SAMPLE_BLOCK)
+    plan = jl.stream_plan(args.draws, args.n, sample_block=DEFAULT_SAMPLE_BLOCK)
     print("RESULT " + json.dumps({
         "n": args.n, "draws": args.draws, "data": src, "wall_s_incl_compile": wall,
         "rss_before_mib": resident, "peak_reset": reset, "peak_rss_before_mib": before, "peak_rss_after_mib": peak,

@@ -5,7 +5,7 @@ along *all* d directions (``p += sum_j theta_tj P_j``; the original applied
 only the first), run a ``DataLoader`` over the fixed data order (the
 original reshuffled per pass) in batches of 64, and collect the batch
 losses. ``Delta_k`` then follows from cumulative means of the batch losses,
-exactly as in :mod:`jaxland.estimates`. Used by :mod:`benchmarks.delta`
+exactly as in :mod:`jaxland.montecarlo`. Used by :mod:`benchmarks.delta`
 with the same weights, data and draws as jaxland.
 """
 

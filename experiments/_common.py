@@ -241,7 +241,7 @@ class Context:
         def compute():
             import jax
 
-            res = hessian_eig(model, w, x, y, d, key=jax.random.fold_in(jax.random.key(self.cfg.seed), 1000 + seed_offset), **eig_kwargs)
+            res = jl.hessian_eigenpairs(model, w, x, y, d, key=jax.random.fold_in(jax.random.key(self.cfg.seed), 1000 + seed_offset), **eig_kwargs)
             out = {
                 "eigenvalues": np.asarray(res.eigenvalues),
                 "residuals": np.asarray(res.residuals),
@@ -253,13 +253,6 @@ class Context:
             return out
 
         return self.part(name, compute, key=[d, sorted(eig_kwargs.items())])
-
-
-def hessian_eig(model, w, x, y, d: int, *, key, k=None, **eig_kwargs):
-    """Top-``d`` eigenpairs of ``H_k(w)`` (:func:`jaxland.eigen.hessian_eigenpairs`: one compiled program reused across w and k)."""
-    from jaxland.eigen import hessian_eigenpairs
-
-    return hessian_eigenpairs(model, w, x, y, d, k, key=key, **eig_kwargs)
 
 
 def _safe(name: str) -> str:

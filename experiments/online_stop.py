@@ -29,11 +29,11 @@ from tqdm.auto import tqdm
 
 import jaxland as jl
 from jaxland.errors import ConfigError, DataNotFoundError
-from jaxland.estimates import subspace_curvature, theory_delta
+from jaxland import subspace_curvature, theory_delta
 from jaxland.plots import plot_online_stop
 from jaxland.subspace import Subspace
 
-from ._common import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig, Claim, Outcome, Spec, hessian_eig, main_for
+from ._common import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig, Claim, Outcome, Spec, main_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,12 +121,12 @@ def run(cfg: Config, ctx) -> Outcome:
                 for b in range(m):
                     sl = slice(int(order[b]) * bs, (int(order[b]) + 1) * bs)  # batch order[b] of the first m
                     w, opt_state, _ = _adam_step(model, w, opt_state, x[sl], y[sl], lr)
-            eig = hessian_eig(model, w, x, y, cfg.d, key=jax.random.fold_in(key, 1000), k=m * bs, tol=cfg.eig_tol)
+            eig = jl.hessian_eigenpairs(model, w, x, y, cfg.d, key=jax.random.fold_in(key, 1000), k=m * bs, tol=cfg.eig_tol)
             sub = Subspace(w, eig.eigenvectors)
             curv = subspace_curvature(model, sub, x, y)
             curv = type(curv)(curv.c[: m * bs], curv.g[: m * bs], curv.G[: m * bs])
             th = theory_delta(curv, cfg.sigma, batch_size=bs)
-            series = np.asarray(th.exact if cfg.estimator == "exact" else th.paper)
+            series = np.asarray(th.second_order if cfg.estimator == "exact" else th.theorem1)
             est = float(np.mean(series[-cfg.window :]))
             acc = float(jl.accuracy(model, w, xt, yt))
             ks.append(m), deltas.append(est), accs.append(acc)

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from jaxland.errors import ConfigError
-from jaxland.estimates import delta_monte_carlo
+from jaxland import delta_monte_carlo
 from jaxland.plots import plot_delta
 from jaxland.subspace import Subspace, random_directions
 

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from jaxland.errors import ConfigError
-from jaxland.estimates import loss_surface
+from jaxland import loss_surface
 from jaxland.plots import plot_surfaces
 from jaxland.subspace import Subspace, random_directions
 

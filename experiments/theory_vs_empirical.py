@@ -29,8 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxland.errors import ConfigError
-from jaxland.estimates import delta_monte_carlo, subspace_curvature, theory_delta
-from jaxland.plots import moving_mean, plot_theory_vs_empirical
+from jaxland import delta_monte_carlo, subspace_curvature, theory_delta
+from jaxland import moving_mean
+from jaxland.plots import plot_theory_vs_empirical
 from jaxland.subspace import Subspace
 
 from ._common import QUICK_REFERENCE, TINY_REFERENCE, Claim, Outcome, Spec, main_for
@@ -65,7 +66,7 @@ def run(cfg: Config, ctx) -> Outcome:
 
     def theory():
         t = theory_delta(subspace_curvature(model, sub, x, y), cfg.sigma, batch_size=cfg.kb)
-        return {"k": t.k, "paper": t.paper, "exact": t.exact, "quadratic": t.quadratic, "ritz": t.eigenvalues}
+        return {"k": t.k, "paper": t.theorem1, "exact": t.second_order, "quadratic": t.curvature_only, "ritz": t.ritz_values}
 
     e = ctx.part("empirical", empirical)
     t = ctx.part("theory", theory)

@@ -27,14 +27,20 @@ compiled forward pass (which counts it) differs from these figures by under 8%.
 
 from __future__ import annotations
 
+import functools
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.nnx.nn.attention import dot_product_attention_weights
 
 from .errors import ConfigError
+from .mlp import MLPConfig
+from .model import Model, as_model
 
-__all__ = ["LeNet5", "ResNet", "ViT", "ARCHITECTURES", "flops_per_sample"]
+__all__ = ["LeNet5", "ResNet", "ViT", "ARCHITECTURES", "flops_per_sample", "build_model", "MODEL_NAMES"]
+
+MODEL_NAMES = ("mlp", "lenet5", "resnet", "vit")
 
 
 def _check_input_shape(input_shape) -> tuple[int, int, int]:
@@ -270,12 +276,24 @@ class ResNet(nnx.Module):
 # --------------------------------------------------------------------------- ViT
 
 
+def _attention(query, key, value, bias=None, mask=None, *, dtype=None, precision=None, **unused):
+    """Softmax attention computed in the inputs' float type.
+
+    Flax's default for dropout-free attention is ``jax.nn.dot_product_attention``,
+    which evaluates the softmax in float32 even for float64 inputs: exact
+    float64 Hessians of a ViT need this plain version.
+    """
+    weights = dot_product_attention_weights(query, key, bias, mask, dtype=dtype, precision=precision)
+    return jnp.einsum("...hqk,...khd->...qhd", weights, value, precision=precision)
+
+
 class EncoderBlock(nnx.Module):
     """Pre-norm transformer block: ``x + MHA(LN(x))``, then ``x + MLP(LN(x))`` with a gelu MLP."""
 
     def __init__(self, dim: int, heads: int, mlp_dim: int, *, rngs: nnx.Rngs):
         self.ln1 = nnx.LayerNorm(dim, rngs=rngs)
-        self.attn = nnx.MultiHeadAttention(heads, dim, dim, dim, decode=False, dropout_rate=0.0, deterministic=True, rngs=rngs)
+        self.attn = nnx.MultiHeadAttention(heads, dim, dim, dim, decode=False, dropout_rate=0.0, deterministic=True,
+                                           attention_fn=_attention, rngs=rngs)
         self.ln2 = nnx.LayerNorm(dim, rngs=rngs)
         self.mlp1 = nnx.Linear(dim, mlp_dim, rngs=rngs)
         self.mlp2 = nnx.Linear(mlp_dim, dim, rngs=rngs)
@@ -363,3 +381,34 @@ def flops_per_sample(module_name: str, **kwargs) -> int:
     # Build it abstractly (no arrays allocated) so that bad arguments raise the constructor's ConfigError.
     nnx.eval_shape(lambda: ARCHITECTURES[module_name](**kwargs, rngs=nnx.Rngs(0)))
     return int(ARCHITECTURES[module_name].flops(**kwargs))
+
+
+def build_model(name: str = "mlp", input_shape=(28, 28, 1), num_classes: int = 10, *, loss="cross_entropy", **kwargs) -> Model:
+    """A jaxland model of a shipped architecture, ready for every estimate.
+
+    ``name``: ``"mlp"`` (flattened inputs; ``hidden=(256, 256)``,
+    ``activation="relu"``, ``use_bias=True``), ``"lenet5"``, ``"resnet"``
+    (``depth``, ``width``) or ``"vit"`` (``patch_size``, ``dim``, ``depth``,
+    ``heads``, ``mlp_dim``, ``pool``); ``kwargs`` go to the constructor.
+    ``input_shape`` is per sample: (H, W, C) images for the convolutional and
+    attention models (``load_dataset(..., flatten=False)``); the MLP takes
+    ``prod(input_shape)`` features. The model's ``spec`` (weight-cache key)
+    holds the name and every argument, and ``init(key)`` builds fresh weights.
+
+    Example::
+
+        model = jl.build_model("resnet", (28, 28, 1), 10, depth=8, width=8)
+        w = model.init(jax.random.key(0))
+    """
+    if name == "mlp":
+        hidden = tuple(int(h) for h in kwargs.pop("hidden", (256, 256)))
+        features = 1
+        for s in tuple(input_shape):
+            features *= int(s)
+        return MLPConfig((features, *hidden, int(num_classes)), loss=loss, **kwargs)
+    if name not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {name!r}; choose one of {list(MODEL_NAMES)}")
+    input_shape = _check_input_shape(input_shape)
+    factory = functools.partial(ARCHITECTURES[name], input_shape, int(num_classes), **kwargs)
+    spec = {"architecture": name, "input_shape": list(input_shape), "num_classes": int(num_classes), **kwargs}
+    return as_model(factory, loss=loss, name=name, input_shape=input_shape, spec=spec)

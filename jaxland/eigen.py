@@ -64,7 +64,8 @@ import numpy as np
 
 from .curvature import hvp, hvp_batch
 from .errors import ConfigError, NumericalError
-from .model import MLPConfig
+from .model import Model
+from .validate import check_data, check_params, check_prefix
 
 __all__ = [
     "EigResult",
@@ -618,7 +619,7 @@ def top_eigenpairs(
 
 
 @functools.cache
-def _hessian_ops(model: MLPConfig):
+def _hessian_ops(model: Model):
     # one function object per model, so the jit cache of _solve_jit is reused
     mv = lambda v, w, x, y, k: hvp(model, w, v, x, y, k)
     mm = lambda V, w, x, y, k: hvp_batch(model, w, V, x, y, k)
@@ -626,7 +627,7 @@ def _hessian_ops(model: MLPConfig):
 
 
 def hessian_eigenpairs(
-    model: MLPConfig,
+    model: Model,
     w: jax.Array,
     x: jax.Array,
     y: jax.Array,
@@ -649,6 +650,8 @@ def hessian_eigenpairs(
     ``which="smallest"`` gives the bottom of the spectrum (``lambda_min`` first),
     ``basis_dtype="float64"`` tight eigenpairs (relative residuals ~1e-6) from float32 HVPs.
     """
+    check_prefix(k, check_data(model, x, y, min_samples=1))
+    check_params(model, w)
     mv, mm = _hessian_ops(model)
     k = None if k is None else jnp.asarray(k)
     return top_eigenpairs(
@@ -672,7 +675,7 @@ def _batch_jit(model, ws, x, y, k, keys, d, method, tol, max_matvecs, block_size
 
 
 def hessian_eigenpairs_batch(
-    model: MLPConfig,
+    model: Model,
     ws: jax.Array,
     x: jax.Array,
     y: jax.Array,
@@ -702,6 +705,9 @@ def hessian_eigenpairs_batch(
     ws = jnp.asarray(ws)
     if ws.ndim != 2:
         raise ConfigError(f"ws must be a (B, D) stack of flat parameter vectors, got shape {ws.shape}")
+    check_prefix(k, check_data(model, x, y, min_samples=1))
+    for w in ws:
+        check_params(model, w, "ws[i]")
     d, b, max_matvecs = _validate(ws.shape[1], d, method, tol, max_matvecs, block_size, which)
     basis = _basis_name(basis_dtype, method)
     if int(batch_size) != batch_size or batch_size < 1:

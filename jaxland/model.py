@@ -1,160 +1,155 @@
-"""Flax NNX MLPs and their flat-parameter functional view.
+"""The model protocol: what every jaxland estimate needs from a network.
 
-The network is an ordinary :class:`flax.nnx.Module`. The numerical code never
-sees the module: :class:`MLPConfig` is a small, hashable description (so it can
-be a static argument of ``jax.jit``), and all numerics work on one flat float
-vector ``w`` of length :attr:`MLPConfig.num_params`, obtained once by
-``nnx.split`` + ``ravel_pytree``::
+jaxland's numerical code never sees a module. It sees a *model*: a small,
+hashable, static description (a static argument of ``jax.jit``) of a pure
+function of one flat parameter vector ``w``:
 
-    model = MLPConfig((784, 256, 256, 10))
-    w = model.init(jax.random.key(0))          # (269322,)
-    logits = model.apply(w, x)                  # pure function of arrays
-    losses = per_sample_losses(model, w, x, y)  # (n,)
+=========================  ===================================================
+``model.num_params``       D, the length of ``w``
+``model.init(key)``        a fresh flat ``w`` (D,)
+``model.apply(w, x)``      the outputs on a batch ``x`` (n, ...)
+``model.per_sample_losses(w, x, y)``  ``l_i(w)``, shape (n,)
+``model.unravel(w)``       the parameter pytree (for filter normalisation)
+``model.to_module(w)``     back to a :class:`flax.nnx.Module`
+``model.name``, ``model.spec``  a readable name; a JSON-able description (cache keys)
+=========================  ===================================================
+
+:func:`as_model` builds one from any :class:`flax.nnx.Module` (an instance,
+or a factory ``rngs -> module`` so that ``init(key)`` can re-initialise), or
+from a pure ``apply_fn(params, x)`` plus a parameter pytree (Linen, plain JAX).
+:class:`jaxland.MLPConfig` is one implementation of the same protocol (and
+carries the MLP's fast Monte Carlo kernel).
+
+**What is a parameter.** Only ``nnx.Param`` leaves are in ``w``. Every other
+piece of state (BatchNorm running statistics, RNG counters) is a constant of
+the model, and the module runs in inference mode (``module.eval()``: BatchNorm
+uses its stored statistics, Dropout is off). So ``l_i(w)`` depends on sample i
+alone and ``L_k`` is a mean of per-sample losses that does not depend on which
+other samples are present -- the quantity the papers study. A network trained
+with batch statistics is analysed with the running averages it holds; jaxland's
+own :func:`~jaxland.train` also trains in inference mode (BatchNorm then acts
+as a fixed affine layer with the statistics the module holds).
+
+**Losses.** ``"cross_entropy"`` (softmax cross-entropy, integer labels; the
+default), ``"mse"`` (mean over output entries of the squared error; targets of
+the output's shape), or any callable ``loss(outputs, y) -> (n,)``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-from typing import Callable, NamedTuple
+import hashlib
+import json
+import re
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from .errors import ConfigError
 
-__all__ = ["MLP", "MLPConfig", "Layer", "ACTIVATIONS", "reference_mlp", "per_sample_losses", "mean_loss", "accuracy"]
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": nnx.relu,
-    "tanh": jnp.tanh,
-    "gelu": nnx.gelu,
-    "sigmoid": nnx.sigmoid,
-    "softplus": nnx.softplus,
-    "silu": nnx.silu,
-    "identity": lambda x: x,
-}
+__all__ = ["Model", "as_model", "LOSSES", "cross_entropy", "mse", "per_sample_losses", "mean_loss", "accuracy"]
 
 
-class MLP(nnx.Module):
-    """Fully connected network: ``Linear -> act -> ... -> Linear`` (no activation on the output)."""
-
-    def __init__(self, sizes, *, activation: str = "relu", use_bias: bool = True, rngs: nnx.Rngs):
-        self.activation = activation
-        self.layers = nnx.List(
-            [nnx.Linear(a, b, use_bias=use_bias, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])]
-        )
-
-    def __call__(self, x):
-        act = ACTIVATIONS[self.activation]
-        for layer in self.layers[:-1]:
-            x = act(layer(x))
-        return self.layers[-1](x)
+def cross_entropy(outputs: jax.Array, y: jax.Array) -> jax.Array:
+    """Softmax cross-entropy of logits (n, C) against integer labels (n,)."""
+    return optax.softmax_cross_entropy_with_integer_labels(outputs, y)
 
 
-class Layer(NamedTuple):
-    """Views into a flat parameter vector: ``kernel`` (in, out) and ``bias`` (out,) or None."""
-
-    kernel: jax.Array
-    bias: jax.Array | None
-
-
-@functools.cache
-def _structure(config: "MLPConfig"):
-    abstract = nnx.eval_shape(lambda: config.module(nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state)
-    flat, unravel = ravel_pytree(zeros)
-    return graphdef, unravel, int(flat.size)
+def mse(outputs: jax.Array, y: jax.Array) -> jax.Array:
+    """Mean over output entries of ``(outputs - y)^2``, one value per sample."""
+    err = outputs - jnp.reshape(y, outputs.shape).astype(outputs.dtype)
+    return jnp.mean(err * err, axis=tuple(range(1, outputs.ndim)))
 
 
-@dataclasses.dataclass(frozen=True)
-class MLPConfig:
-    """Hashable description of an MLP; the static half of the functional view.
+LOSSES: dict[str, Callable] = {"cross_entropy": cross_entropy, "mse": mse}
 
-    Attributes:
-      sizes: layer widths, input first, classes last, e.g. ``(784, 256, 256, 10)``.
-      activation: a key of :data:`ACTIVATIONS`.
-      use_bias: the companion paper uses bias-free networks (``False``).
+
+def _loss_fn(loss) -> Callable:
+    if callable(loss):
+        return loss
+    if loss not in LOSSES:
+        raise ConfigError(f"unknown loss {loss!r}; use one of {sorted(LOSSES)} or a callable loss(outputs, y) -> (n,)")
+    return LOSSES[loss]
+
+
+def _loss_name(loss) -> str:
+    return loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
+
+
+class Model:
+    """Behaviour shared by every model: losses, flat-vector views, input checks.
+
+    A subclass provides ``num_params``, ``apply(w, x)``, ``unravel(w)``,
+    ``init(key)``, ``to_module(w)``, ``name``, ``spec`` and the attribute
+    ``loss`` (a name of :data:`LOSSES` or a callable); it must be hashable and
+    compare equal exactly when it computes the same function.
     """
 
-    sizes: tuple[int, ...] = (784, 256, 256, 10)
-    activation: str = "relu"
-    use_bias: bool = True
+    loss: Any = "cross_entropy"
+    input_shape: tuple[int, ...] | None = None
 
-    def __post_init__(self):
-        sizes = tuple(int(s) for s in self.sizes)
-        object.__setattr__(self, "sizes", sizes)
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ConfigError(f"MLP sizes must be >= 2 positive widths (input, ..., classes), got {self.sizes}")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {self.activation!r}; choose one of {sorted(ACTIVATIONS)}")
-
-    @classmethod
-    def from_shape(cls, in_dim: int, hidden: int, depth: int, out_dim: int, **kw) -> "MLPConfig":
-        """``depth`` hidden layers of width ``hidden`` (``Linear(in,h)+act``, then ``depth-1`` x ``Linear(h,h)+act``)."""
-        return cls((in_dim,) + (hidden,) * depth + (out_dim,), **kw)
-
-    # -- the NNX module
-    def module(self, rngs: nnx.Rngs) -> MLP:
-        return MLP(self.sizes, activation=self.activation, use_bias=self.use_bias, rngs=rngs)
-
-    # -- the flat view
+    # -- losses
     @property
-    def num_params(self) -> int:
-        return _structure(self)[2]
+    def classification(self) -> bool:
+        """True for integer-label cross-entropy (labels are then checked against the number of classes)."""
+        return self.loss == "cross_entropy"
 
-    def init(self, key: jax.Array) -> jax.Array:
-        """Flax's default initialisation, raveled to a flat float32 vector."""
-        _, state = nnx.split(self.module(nnx.Rngs(params=key)))
-        return ravel_pytree(state)[0]
+    def per_sample_losses(self, w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+        """``l_i(w)`` for every sample of the batch, shape (n,)."""
+        return _loss_fn(self.loss)(self.apply(w, x), y)
 
-    def unravel(self, w: jax.Array) -> nnx.State:
-        return _structure(self)[1](w)
+    def per_sample_losses_lowp(self, w, x, y, dtype) -> jax.Array:
+        """:meth:`per_sample_losses` with the forward pass in ``dtype`` (e.g. bfloat16), the loss in float32.
 
-    def ravel(self, state) -> jax.Array:
-        return ravel_pytree(state)[0]
+        The generic rule casts ``w`` and ``x`` to ``dtype``, so every layer
+        computes in it; models with a better kernel (the MLP: float32
+        accumulation) override this.
+        """
+        out = self.apply(w.astype(dtype), x.astype(dtype)).astype(w.dtype)
+        return _loss_fn(self.loss)(out, y)
 
-    def to_module(self, w: jax.Array) -> MLP:
-        """An NNX module holding the parameters ``w`` (for users who want the object)."""
-        graphdef = _structure(self)[0]
-        return nnx.merge(graphdef, self.unravel(w))
+    def has_subspace_kernel(self, d: int) -> bool:
+        """Whether :meth:`subspace_kernel` specialises the Monte Carlo kernel for a d-dimensional subspace."""
+        return False
 
-    def layers(self, w: jax.Array) -> list[Layer]:
-        """Per-layer (kernel, bias) views of a flat vector (or of a direction in parameter space)."""
-        state = self.unravel(w)
-        out = []
-        for i in range(len(self.sizes) - 1):
-            p = state["layers"][i]
-            out.append(Layer(p["kernel"][...], p["bias"][...] if self.use_bias else None))
-        return out
+    def subspace_kernel(self, subspace, thetas, *, draw_chunk: int, matmul_dtype=None):
+        """A specialised ``block((xs, ys)) -> (T, b)`` Monte Carlo kernel, or None for the generic one.
+
+        The generic kernel evaluates :meth:`per_sample_losses` at
+        ``center + theta @ directions`` for every draw; a model may return a
+        faster equivalent (the MLP's first-layer precompute).
+        """
+        return None
+
+    # -- flat views
+    def ravel(self, tree) -> jax.Array:
+        return ravel_pytree(tree)[0]
 
     def bias_mask(self) -> jax.Array:
-        """1.0 on bias entries of the flat vector, 0.0 elsewhere."""
-        return self._mask(lambda name: name == "bias")
-
-    def _mask(self, pred) -> jax.Array:
-        state = self.unravel(jnp.zeros(self.num_params))
+        """1.0 on the entries of parameters named ``bias`` in the flat vector, 0.0 elsewhere."""
+        tree = self.unravel(jnp.zeros(self.num_params))
         masked = jax.tree_util.tree_map_with_path(
-            lambda path, leaf: jnp.full(leaf.shape, 1.0 if pred(_last_name(path)) else 0.0), state
+            lambda path, leaf: jnp.full(leaf.shape, 1.0 if _last_name(path) == "bias" else 0.0), tree
         )
-        return ravel_pytree(masked)[0]
+        return self.ravel(masked)
 
-    def apply(self, w: jax.Array, x: jax.Array) -> jax.Array:
-        """Logits of the MLP with flat parameters ``w`` on inputs ``x`` (n, in)."""
-        act = ACTIVATIONS[self.activation]
-        layers = self.layers(w)
-        h = x
-        for i, layer in enumerate(layers):
-            h = h @ layer.kernel
-            if layer.bias is not None:
-                h = h + layer.bias
-            if i < len(layers) - 1:
-                h = act(h)
-        return h
+    # -- shapes
+    def output_shape(self, x_shape: tuple[int, ...], dtype=jnp.float32) -> tuple[int, ...]:
+        """Shape of ``apply(w, x)`` for inputs of ``x_shape``, by abstract evaluation (no FLOPs)."""
+        w = jax.ShapeDtypeStruct((self.num_params,), dtype)
+        x = jax.ShapeDtypeStruct(tuple(x_shape), dtype)
+        try:
+            return tuple(jax.eval_shape(self.apply, w, x).shape)
+        except Exception as e:  # noqa: BLE001  (shape errors come from deep inside the model)
+            expected = f"(n, {', '.join(map(str, self.input_shape))})" if self.input_shape else "another shape"
+            raise ConfigError(
+                f"inputs of shape (n, {', '.join(map(str, x_shape[1:]))}) cannot be fed to {self.name}: it expects {expected} "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+            ) from None
 
 
 def _last_name(path) -> str:
@@ -163,28 +158,238 @@ def _last_name(path) -> str:
     return str(names[-1]) if names else ""
 
 
-def reference_mlp() -> MLPConfig:
-    """The paper's network: 784-256-256-10, ReLU, with biases (269,322 parameters)."""
-    return MLPConfig((784, 256, 256, 10), "relu", True)
+# ----------------------------------------------------------------------------- NNX modules
 
 
-def per_sample_losses(model: MLPConfig, w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-    """Cross-entropy ``l_i(w)`` of every sample, shape (n,)."""
-    return optax.softmax_cross_entropy_with_integer_labels(model.apply(w, x), y)
+def _fingerprint(*trees) -> str:
+    """Content hash of arrays (and typed PRNG keys) in pytrees: models equal iff their constants are."""
+    h = hashlib.sha256()
+    for tree in trees:
+        for leaf in jax.tree.leaves(tree):
+            if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                leaf = jax.random.key_data(leaf)
+            a = np.asarray(leaf)
+            h.update(str((a.shape, a.dtype)).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:20]
 
 
-def mean_loss(model: MLPConfig, w: jax.Array, x: jax.Array, y: jax.Array, k: jax.Array | int | None = None) -> jax.Array:
+def _structure_text(graphdef) -> str:
+    """The graph definition as text without object addresses (stable across processes)."""
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(graphdef))
+
+
+class NNXModel(Model):
+    """A :class:`flax.nnx.Module` seen through its ``nnx.Param`` leaves (see :func:`as_model`)."""
+
+    def __init__(self, module: nnx.Module, *, loss, name=None, factory=None, spec=None, input_shape=None):
+        module = nnx.clone(module)
+        module.eval()  # BatchNorm: stored statistics; Dropout: off
+        graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+        flat, unravel = ravel_pytree(params)
+        if flat.size == 0:
+            raise ConfigError(
+                f"{type(module).__name__} has no nnx.Param leaves: there is nothing to differentiate; "
+                "declare trainable weights as nnx.Param (nnx.Linear, nnx.Conv, ... do)"
+            )
+        _loss_fn(loss)
+        self._graphdef, self._rest, self._unravel = graphdef, rest, unravel
+        self._num_params = int(flat.size)
+        self._factory = factory
+        self._initial = None if factory is not None else np.asarray(flat)
+        self.loss = loss
+        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        self.name = name or type(module).__name__
+        self._spec = dict(spec) if spec is not None else {
+            "architecture": self.name,
+            "structure": hashlib.sha256(_structure_text(graphdef).encode()).hexdigest()[:20],
+        }
+        self._spec.update(num_params=self._num_params, loss=_loss_name(loss))
+        self._key = (graphdef, _fingerprint(rest), loss, self.name, self.input_shape, self._num_params)
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, NNXModel) and self._key == other._key
+
+    def __repr__(self):
+        return f"NNXModel({self.name}, D={self._num_params}, loss={_loss_name(self.loss)})"
+
+    @property
+    def num_params(self) -> int:
+        return self._num_params
+
+    @property
+    def spec(self) -> dict:
+        return dict(self._spec)
+
+    @property
+    def initial_params(self) -> jax.Array | None:
+        """The weights of the module instance the model was built from (None when built from a factory)."""
+        return None if self._initial is None else jnp.asarray(self._initial)
+
+    def init(self, key: jax.Array) -> jax.Array:
+        if self._factory is None:
+            raise ConfigError(
+                f"{self.name} was built from a module instance, so it cannot re-initialise itself; pass a factory "
+                "to as_model (e.g. jl.as_model(lambda rngs: Net(..., rngs=rngs))), or start from "
+                "model.initial_params"
+            )
+        return self.ravel(nnx.split(self._factory(rngs=nnx.Rngs(key)), nnx.Param, ...)[1])
+
+    def unravel(self, w: jax.Array):
+        return self._unravel(w)
+
+    def to_module(self, w: jax.Array) -> nnx.Module:
+        """The module (in inference mode) holding the parameters ``w``."""
+        return nnx.merge(self._graphdef, self._unravel(w), self._rest)
+
+    def apply(self, w: jax.Array, x: jax.Array) -> jax.Array:
+        return self.to_module(w)(x)
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+class FunctionModel(Model):
+    """``apply_fn(params, x)`` over a parameter pytree (Linen's ``module.apply``, plain JAX)."""
+
+    def __init__(self, apply_fn, params, *, loss, name=None, init_fn=None, input_shape=None):
+        flat, unravel = ravel_pytree(params)
+        if flat.size == 0:
+            raise ConfigError("params has no array leaves: there is nothing to differentiate")
+        _loss_fn(loss)
+        self._apply_fn, self._unravel, self._init_fn = apply_fn, unravel, init_fn
+        self._initial = np.asarray(flat)
+        self._num_params = int(flat.size)
+        self.loss = loss
+        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        self.name = name or getattr(apply_fn, "__qualname__", "function")
+        treedef = jax.tree.structure(params)
+        shapes = tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(params))
+        self._key = (apply_fn, treedef, shapes, loss, self.name, self.input_shape)
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, FunctionModel) and self._key == other._key
+
+    def __repr__(self):
+        return f"FunctionModel({self.name}, D={self._num_params}, loss={_loss_name(self.loss)})"
+
+    @property
+    def num_params(self) -> int:
+        return self._num_params
+
+    @property
+    def spec(self) -> dict:
+        return {"architecture": self.name, "params": [list(s) for s, _ in self._key[2]], "loss": _loss_name(self.loss)}
+
+    @property
+    def initial_params(self) -> jax.Array:
+        return jnp.asarray(self._initial)
+
+    def init(self, key: jax.Array) -> jax.Array:
+        if self._init_fn is None:
+            raise ConfigError(f"{self.name}: pass init=lambda key: params to as_model to re-initialise; or start from model.initial_params")
+        return self.ravel(self._init_fn(key))
+
+    def unravel(self, w: jax.Array):
+        return self._unravel(w)
+
+    def to_module(self, w: jax.Array):
+        return self._unravel(w)
+
+    def apply(self, w: jax.Array, x: jax.Array) -> jax.Array:
+        return self._apply_fn(self._unravel(w), x)
+
+
+def as_model(
+    obj,
+    *,
+    loss: str | Callable = "cross_entropy",
+    params=None,
+    init: Callable | None = None,
+    name: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    spec: dict | None = None,
+) -> Model:
+    """The jaxland model of a network: a hashable description for every jaxland function.
+
+    Args:
+      obj: one of
+        * an :class:`flax.nnx.Module` instance: ``w`` starts as its weights
+          (``model.initial_params``);
+        * a factory ``f(rngs=nnx.Rngs) -> nnx.Module`` (e.g.
+          ``functools.partial(Net, features=32)``), so ``model.init(key)`` builds
+          fresh weights;
+        * a pure function ``apply_fn(params, x) -> outputs`` with ``params=`` (a
+          pytree of arrays; e.g. ``lambda p, x: net.apply({"params": p}, x)``
+          for Linen), optionally ``init=lambda key: params``;
+        * a model already (returned unchanged).
+      loss: ``"cross_entropy"`` (integer labels), ``"mse"`` or a callable
+        ``loss(outputs, y) -> (n,)``.
+      name: readable name (default: the class or function name).
+      input_shape: per-sample input shape, e.g. ``(28, 28, 1)``, for error
+        messages and checks (optional).
+      spec: a JSON-able description of the architecture and its
+        hyper-parameters, the weight cache's key (default: a hash of the
+        module's structure).
+
+    Only ``nnx.Param`` leaves are parameters; other state (BatchNorm
+    statistics) is a constant and the module runs in inference mode (see the
+    module docstring).
+    """
+    if isinstance(obj, Model) and params is None:
+        return obj
+    if isinstance(obj, nnx.Module):
+        if params is not None:
+            raise ConfigError("params= is for pure functions; an nnx.Module carries its own parameters")
+        return NNXModel(obj, loss=loss, name=name, input_shape=input_shape, spec=spec)
+    if not callable(obj):
+        raise ConfigError(f"as_model needs an nnx.Module, a module factory or a function, got {type(obj).__name__}")
+    if params is not None:
+        return FunctionModel(obj, params, loss=loss, name=name, init_fn=init, input_shape=input_shape)
+    try:
+        module = obj(rngs=nnx.Rngs(0))
+    except TypeError as e:
+        raise ConfigError(
+            f"as_model({getattr(obj, '__name__', obj)!r}): a callable without params= must be a module factory "
+            f"accepting rngs= ({e}); for a pure apply function pass params=your_params"
+        ) from None
+    if not isinstance(module, nnx.Module):
+        raise ConfigError(f"the factory returned {type(module).__name__}, not an nnx.Module")
+    return NNXModel(module, loss=loss, name=name, factory=obj, input_shape=input_shape, spec=spec)
+
+
+# ----------------------------------------------------------------------------- functions of a model
+
+
+def per_sample_losses(model: Model, w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+    """``l_i(w)`` of every sample, shape (n,)."""
+    return model.per_sample_losses(w, x, y)
+
+
+def mean_loss(model: Model, w: jax.Array, x: jax.Array, y: jax.Array, k: jax.Array | int | None = None) -> jax.Array:
     """``L_k(w) = (1/k) sum_{i<k} l_i(w)``; the full mean when ``k`` is None.
 
     ``k`` may be a traced integer: the prefix is selected by a mask, so changing
     ``k`` never changes shapes (and never recompiles).
     """
-    losses = per_sample_losses(model, w, x, y)
+    losses = model.per_sample_losses(w, x, y)
     if k is None:
         return jnp.mean(losses)
     mask = jnp.arange(losses.shape[0]) < k
     return jnp.sum(jnp.where(mask, losses, 0.0)) / jnp.asarray(k, losses.dtype)
 
 
-def accuracy(model: MLPConfig, w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+def accuracy(model: Model, w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
+    """Fraction of samples whose largest output is the label (classification models)."""
     return jnp.mean(jnp.argmax(model.apply(w, x), axis=-1) == y)
+
+
+def spec_json(model: Model) -> str:
+    """``model.spec`` as canonical JSON (cache keys, saved weights)."""
+    return json.dumps(model.spec, sort_keys=True, default=str)

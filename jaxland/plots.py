@@ -25,11 +25,10 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .io import atomic_write_bytes
+from .stopping import ema, moving_mean
 
 __all__ = [
     "save_figure",
-    "moving_mean",
-    "ema",
     "plot_spectrum",
     "plot_delta",
     "plot_surfaces",
@@ -53,39 +52,6 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, formats: Sequence[str] 
         fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
         written.append(atomic_write_bytes(stem.with_name(f"{stem.name}.{fmt}"), buf.getvalue()))
     return written
-
-
-def moving_mean(x, window: int = 11) -> np.ndarray:
-    """Centred moving mean with edge replication (the paper's smoothing for fig. 9).
-
-    Output has the length of ``x``; ``window`` is forced odd and at most ``len(x)``.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    n = x.shape[0]
-    if n == 0 or window <= 1:
-        return x.copy()
-    window = min(int(window), n if n % 2 else n - 1)
-    window = max(window - (window % 2 == 0), 1)
-    half = window // 2
-    padded = np.concatenate([np.repeat(x[:1], half), x, np.repeat(x[-1:], half)])
-    kernel = np.ones(window) / window
-    return np.convolve(padded, kernel, mode="valid")
-
-
-def ema(x, decay: float = 0.99, axis: int = -1) -> np.ndarray:
-    """Exponential moving average ``m_t = decay m_{t-1} + (1 - decay) x_t``, bias-corrected.
-
-    The companion paper smooths ``|L_{k+1} - L_k|`` with decay 0.99; bias
-    correction (dividing by ``1 - decay^t``) keeps the first points on the
-    scale of the data instead of pulling them toward zero.
-    """
-    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
-    out = np.empty_like(x)
-    m = np.zeros(x.shape[:-1])
-    for t in range(x.shape[-1]):
-        m = decay * m + (1.0 - decay) * x[..., t]
-        out[..., t] = m / (1.0 - decay ** (t + 1))
-    return np.moveaxis(out, -1, axis)
 
 
 def _band(ax, k, mean, se, color, positive: bool):
@@ -221,14 +187,14 @@ def plot_theory_vs_empirical(
     mean's, since neighbouring k share samples).
     """
     k = np.asarray(k, dtype=np.float64)
-    emp = moving_mean(empirical, window)
-    se = moving_mean(stderr, window) if stderr is not None else None
+    emp = moving_mean(empirical, window, clip=True)
+    se = moving_mean(stderr, window, clip=True) if stderr is not None else None
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.add_subplot()
     ax.plot(k, emp, color="C0", lw=1.6, label="empirical (Monte Carlo)")
     _band(ax, k, emp, se, "C0", positive=True)
     for i, (label, th) in enumerate(theory.items()):
-        ax.plot(k, moving_mean(th, window), "--", color=f"C{i + 1}", lw=1.4, label=label)
+        ax.plot(k, moving_mean(th, window, clip=True), "--", color=f"C{i + 1}", lw=1.4, label=label)
     ax.set_yscale("log")
     ax.set_xlabel(_k_label(unit))
     ax.set_ylabel(r"$\Delta_k$" + (f" (moving mean, window {window})" if window > 1 else ""))

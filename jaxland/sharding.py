@@ -7,10 +7,12 @@ draws, samples of the per-sample curvature pass, vectors of a block HVP.
 block), and gathers the result. On one device it is just the chunked map, so
 the numbers do not depend on the number of devices beyond float rounding.
 
-The estimators take the mesh as an option: ``delta_monte_carlo``,
-``per_sample_loss_matrix`` and ``loss_surface`` split draws (grid points),
-``subspace_curvature`` splits samples, ``sharded_hvp`` splits data or
-vectors. ``mesh=None`` in the estimators means every visible device (with one
+Every estimator goes through this module: :func:`map_rows` for row-wise
+maps (loss matrices split draws, ``subspace_curvature`` splits samples,
+``sharded_hvp(over="vectors")`` splits vectors) and :func:`shard_rows` for
+maps that reduce across devices (``delta_monte_carlo``'s per-k statistics,
+``sharded_hvp(over="data")``), with :func:`pad_rows`, :func:`replicate` and
+:func:`gather` as the one way to pad, place and collect. ``mesh=None`` in the estimators means every visible device (with one
 device, the plain program); an int n means the first n devices; pass
 ``device_mesh(1)`` to force one device.
 
@@ -61,8 +63,14 @@ from .errors import ConfigError
 __all__ = [
     "AXIS",
     "device_mesh",
+    "resolve_mesh",
     "map_rows",
+    "shard_rows",
+    "pad_rows",
+    "replicate",
+    "gather",
     "auto_chunk",
+    "ceil_div",
     "initialize_distributed",
     "is_main_process",
     "DEFAULT_MEMORY_BUDGET",
@@ -89,6 +97,11 @@ def device_mesh(devices: int | Sequence[jax.Device] | None = None) -> jax.shardi
     return jax.sharding.Mesh(np.asarray(devs), (AXIS,))
 
 
+def ceil_div(a: int, b: int) -> int:
+    """``ceil(a / b)`` for positive integers."""
+    return -(-int(a) // int(b))
+
+
 def auto_chunk(num_rows: int, bytes_per_row: float, budget: int = DEFAULT_MEMORY_BUDGET) -> int:
     """Largest chunk of rows whose intermediates fit in ``budget`` bytes (at least 1, at most num_rows)."""
     if num_rows < 1:
@@ -96,69 +109,128 @@ def auto_chunk(num_rows: int, bytes_per_row: float, budget: int = DEFAULT_MEMORY
     return int(max(1, min(num_rows, budget // max(1, int(bytes_per_row)))))
 
 
+def resolve_mesh(mesh) -> jax.sharding.Mesh | None:
+    """The estimators' ``mesh=`` option: None -> every visible device; an int n -> the first n; a Mesh as is.
+
+    Returns None when the work runs on one device (the plain, unsharded program).
+    """
+    if mesh is None:
+        if jax.device_count() == 1:
+            return None
+        mesh = device_mesh()
+    elif isinstance(mesh, (int, np.integer)):
+        mesh = device_mesh(int(mesh))
+    elif not isinstance(mesh, jax.sharding.Mesh):
+        raise ConfigError(f"mesh must be None, a device count or a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if mesh.axis_names != (AXIS,):
+        raise ConfigError(f"mesh must be 1-D with axis {AXIS!r} (jaxland.device_mesh), got axes {mesh.axis_names}")
+    return None if mesh.size == 1 else mesh
+
+
+def pad_rows(a: jax.Array, multiple: int) -> jax.Array:
+    """``a`` with its last row repeated until the number of rows is a multiple of ``multiple``.
+
+    Repeating a real row (rather than zeros) keeps every padded evaluation
+    finite; callers drop or mask the padded rows.
+    """
+    pad = (-a.shape[0]) % multiple
+    return jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]) if pad else a
+
+
+def replicate(mesh, *trees):
+    """Concrete inputs put on every device of ``mesh`` (committed single-device arrays would clash)."""
+    if mesh is None:
+        return trees
+    rep = NamedSharding(mesh, P())
+    put = lambda a: a if isinstance(a, jax.core.Tracer) else jax.device_put(a, rep)
+    return tuple(None if t is None else jax.tree.map(put, t) for t in trees)
+
+
+def gather(tree):
+    """Multi-host: make a sharded result whole on every process (process 0 writes it)."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    def whole(a):
+        # a result computed by this process alone (one-device mesh) is already whole
+        if isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer) and not a.is_fully_addressable:
+            return multihost_utils.process_allgather(a, tiled=True)
+        return a
+
+    return jax.tree.map(whole, tree)
+
+
+def shard_rows(fn: Callable, rows, *args, mesh: jax.sharding.Mesh, replicated_output: bool = False):
+    """``fn(local_rows, *args)`` on each device of ``mesh``, the leading axis of ``rows`` split over them.
+
+    ``rows`` is an array or a tuple of arrays with a common leading axis,
+    already a multiple of ``mesh.size`` (:func:`pad_rows`); ``args`` are
+    replicated. Outputs are row-sharded, or, with ``replicated_output=True``,
+    identical on every device (``fn`` then combines across devices itself,
+    e.g. with ``jax.lax.psum(..., AXIS)``). ``jax.lax.axis_index(AXIS)``
+    inside ``fn`` gives the device's position.
+    """
+    tup = isinstance(rows, tuple)
+    row_specs = tuple(P(AXIS) for _ in rows) if tup else P(AXIS)
+    body = (lambda r, *a: fn(r, *a)) if not tup else (lambda r, *a: fn(tuple(r), *a))
+    return jax.shard_map(
+        body,
+        mesh=mesh,
+        in_specs=(row_specs,) + tuple(P() for _ in args),
+        out_specs=P() if replicated_output else P(AXIS),
+        check_vma=False,
+    )(rows, *args)
+
+
 def _chunked(fn: Callable, chunk: int | None):
-    """``fn`` mapped over the leading axis of its first argument, ``chunk`` rows at a time."""
+    """``fn`` mapped over the leading axis of its first argument (a tuple of arrays), ``chunk`` rows at a time."""
 
     def run(rows, *rest):
-        n = rows.shape[0]
+        n = rows[0].shape[0]
         c = n if chunk is None else max(1, min(chunk, n))
         if c >= n:
             return fn(rows, *rest)
         # lax.map over blocks of c rows: bounded memory, one compiled body.
-        pad = (-n) % c
-        padded = jnp.concatenate([rows, jnp.repeat(rows[-1:], pad, axis=0)]) if pad else rows
-        blocks = padded.reshape(-1, c, *rows.shape[1:])
+        blocks = tuple(pad_rows(r, c).reshape(-1, c, *r.shape[1:]) for r in rows)
         out = jax.lax.map(lambda b: fn(b, *rest), blocks)
-        out = jax.tree.map(lambda o: o.reshape(-1, *o.shape[2:])[:n], out)
-        return out
+        return jax.tree.map(lambda o: o.reshape(-1, *o.shape[2:])[:n], out)
 
     return run
 
 
 def map_rows(
     fn: Callable,
-    rows: jax.Array,
+    rows,
     *args,
     chunk: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ):
     """``fn(rows, *args)`` for a row-wise ``fn``, chunked and sharded over a device mesh.
 
-    ``fn(block, *args)`` must map a block of rows (b, ...) to outputs whose
-    leading axis is b, row by row (row i of the output depends only on row i
-    of the input). ``args`` are replicated. With ``mesh=None`` or a one-device
-    mesh this is the chunked map on the default device. Rows are padded to a
+    ``fn(block, *args)`` must map a block of rows (b, ...) -- an array, or a
+    tuple of arrays with a common leading axis -- to outputs whose leading axis
+    is b, row by row (row i of the output depends only on row i of the
+    input). ``args`` are replicated. With ``mesh=None`` or a one-device mesh
+    this is the chunked map on the default device. Rows are padded to a
     multiple of the device count and the padding is dropped from the result.
 
     Call it inside or outside ``jit``; outside, the result is gathered to every
     process (multi-host).
     """
-    body = _chunked(fn, chunk)
+    tup = isinstance(rows, tuple)
+    rows_t = rows if tup else (rows,)
+    call = fn if tup else (lambda r, *a: fn(r[0], *a))
+    body = _chunked(call, chunk)
     if mesh is None or mesh.size == 1:
-        return body(rows, *args)
-    ndev = mesh.size
-    n = rows.shape[0]
-    pad = (-n) % ndev
-    if pad:
-        rows = jnp.concatenate([rows, jnp.repeat(rows[-1:], pad, axis=0)])
-    row_sharding = NamedSharding(mesh, P(AXIS))
-    rep = NamedSharding(mesh, P())
-    rows = jax.device_put(rows, row_sharding) if not isinstance(rows, jax.core.Tracer) else jax.lax.with_sharding_constraint(rows, row_sharding)
-    args = tuple(jax.device_put(a, rep) if not isinstance(a, jax.core.Tracer) else a for a in args)
-    sharded = jax.shard_map(
-        body,
-        mesh=mesh,
-        in_specs=(P(AXIS),) + tuple(P() for _ in args),
-        out_specs=P(AXIS),
-        check_vma=False,
-    )
-    out = sharded(rows, *args)
-    out = jax.tree.map(lambda o: o[:n], out)
-    if jax.process_count() > 1 and not isinstance(out, jax.core.Tracer):
-        from jax.experimental import multihost_utils
-
-        out = multihost_utils.process_allgather(out, tiled=True)
-    return out
+        return body(rows_t, *args)
+    n = rows_t[0].shape[0]
+    padded = tuple(pad_rows(r, mesh.size) for r in rows_t)
+    if not isinstance(padded[0], jax.core.Tracer):
+        padded = tuple(jax.device_put(r, NamedSharding(mesh, P(AXIS))) for r in padded)
+        args = replicate(mesh, *args)
+    out = shard_rows(body, padded, *args, mesh=mesh)
+    return gather(jax.tree.map(lambda o: o[:n], out))
 
 
 def initialize_distributed(**kwargs) -> None:

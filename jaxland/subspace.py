@@ -5,9 +5,10 @@ stored as rows. Two ways to choose ``P``:
 
 * :func:`random_directions` -- Gaussian directions, filter-normalised as in
   Li et al. 2018 ("Visualizing the loss landscape of neural nets"): every
-  filter (for a dense layer: the column of the (in, out) kernel feeding one
-  output unit) of the direction is rescaled to the norm of the same filter of
-  ``w*``, and bias / other 1-D entries are zeroed. No global rescale follows
+  filter (everything feeding one output unit or channel: a column of a dense
+  (in, out) kernel, a (kh, kw, in) slice of a conv kernel) of the direction is
+  rescaled to the norm of the same filter of ``w*``, and biases, norm scales
+  and other 1-D entries are zeroed. No global rescale follows
   (the original code's rescale undid the normalisation).
 * :func:`hessian_subspace` -- the top-``d`` eigenvectors of ``H_k(w*)``
   (``k = None``: all data), eigenvalues kept with their signs.
@@ -21,7 +22,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .eigen import EigResult, hessian_eigenpairs
 from .errors import ConfigError
+from .validate import check_params, positive_int
 
 __all__ = ["Subspace", "random_directions", "normalize_filters", "hessian_subspace"]
 
@@ -47,8 +50,7 @@ class Subspace(NamedTuple):
 
 def _check_dim(model, d: int) -> int:
     dim = int(model.num_params)
-    if int(d) != d or d < 1:
-        raise ConfigError(f"subspace dimension d must be a positive integer, got {d!r}")
+    d = positive_int("subspace dimension d", d)
     if d > dim:
         raise ConfigError(f"subspace dimension d={d} exceeds the number of parameters D={dim}")
     return int(d)
@@ -93,8 +95,10 @@ def random_directions(
     """``d`` random directions (d, D), Gaussian, filter-normalised against ``w``.
 
     Args:
-      model: an :class:`~jaxland.MLPConfig` (anything with ``num_params``,
-        ``unravel`` and ``ravel`` for filter normalisation).
+      model: any model of the protocol (:func:`jaxland.as_model`); filter
+        normalisation uses its ``unravel`` / ``ravel``: a conv kernel
+        (kh, kw, in, out) is normalised per output channel, a dense kernel per
+        output unit, as Li et al. do.
       w: the centre w* (D,).
       d: number of directions, ``1 <= d <= D``.
       key: explicit PRNG key; the same key gives the same directions.
@@ -109,7 +113,7 @@ def random_directions(
         ``sigma sqrt(d)`` times that norm instead of ``sigma sqrt(d)``.
     """
     d = _check_dim(model, d)
-    w = jnp.asarray(w)
+    w = check_params(model, jnp.asarray(w))
     dirs = jax.random.normal(key, (d, w.shape[0]), w.dtype)
     if filter_normalize:
         dirs = normalize_filters(model, w, dirs)
@@ -122,30 +126,17 @@ def random_directions(
     return dirs
 
 
-def hessian_subspace(model, w: jax.Array, x: jax.Array, y: jax.Array, d: int, *, key=None, k=None, **eig_kwargs):
+def hessian_subspace(model, w: jax.Array, x: jax.Array, y: jax.Array, d: int, *, key=None, k=None, **eig_kwargs) -> tuple[Subspace, EigResult]:
     """Top-``d`` Hessian eigenvectors of ``L_k`` at ``w`` as a :class:`Subspace`.
 
-    Calls :func:`jaxland.eigen.top_eigenpairs` on the matrix-free
-    ``H_k(w) v`` (``k = None``: the full-data Hessian H(w*)). Eigenvalues are
-    signed and descending; the rows of the returned directions are the
-    corresponding unit eigenvectors. Extra keyword arguments (``method``,
-    ``tol``, ``max_matvecs``, ...) go to the eigensolver.
+    :func:`jaxland.hessian_eigenpairs` on the matrix-free ``H_k(w) v``
+    (``k = None``: the full-data Hessian H(w*)). Eigenvalues are signed and
+    descending; the rows of the returned directions are the corresponding
+    unit eigenvectors. Extra keyword arguments (``method``, ``tol``,
+    ``max_matvecs``, ...) go to the eigensolver.
 
     Returns ``(Subspace(w, eigenvectors), EigResult)``.
     """
     d = _check_dim(model, d)
-    if key is None:
-        key = jax.random.key(0)
-    res = _hessian_top(model, w, x, y, d, k, key=key, **eig_kwargs)
+    res = hessian_eigenpairs(model, w, x, y, d, k, key=jax.random.key(0) if key is None else key, **eig_kwargs)
     return Subspace(jnp.asarray(w), jnp.asarray(res.eigenvectors)), res
-
-
-def _hessian_top(model, w, x, y, d, k=None, **kw):
-    """Top-d eigenpairs of H_k(w) from :mod:`jaxland.eigen` (data passed as operands where supported)."""
-    from . import eigen
-
-    if hasattr(eigen, "hessian_eigenpairs"):
-        return eigen.hessian_eigenpairs(model, w, x, y, d, k, **kw)
-    from .curvature import hessian_matvec
-
-    return eigen.top_eigenpairs(hessian_matvec(model, w, x, y, k), int(model.num_params), d, **kw)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -15,22 +16,27 @@ from tqdm.auto import tqdm
 
 from .errors import ConfigError, TrainingError
 from .io import atomic_write_bytes
-from .model import MLPConfig, accuracy, mean_loss
+from .mlp import MLPConfig
+from .model import Model, accuracy, mean_loss, spec_json
+from .validate import check_data, check_params
 
-__all__ = ["TrainResult", "train", "train_epoch", "save_params", "load_params"]
+__all__ = ["TrainResult", "train", "train_epoch", "save_params", "load_params", "DIVERGENCE_FACTOR"]
+
+# An epoch whose mean loss exceeds this multiple of the first step's loss has diverged.
+DIVERGENCE_FACTOR = 10.0
 
 
 class TrainResult(NamedTuple):
     """``params``: trained flat vector w*; ``loss_history``: (epochs, steps) batch losses;
-    ``train_accuracy``: on the training data after the last epoch."""
+    ``train_accuracy``: on the training data after the last epoch (None for non-classification losses)."""
 
     params: jax.Array
     loss_history: np.ndarray
-    train_accuracy: float
+    train_accuracy: float | None
 
 
 @functools.partial(jax.jit, static_argnames=("model", "batch_size"), donate_argnames=("w", "opt_state"))
-def train_epoch(model: MLPConfig, w, opt_state, x, y, perm, lr, *, batch_size: int):
+def train_epoch(model: Model, w, opt_state, x, y, perm, lr, *, batch_size: int):
     """One epoch of Adam over the batches ``perm`` defines (a ``lax.scan``; no Python loop).
 
     ``lr`` is a traced scalar, so changing it does not recompile.
@@ -50,7 +56,7 @@ def train_epoch(model: MLPConfig, w, opt_state, x, y, perm, lr, *, batch_size: i
 
 
 def train(
-    model: MLPConfig,
+    model: Model,
     x,
     y,
     *,
@@ -62,23 +68,30 @@ def train(
     shuffle: bool = True,
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``model`` with Adam on (x, y); cross-entropy, drop-last batches.
+    """Train ``model`` with Adam on (x, y) (the model's loss, drop-last batches).
 
-    ``key`` seeds both the initialisation (unless ``init`` is given) and the
-    per-epoch shuffles, so the same key and settings give the same weights.
-    Raises :class:`TrainingError` if the loss becomes non-finite.
+    ``key`` seeds both the initialisation and the per-epoch shuffles, so the
+    same key and settings give the same weights. The start is ``init`` if
+    given, else the weights of the module instance the model was built from
+    (``model.initial_params``, :func:`jaxland.as_model`), else
+    ``model.init(key)``. Modules train in inference mode (BatchNorm with its
+    stored statistics, no Dropout), the same function every estimate sees.
+    Raises :class:`TrainingError` naming the epoch if the loss becomes
+    non-finite or an epoch's mean loss exceeds :data:`DIVERGENCE_FACTOR` times
+    the first step's loss.
     """
     n = int(x.shape[0])
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise ConfigError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     if batch_size > n:
         raise ConfigError(f"batch_size={batch_size} exceeds the {n} training samples")
-    if x.shape[1] != model.sizes[0]:
-        raise ConfigError(f"inputs have {x.shape[1]} features but the model expects {model.sizes[0]}")
-    k_init, k_shuffle = jax.random.split(key)
-    w = model.init(k_init) if init is None else jnp.array(init, copy=True)
-    opt_state = optax.adam(lr).init(w)
     x, y = jnp.asarray(x), jnp.asarray(y)
+    check_data(model, x, y, min_samples=1)
+    k_init, k_shuffle = jax.random.split(key)
+    if init is None:
+        init = getattr(model, "initial_params", None)
+    w = model.init(k_init) if init is None else jnp.array(check_params(model, jnp.asarray(init), "init"), copy=True)
+    opt_state = optax.adam(lr).init(w)
     lr_arr = jnp.asarray(lr, jnp.float32)
     history = []
     bar = tqdm(range(epochs), desc="train", unit="epoch", disable=not progress, leave=False)
@@ -91,29 +104,42 @@ def train(
                 f"training loss became non-finite in epoch {epoch + 1} (step {int(np.argmin(np.isfinite(losses)))}); "
                 f"lower the learning rate (lr={lr}) or check the inputs for NaN/inf"
             )
+        start = float(history[0][0]) if history else float(losses[0])
+        if losses.mean() > DIVERGENCE_FACTOR * max(start, 1e-12):
+            raise TrainingError(
+                f"training diverged in epoch {epoch + 1}: mean loss {losses.mean():.4g} is more than "
+                f"{DIVERGENCE_FACTOR:g}x the first step's {start:.4g}; lower the learning rate (lr={lr})"
+            )
         history.append(losses)
         bar.set_postfix(loss=f"{losses.mean():.4f}")
-    acc = float(accuracy(model, w, x, y))
+    acc = float(accuracy(model, w, x, y)) if getattr(model, "classification", False) else None
     return TrainResult(w, np.stack(history), acc)
 
 
-def save_params(path: str | Path, model: MLPConfig, w, **metadata) -> Path:
-    """Write ``w`` and the model config (plus JSON-able metadata) to an ``.npz``, atomically."""
-    import io
-
+def save_params(path: str | Path, model: Model, w, **metadata) -> Path:
+    """Write ``w`` and ``model.spec`` (plus JSON-able metadata) to an ``.npz``, atomically."""
     buf = io.BytesIO()
-    meta = {"model": {"sizes": list(model.sizes), "activation": model.activation, "use_bias": model.use_bias}, **metadata}
-    np.savez(buf, params=np.asarray(w), meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    meta = {"model": model.spec, **metadata}
+    np.savez(buf, params=np.asarray(w), meta=np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8))
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def load_params(path: str | Path) -> tuple[MLPConfig, jax.Array, dict]:
-    """Inverse of :func:`save_params`: ``(model, w, metadata)``."""
+def load_params(path: str | Path, model: Model | None = None) -> tuple[Model, jax.Array, dict]:
+    """Inverse of :func:`save_params`: ``(model, w, metadata)``.
+
+    ``model``: the model the weights belong to (checked against the saved
+    spec); may be omitted for MLPs, which are rebuilt from the spec.
+    """
     with np.load(path) as f:
         w = jnp.asarray(f["params"])
         meta = json.loads(bytes(f["meta"]).decode())
-    m = meta.pop("model")
-    model = MLPConfig(tuple(m["sizes"]), m["activation"], m["use_bias"])
+    saved = meta.pop("model")
+    if model is None:
+        if saved.get("architecture") != "mlp" or saved.get("loss", "cross_entropy") not in ("cross_entropy", "mse"):
+            raise ConfigError(f"{path} holds weights of {saved.get('architecture')!r}; pass model= to load them")
+        model = MLPConfig(tuple(saved["sizes"]), saved["activation"], saved["use_bias"], saved.get("loss", "cross_entropy"))
+    elif json.loads(spec_json(model)) != json.loads(json.dumps(saved, sort_keys=True, default=str)):
+        raise ConfigError(f"{path} holds weights of {saved}, not of {model.spec}")
     if w.shape != (model.num_params,):
         raise ConfigError(f"{path}: parameter vector has shape {w.shape}, expected ({model.num_params},) for {model}")
     return model, w, meta

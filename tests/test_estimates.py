@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxland as jl
-from jaxland import estimates as E
+from jaxland.kernels import loss_matrix
 from jaxland.errors import ConfigError
 
 
@@ -53,9 +53,9 @@ def test_monte_carlo_matches_exact_second_order_on_quadratic(x64, d, sigma):
     mc = jl.delta_monte_carlo(model, sub, x, y, sigma=sigma, num_draws=4000, key=jax.random.key(0))
     th = jl.theory_delta(jl.subspace_curvature(model, sub, x, y), sigma)
     np.testing.assert_array_equal(mc.k, th.k)
-    z = np.abs(np.asarray(mc.delta) - np.asarray(th.exact)) / np.asarray(mc.stderr)
+    z = np.abs(np.asarray(mc.delta) - np.asarray(th.second_order)) / np.asarray(mc.stderr)
     assert np.all(z < 4), z
-    assert mc.dim == d and mc.num_draws == 4000 and mc.unit == "samples"
+    assert mc.info.subspace_dim == d and mc.info.num_draws == 4000 and mc.unit == "samples" and mc.info.kernel == "generic"
     np.testing.assert_allclose(mc.delta_k2, mc.delta * mc.k**2)
 
 
@@ -85,8 +85,8 @@ def test_sigma4_scaling_when_c_and_g_vanish(x64):
     np.testing.assert_allclose(curv.g, 0, atol=1e-15)
     for s, r in res.items():
         th = jl.theory_delta(curv, s)
-        np.testing.assert_allclose(th.exact, th.quadratic, rtol=1e-12)
-        assert np.all(np.abs(r.delta - th.exact) < 4 * r.stderr)
+        np.testing.assert_allclose(th.second_order, th.curvature_only, rtol=1e-12)
+        assert np.all(np.abs(r.delta - th.second_order) < 4 * r.stderr)
 
 
 def test_paper_formula_equals_exact_for_diagonal_curvature(x64):
@@ -97,8 +97,8 @@ def test_paper_formula_equals_exact_for_diagonal_curvature(x64):
     diag = base + 0.3 * jax.random.normal(jax.random.key(0), (n, d), jnp.float64)
     curv = jl.SubspaceCurvature(jnp.zeros(n), jnp.zeros((n, d)), jax.vmap(jnp.diag)(diag))
     th = jl.theory_delta(curv, 2.0)
-    np.testing.assert_allclose(th.paper, th.exact, rtol=1e-10)
-    assert np.all(th.eigenvalues[:, -1] < 0)  # signed, descending
+    np.testing.assert_allclose(th.theorem1, th.second_order, rtol=1e-10)
+    assert np.all(th.ritz_values[:, -1] < 0)  # signed, descending
     thb = jl.theory_delta(curv, 2.0, batch_size=2)
     assert thb.k.tolist() == [1, 2, 3] and thb.unit == "batches"
 
@@ -140,7 +140,7 @@ def test_fast_first_layer_equals_plain_forward(mlp, use_bias):
     thetas = jax.random.normal(jax.random.key(5), (7, 2), jnp.float64)
     ref = jax.vmap(lambda t: jl.per_sample_losses(model, sub.w(t), x, y))(thetas)
     fast = jl.per_sample_loss_matrix(model, sub, thetas, x, y, chunk=3, sample_block=5)
-    plain = jl.per_sample_loss_matrix(model, sub, thetas, x, y, chunk=3, sample_block=5, fast_first_layer=False)
+    plain = jl.per_sample_loss_matrix(model, sub, thetas, x, y, chunk=3, sample_block=5, fast_kernel=False)
     np.testing.assert_allclose(fast, ref, rtol=1e-12)
     np.testing.assert_allclose(plain, ref, rtol=1e-12)
 
@@ -153,11 +153,11 @@ def test_fast_path_float32_and_no_recompile():
     sub = jl.Subspace(w, jl.random_directions(model, w, 3, key=jax.random.key(2)))
     th = jl.draw_thetas(jax.random.key(3), 9, 3, 1.0)
     fast = jl.per_sample_loss_matrix(model, sub, th, x, y)
-    plain = jl.per_sample_loss_matrix(model, sub, th, x, y, fast_first_layer=False)
+    plain = jl.per_sample_loss_matrix(model, sub, th, x, y, fast_kernel=False)
     np.testing.assert_allclose(fast, plain, rtol=2e-5, atol=1e-6)
-    size = E._loss_matrix._cache_size()
+    size = loss_matrix._cache_size()
     jl.per_sample_loss_matrix(model, sub, th * 2, x + 1, y)  # new values, same shapes
-    assert E._loss_matrix._cache_size() == size
+    assert loss_matrix._cache_size() == size
 
 
 def test_same_key_same_numbers_and_orderings(mlp):
@@ -166,13 +166,13 @@ def test_same_key_same_numbers_and_orderings(mlp):
     a = jl.delta_monte_carlo(model, sub, x, y, **kw)
     b = jl.delta_monte_carlo(model, sub, x, y, **kw)
     np.testing.assert_array_equal(a.delta, b.delta)
-    assert a.k.tolist() == [1, 2, 3, 4] and a.unit == "batches" and a.fast_first_layer
+    assert a.k.tolist() == [1, 2, 3, 4] and a.unit == "batches" and a.info.kernel == "specialised"
     ident = jl.delta_monte_carlo(model, sub, x, y, orderings=np.arange(23)[None], **kw)
     np.testing.assert_allclose(ident.delta, a.delta, rtol=1e-12)
     r1 = jl.delta_monte_carlo(model, sub, x, y, orderings=5, **kw)
     r2 = jl.delta_monte_carlo(model, sub, x, y, orderings=5, **kw)
     np.testing.assert_array_equal(r1.delta, r2.delta)
-    assert r1.num_orderings == 5 and not np.allclose(r1.delta, a.delta)
+    assert r1.info.num_orderings == 5 and not np.allclose(r1.delta, a.delta)
     # explicit orderings = the average over the permuted datasets
     perms = np.stack([np.random.default_rng(s).permutation(23) for s in range(3)])
     avg = np.mean([jl.delta_monte_carlo(model, sub, x[p], y[p], **kw).delta for p in perms], axis=0)
@@ -223,7 +223,7 @@ def test_sufficient_k():
     assert jl.sufficient_k(spike, 1.0) == 6
     assert jl.sufficient_k(spike, 1.0, smooth=3) == 4  # k=3: (3+.1+.1)/3 > 1; later means < 1
     np.testing.assert_allclose(jl.moving_mean([1.0, 2.0, 6.0], 3), [4 / 3, 3.0, 14 / 3])  # edges replicated
-    res = jl.DeltaResult(np.arange(1, 8), curve, curve, curve, curve, 1.0, 2, 1, None, 1, "samples", False)
+    res = jl.DeltaResult(np.arange(1, 8), curve, curve, curve, curve, jl.DeltaInfo(1.0, 2, 1, None, 1, "samples", "generic"))
     assert jl.sufficient_k(res, 1.0) == 5
 
 

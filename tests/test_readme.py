@@ -19,5 +19,5 @@ def test_readme_snippet_runs():
     ns = {}
     exec(compile(small, "README.md", "exec"), ns)
     mc, th = ns["mc"], ns["th"]
-    assert mc.delta.shape == th.exact.shape == (3,)
+    assert mc.delta.shape == th.second_order.shape == (3,)
     assert ns["eig"].converged

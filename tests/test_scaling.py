@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 import jaxland as jl
-from jaxland import estimates as E
 from jaxland.errors import ConfigError
 
 
@@ -43,7 +42,7 @@ def test_streamed_delta_equals_one_pass(mlp):
             got = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, memory_budget=budget, sample_block=block, **kw)
             np.testing.assert_allclose(got.delta, ref.delta, rtol=1e-12)
             np.testing.assert_allclose(got.stderr, ref.stderr, rtol=1e-10)
-            assert got.num_draws == 13 and got.dim == 3
+            assert got.info.num_draws == 13 and got.info.subspace_dim == 3
     assert jl.stream_plan(13, 23, memory_budget=8 * 23 * 8 * 4, itemsize=8).pass_draws == 4
 
 
@@ -70,7 +69,7 @@ def test_bf16_matmuls_close_to_float32():
     th = jl.draw_thetas(jax.random.key(3), 8, 3, 1.0)
     ref = jl.per_sample_loss_matrix(model, sub, th, x, y)
     for fast in (True, False):
-        got = jl.per_sample_loss_matrix(model, sub, th, x, y, matmul_dtype="bf16", fast_first_layer=fast)
+        got = jl.per_sample_loss_matrix(model, sub, th, x, y, matmul_dtype="bf16", fast_kernel=fast)
         assert got.dtype == jnp.float32
         err = np.abs(np.asarray(got) - np.asarray(ref)).max() / np.abs(np.asarray(ref)).max()
         assert 0 < err < 3e-2, err  # bf16 has 8 significant bits; the result is not the float32 one
@@ -80,7 +79,7 @@ def test_bf16_matmuls_close_to_float32():
         jl.per_sample_loss_matrix(model, sub, th, x, y, matmul_dtype="int8")
 
 
-def test_bf16_needs_mlp(x64):
+def test_bf16_needs_a_low_precision_forward(x64):
     @dataclasses.dataclass(frozen=True)
     class Linear:
         num_params: int = 3
@@ -90,7 +89,7 @@ def test_bf16_needs_mlp(x64):
 
     x = jnp.ones((4, 3))
     sub = jl.Subspace(jnp.zeros(3), jnp.eye(3)[:2])
-    with pytest.raises(ConfigError, match="MLPConfig"):
+    with pytest.raises(ConfigError, match="as_model"):
         jl.per_sample_loss_matrix(Linear(), sub, jnp.ones((2, 2)), x, jnp.zeros(4), matmul_dtype="bf16")
     with pytest.raises(ConfigError, match="mesh"):
         jl.per_sample_loss_matrix(Linear(), sub, jnp.ones((2, 2)), x, jnp.zeros(4), mesh="all")

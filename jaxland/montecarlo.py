@@ -1,0 +1,373 @@
+"""Monte Carlo ``Delta_k`` for every k at once, with standard errors.
+
+Notation (REFERENCE.md): per-sample losses ``l_i(w)``, ``L_k = (1/k) sum_{i<=k} l_i``,
+subspace ``w(theta) = w* + theta @ P`` (:class:`~jaxland.Subspace`), and
+
+    Delta_k = E_theta[(L_{k+1}(w(theta)) - L_k(w(theta)))^2],  theta ~ N(0, sigma^2 I_d).
+
+One draw's per-sample losses on all N samples give every ``L_k`` by prefix
+means (:mod:`jaxland.prefix`), so all k cost one pass over the data per draw.
+k counts samples, or batches of ``batch_size`` consecutive samples.
+
+The sample order is the order of ``x`` and is shared by every draw. Averaging
+over R random orderings is explicit (``orderings=R`` plus a key, or an (R, N)
+array of permutations); the losses do not depend on the order, so the
+orderings cost only cumulative sums.
+
+Any model of the protocol works (:func:`jaxland.as_model`); a model with a
+specialised kernel (the MLP's first-layer precompute) gets it automatically.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import ConfigError
+from .kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK, delta_stream, has_fast_kernel, loss_matrix, squared_increments
+from .sharding import AXIS, DEFAULT_MEMORY_BUDGET, auto_chunk, ceil_div, gather, pad_rows, replicate, resolve_mesh
+from .validate import check_data, check_sigma, check_subspace, finite_result, num_groups, positive_int, unit
+
+__all__ = [
+    "DeltaInfo",
+    "DeltaResult",
+    "StreamPlan",
+    "draw_thetas",
+    "orderings_array",
+    "per_sample_loss_matrix",
+    "stream_plan",
+    "delta_from_losses",
+    "delta_monte_carlo",
+]
+
+
+class DeltaInfo(NamedTuple):
+    """How a :class:`DeltaResult` was obtained.
+
+    ``sigma``: theta ~ N(0, sigma^2 I); ``num_draws``: T; ``subspace_dim``: d
+    (None when unknown); ``batch_size``: samples per unit of k (None: k counts
+    samples); ``num_orderings``: R; ``unit``: ``"samples"`` or ``"batches"``;
+    ``kernel``: ``"specialised"`` (e.g. the MLP first-layer precompute) or
+    ``"generic"``.
+    """
+
+    sigma: float
+    num_draws: int
+    subspace_dim: int | None
+    batch_size: int | None
+    num_orderings: int
+    unit: str
+    kernel: str
+
+
+class DeltaResult(NamedTuple):
+    """Monte Carlo ``Delta_k`` for k = 1..K-1 (K = number of samples, or of batches).
+
+    ``delta[j]`` is ``Delta_{k[j]}``, ``stderr`` its Monte Carlo standard error
+    over the T draws (``std_t / sqrt(T)``, ddof = 1, of the per-draw squared
+    increment averaged over orderings), ``delta_k2 = delta * k^2`` and
+    ``stderr_k2`` likewise; ``info`` (:class:`DeltaInfo`) says how it was made.
+    """
+
+    k: np.ndarray
+    delta: jax.Array
+    stderr: jax.Array
+    delta_k2: jax.Array
+    stderr_k2: jax.Array
+    info: DeltaInfo
+
+    @property
+    def unit(self) -> str:
+        """What k counts (``info.unit``)."""
+        return self.info.unit
+
+
+def draw_thetas(key: jax.Array, num_draws: int, d: int, sigma: float, dtype=jnp.float32) -> jax.Array:
+    """``theta_t ~ N(0, sigma^2 I_d)``, shape (T, d); the same key gives the same draws."""
+    sigma = check_sigma(sigma)
+    num_draws = positive_int("num_draws (T)", num_draws, minimum=2)
+    return sigma * jax.random.normal(key, (num_draws, int(d)), dtype)
+
+
+def orderings_array(orderings, n: int, key=None):
+    """None, an (R, N) integer array of permutations, or an int R (random permutations from ``key``)."""
+    if orderings is None:
+        return None
+    if isinstance(orderings, (int, np.integer)):
+        r = positive_int("orderings", orderings)
+        if key is None:
+            raise ConfigError("orderings=R needs an explicit key for the random permutations (ordering_key=/key=)")
+        return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, r))
+    perms = np.asarray(orderings)
+    if perms.ndim == 1:
+        perms = perms[None]
+    if perms.ndim != 2 or perms.shape[1] != n or not np.issubdtype(perms.dtype, np.integer):
+        raise ConfigError(f"orderings must be an int R or an (R, {n}) integer array of permutations, got {perms.shape}")
+    if not np.all(np.sort(perms, axis=1) == np.arange(n)):
+        raise ConfigError("every row of orderings must be a permutation of range(N)")
+    return jnp.asarray(perms)
+
+
+def check_matmul_dtype(model, matmul_dtype):
+    """None (full precision), or a 16-bit float type for the Monte Carlo forward passes."""
+    if matmul_dtype is None:
+        return None
+    if not hasattr(model, "per_sample_losses_lowp"):
+        raise ConfigError(
+            f"matmul_dtype needs a model with a low-precision forward pass; {type(model).__name__} has none: "
+            "build it with jaxland.as_model (or pass matmul_dtype=None)"
+        )
+    names = {"bf16": jnp.bfloat16, "bfloat16": jnp.bfloat16, "f16": jnp.float16, "float16": jnp.float16,
+             "f32": None, "float32": None, "fp32": None}
+    if isinstance(matmul_dtype, str):
+        if matmul_dtype.lower() not in names:
+            raise ConfigError(f"matmul_dtype must be None, 'bf16' or a jnp dtype, got {matmul_dtype!r}")
+        matmul_dtype = names[matmul_dtype.lower()]
+        if matmul_dtype is None:
+            return None
+    dt = jnp.dtype(matmul_dtype)
+    if dt == jnp.dtype(jnp.float32):
+        return None
+    if dt not in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+        raise ConfigError(f"matmul_dtype must be bfloat16 (or float16/float32), got {dt}")
+    return dt
+
+
+def _sample_block(sample_block, d, n, batch_size=None):
+    # per (block, draw) an MLP's deeper layers' W(theta) cost d/block of the forward pass: keep block >= 8d
+    block = min(positive_int("sample_block", sample_block, max(DEFAULT_SAMPLE_BLOCK, 8 * d)), n)
+    if batch_size is not None:  # the data-order stream needs whole batches in a block
+        block = max(int(batch_size), block // int(batch_size) * int(batch_size))
+    return block
+
+
+def per_sample_loss_matrix(
+    model,
+    subspace,
+    thetas: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    chunk: int | None = None,
+    sample_block: int | None = None,
+    fast_kernel: bool = True,
+    mesh=None,
+    matmul_dtype=None,
+) -> jax.Array:
+    """``l_i(w* + theta_t @ P)`` for every draw t and sample i: shape (T, N).
+
+    One jitted program (data are arguments, never constants): sample blocks
+    outside, draws chunked inside (:mod:`jaxland.kernels`). Defaults: ``chunk
+    = 16`` draws, ``sample_block = max(512, 8 d)`` samples (measured on 2 CPU
+    cores, reference MLP).
+
+    ``fast_kernel``: use the model's specialised kernel when it has one (the
+    MLP's first layer sees fixed inputs, so ``x @ W1(theta) = x @ W1* + sum_j
+    theta_j (x @ P1_j)`` is formed once per block; see
+    :meth:`jaxland.MLPConfig.subspace_kernel`); every other model takes the
+    generic kernel. ``mesh``: the draws are split over a 1-D device mesh
+    (None: every visible device; an int n: the first n devices); numbers equal
+    the single-device ones to float rounding. ``matmul_dtype``: e.g.
+    ``"bf16"`` runs the forward passes in bfloat16 (the MLP keeps float32
+    accumulation; other models compute every layer in it).
+    """
+    d = check_subspace(model, subspace)
+    n = check_data(model, x, y)
+    thetas = jnp.asarray(thetas)
+    if thetas.ndim != 2 or thetas.shape[1] != d:
+        raise ConfigError(f"thetas must be (T, d={d}), got shape {tuple(thetas.shape)}")
+    mesh = resolve_mesh(mesh)
+    subspace, x, y = replicate(mesh, subspace, x, y)
+    out = loss_matrix(
+        model, subspace, thetas, x, y,
+        draw_chunk=positive_int("chunk", chunk, DEFAULT_DRAW_CHUNK),
+        sample_block=_sample_block(sample_block, d, n),
+        fast=bool(fast_kernel) and has_fast_kernel(model, d),
+        matmul_dtype=check_matmul_dtype(model, matmul_dtype),
+        mesh=mesh,
+    )
+    return gather(out)
+
+
+class StreamPlan(NamedTuple):
+    """How :func:`delta_monte_carlo` splits T draws: ``devices`` x ``passes`` x ``pass_draws`` (>= T, padded)."""
+
+    devices: int
+    passes: int
+    pass_draws: int
+    bytes_per_draw: int
+
+
+def stream_plan(
+    num_draws: int,
+    num_samples: int,
+    *,
+    devices: int = 1,
+    memory_budget: int | None = None,
+    itemsize: int = 4,
+    sample_block: int | None = None,
+) -> StreamPlan:
+    """How many draws one pass of :func:`delta_monte_carlo` holds so that it fits ``memory_budget``.
+
+    Data order (``sample_block`` given): a pass scans the samples block by
+    block, so a draw holds about 8 arrays of ``sample_block`` values (losses,
+    group means, running sums, increments, squares). With orderings
+    (``sample_block=None``) a draw holds about 8 arrays of N values (its loss
+    row, the transpose out of the sample-block map, a permuted copy, cumulative
+    sums, increments, squares). ``memory_budget`` is in bytes per device
+    (default :data:`jaxland.sharding.DEFAULT_MEMORY_BUDGET`, 1 GiB). The draws
+    of each device are split into equal passes, padded by at most
+    ``passes - 1``. The kernel's own working set (``chunk`` draws on one sample
+    block) does not grow with T or N.
+    """
+    budget = positive_int("memory_budget", memory_budget, DEFAULT_MEMORY_BUDGET)
+    per_device = ceil_div(num_draws, devices)
+    row = int(num_samples) if sample_block is None else min(int(sample_block), int(num_samples))
+    bytes_per_draw = 8 * row * int(itemsize)
+    passes = ceil_div(per_device, auto_chunk(per_device, bytes_per_draw, budget))
+    return StreamPlan(int(devices), passes, ceil_div(per_device, passes), bytes_per_draw)
+
+
+def _result(delta, se, num_k, perms, batch_size, *, sigma, num_draws, subspace_dim, kernel, allow_nonfinite) -> DeltaResult:
+    """Attach k = 1..K-1, the k^2-scaled curves and the metadata to per-k estimates."""
+    finite_result(
+        "Delta_k", (delta, se), where="k-1 = ", allow=allow_nonfinite,
+        cause="non-finite losses at some draws (sigma too large for this model, or a diverged w*)",
+    )
+    k = np.arange(1, num_k)
+    k2 = jnp.asarray(k, delta.dtype) ** 2
+    info = DeltaInfo(float(sigma), int(num_draws), subspace_dim, batch_size,
+                     1 if perms is None else int(perms.shape[0]), unit(batch_size), kernel)
+    return DeltaResult(k, delta, se, delta * k2, se * k2, info)
+
+
+@jax.jit
+def _stats_from_q(q):
+    return q.mean(0), q.std(0, ddof=1) / jnp.sqrt(q.shape[0])
+
+
+def delta_from_losses(
+    losses: jax.Array,
+    *,
+    batch_size: int | None = None,
+    orderings=None,
+    ordering_key=None,
+    sigma: float = float("nan"),
+    allow_nonfinite: bool = False,
+) -> DeltaResult:
+    """``Delta_k`` and its standard error from a (T, N) per-sample loss matrix.
+
+    For each draw t, ``q_t,k = mean_r (L^(r)_{k+1} - L^(r)_k)^2`` over the
+    orderings r (one ordering -- the data order -- by default); then
+    ``Delta_k = mean_t q_t,k`` and ``stderr = std_t(q_t,k) / sqrt(T)``.
+    """
+    losses = jnp.asarray(losses)
+    if losses.ndim != 2 or losses.shape[0] < 2:
+        raise ConfigError(f"losses must be (T >= 2, N), got shape {tuple(losses.shape)}")
+    n = int(losses.shape[1])
+    num_k = num_groups(n, batch_size)
+    perms = orderings_array(orderings, n, ordering_key)
+    delta, se = _stats_from_q(squared_increments(losses, perms, batch_size))
+    return _result(delta, se, num_k, perms, batch_size, sigma=sigma, num_draws=losses.shape[0],
+                   subspace_dim=None, kernel="none", allow_nonfinite=allow_nonfinite)
+
+
+def delta_monte_carlo(
+    model,
+    subspace,
+    x: jax.Array,
+    y: jax.Array,
+    *,
+    sigma: float,
+    num_draws: int | None = None,
+    key: jax.Array | None = None,
+    batch_size: int | None = None,
+    orderings=None,
+    ordering_key=None,
+    thetas: jax.Array | None = None,
+    chunk: int | None = None,
+    sample_block: int | None = None,
+    fast_kernel: bool = True,
+    mesh=None,
+    memory_budget: int | None = None,
+    matmul_dtype=None,
+    allow_nonfinite: bool = False,
+) -> DeltaResult:
+    """Monte Carlo ``Delta_k = E_theta[(L_{k+1} - L_k)^2]`` at ``w* + theta @ P`` for every k.
+
+    ``theta_t ~ N(0, sigma^2 I_d)``, t = 1..T (``num_draws``), drawn from
+    ``key`` along all d directions (or given as ``thetas`` (T, d), e.g. to
+    share draws with another implementation; ``sigma`` is then only recorded).
+    k counts samples, or batches of ``batch_size`` consecutive samples.
+
+    ``orderings``: None (the data order, shared by every draw), an int R (R
+    random permutations from ``ordering_key``, default
+    ``jax.random.fold_in(key, 1)``), or an (R, N) array of permutations.
+
+    Memory is bounded; the (T, N) loss matrix is never held. In the data order
+    a scan over blocks of ``sample_block`` samples carries each draw's running
+    loss sum and emits, per k, the count, the mean of ``q_t,k = (L_{k+1} -
+    L_k)^2`` over draws and its sum of squared deviations: memory O(T *
+    sample_block). With orderings the draws go in passes whose (pass_draws, N)
+    rows fit ``memory_budget`` (bytes per device, default 1 GiB;
+    :func:`stream_plan`). Passes and devices are merged with Chan's pairwise
+    update. The result equals :func:`delta_from_losses` on the full matrix to
+    float rounding.
+
+    ``mesh``: draws split over a 1-D device mesh (None: every visible device;
+    an int: that many; statistics merged with a psum, so every process gets
+    the whole result). ``fast_kernel``, ``matmul_dtype``: see
+    :func:`per_sample_loss_matrix`. A non-finite result raises
+    :class:`~jaxland.NumericalError` unless ``allow_nonfinite=True``.
+    """
+    sigma = check_sigma(sigma)
+    d = check_subspace(model, subspace)
+    n = check_data(model, x, y)
+    num_k = num_groups(n, batch_size)
+    if thetas is None:
+        if num_draws is None or key is None:
+            raise ConfigError("delta_monte_carlo needs num_draws and an explicit key (or thetas)")
+        thetas = draw_thetas(key, num_draws, d, sigma, subspace.directions.dtype)
+    thetas = jnp.asarray(thetas)
+    if thetas.ndim != 2 or thetas.shape[1] != d:
+        raise ConfigError(f"thetas must be (T, d={d}), got shape {tuple(thetas.shape)}")
+    if num_draws is not None and thetas.shape[0] != num_draws:
+        raise ConfigError(f"thetas has {thetas.shape[0]} rows but num_draws={num_draws}")
+    positive_int("num_draws (T)", int(thetas.shape[0]), minimum=2)
+    if orderings is not None and ordering_key is None:
+        if key is None:
+            raise ConfigError("orderings need an explicit ordering_key (or key)")
+        ordering_key = jax.random.fold_in(key, 1)
+    perms = orderings_array(orderings, n, ordering_key)
+    fast = bool(fast_kernel) and has_fast_kernel(model, d)
+    mesh = resolve_mesh(mesh)
+    t = int(thetas.shape[0])
+    block = _sample_block(sample_block, d, n, batch_size)
+    plan = stream_plan(
+        t, n, devices=1 if mesh is None else mesh.size, memory_budget=memory_budget,
+        itemsize=thetas.dtype.itemsize, sample_block=block if perms is None else None,
+    )
+    total = plan.devices * plan.passes * plan.pass_draws
+    # padded draws carry weight 0; device i gets rows [i*total/dev, (i+1)*total/dev), in passes
+    th = pad_rows(thetas, total)
+    valid = jnp.arange(total) < t
+    if mesh is not None:
+        rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
+        th, valid = jax.device_put(th, rows), jax.device_put(valid, rows)
+    subspace, x, y, perms = replicate(mesh, subspace, x, y, perms)
+    count, delta, m2 = delta_stream(
+        model, subspace, th, valid, x, y, perms,
+        draw_chunk=positive_int("chunk", chunk, DEFAULT_DRAW_CHUNK),
+        sample_block=block,
+        fast=fast,
+        matmul_dtype=check_matmul_dtype(model, matmul_dtype),
+        mesh=mesh,
+        batch_size=batch_size,
+        pass_draws=plan.pass_draws,
+    )
+    se = jnp.sqrt(m2 / (count - 1)) / jnp.sqrt(count)
+    return _result(delta, se, num_k, perms, batch_size, sigma=sigma, num_draws=t, subspace_dim=d,
+                   kernel="specialised" if fast else "generic", allow_nonfinite=allow_nonfinite)

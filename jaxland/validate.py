@@ -1,0 +1,215 @@
+"""One validation layer for every public entry point.
+
+Each check raises :class:`~jaxland.ConfigError` naming the argument, the
+problem and the fix, before any compiled program runs, so a bad input never
+surfaces as a traceback from inside JAX or as a silently wrong number.
+Checks of array *values* (finite inputs, label range) run once per call on the
+host; they are skipped for traced arrays (inside a user's ``jit``), where the
+finite-result guard on the output (:func:`finite_result`) still applies.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .errors import ConfigError, NumericalError
+
+__all__ = [
+    "positive_int",
+    "check_sigma",
+    "check_data",
+    "check_params",
+    "check_subspace",
+    "check_prefix",
+    "num_groups",
+    "unit",
+    "finite_result",
+]
+
+
+def _concrete(a) -> bool:
+    return not isinstance(a, jax.core.Tracer)
+
+
+def positive_int(name: str, value, default=None, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum`` (``default`` when None)."""
+    if value is None:
+        return default
+    try:
+        ok = int(value) == value and int(value) >= minimum
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_sigma(sigma) -> float:
+    try:
+        s = float(sigma)
+    except (TypeError, ValueError):
+        raise ConfigError(f"sigma must be a positive number, got {sigma!r}") from None
+    if not (math.isfinite(s) and s > 0):
+        raise ConfigError(f"sigma must be a positive finite number (theta ~ N(0, sigma^2 I)), got {sigma!r}")
+    return s
+
+
+@functools.lru_cache(maxsize=256)
+def _shapes(model, x_shape, x_dtype, y_shape, y_dtype):
+    """(output shape or None, per-sample loss shape) for two samples, by abstract evaluation."""
+    xs = jax.ShapeDtypeStruct((2, *x_shape), x_dtype)
+    ys = jax.ShapeDtypeStruct((2, *y_shape), y_dtype)
+    w = jax.ShapeDtypeStruct((int(model.num_params),), x_dtype if jnp.issubdtype(x_dtype, jnp.floating) else jnp.float32)
+    out = model.output_shape((2, *x_shape), x_dtype) if hasattr(model, "output_shape") else None
+    try:
+        losses = jax.eval_shape(model.per_sample_losses, w, xs, ys)
+    except ConfigError:
+        raise
+    except Exception as e:  # noqa: BLE001  (the model's or loss's own shape error)
+        raise ConfigError(
+            f"{getattr(model, 'name', type(model).__name__)} cannot evaluate its loss on inputs of per-sample shape "
+            f"{tuple(x_shape)} with targets of per-sample shape {tuple(y_shape)} "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
+    return out, tuple(losses.shape)
+
+
+def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int:
+    """Check ``x`` (n, ...) and ``y`` against ``model``; returns n.
+
+    Shapes: ``x`` must be something the model accepts (the expected shape is
+    named otherwise); ``y`` has one entry per sample: integer labels in
+    ``[0, classes)`` for cross-entropy, targets of the output's shape for MSE.
+    Values (concrete arrays only): every input finite; labels in range.
+    """
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise ConfigError(f"x must be an array (n, ...), got {type(x).__name__}")
+    if x.ndim < 1:
+        raise ConfigError(f"x must have a leading sample axis (n, ...), got a scalar of shape {x.shape}")
+    n = int(x.shape[0])
+    if n < min_samples:
+        raise ConfigError(f"need at least {min_samples} samples (to compare L_k and L_(k+1)), got {n}")
+    if y is None or not hasattr(y, "shape"):
+        raise ConfigError(f"y must be an array with one entry per sample, got {type(y).__name__}")
+    if y.ndim < 1 or int(y.shape[0]) != n:
+        raise ConfigError(f"x has {n} samples but y has shape {tuple(y.shape)}; give one label/target per sample")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ConfigError(f"x must be floating point, got {x.dtype}; convert with x.astype(jnp.float32)")
+    if getattr(model, "classification", False) and (y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer)):
+        raise ConfigError(
+            f"cross-entropy needs integer class labels of shape (n,), got {y.dtype} {tuple(y.shape)}; "
+            "for regression targets build the model with loss='mse'"
+        )
+    out, loss_shape = _shapes(model, tuple(x.shape[1:]), jnp.dtype(x.dtype), tuple(y.shape[1:]), jnp.dtype(y.dtype))
+    if loss_shape != (2,):
+        raise ConfigError(
+            f"the loss must return one value per sample: on 2 samples it returned shape {loss_shape}; "
+            "a custom loss(outputs, y) must not average over the batch"
+        )
+    if getattr(model, "loss", None) == "mse" and out is not None and int(np.prod(y.shape[1:])) != int(np.prod(out[1:])):
+        raise ConfigError(f"mse targets y have per-sample shape {tuple(y.shape[1:])} but the model outputs {out[1:]}")
+    if values and _concrete(x) and _concrete(y):
+        if not bool(jnp.all(jnp.isfinite(x))):
+            bad = int(jnp.sum(~jnp.isfinite(x)))
+            raise ConfigError(f"x contains {bad} non-finite value(s) (NaN/inf); clean or drop those samples first")
+        if getattr(model, "classification", False) and out is not None:
+            lo, hi, classes = int(jnp.min(y)), int(jnp.max(y)), int(out[-1])
+            if lo < 0 or hi >= classes:
+                raise ConfigError(
+                    f"labels y must lie in [0, {classes}) for the model's {classes} outputs, got min {lo}, max {hi}; "
+                    "remap the labels or build the model with more outputs"
+                )
+        elif jnp.issubdtype(y.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(y))):
+            raise ConfigError("targets y contain non-finite values (NaN/inf)")
+    return n
+
+
+def check_params(model, w, name: str = "w", *, values: bool = True):
+    """``w`` must be a flat float vector of the model's length (and finite)."""
+    dim = int(model.num_params)
+    shape = tuple(getattr(w, "shape", ()))
+    if shape != (dim,):
+        raise ConfigError(
+            f"{name} must be a flat parameter vector of shape ({dim},) for {getattr(model, 'name', model)}, got {shape}; "
+            "flatten a parameter pytree with model.ravel(params)"
+        )
+    if values and _concrete(w) and not bool(jnp.all(jnp.isfinite(w))):
+        raise ConfigError(f"{name} contains non-finite values (NaN/inf): training may have diverged")
+    return w
+
+
+def check_subspace(model, subspace, *, values: bool = True) -> int:
+    """A :class:`~jaxland.Subspace` matching the model; returns d."""
+    if not (hasattr(subspace, "center") and hasattr(subspace, "directions")):
+        raise ConfigError(f"expected a jaxland.Subspace(center, directions), got {type(subspace).__name__}")
+    p = subspace.directions
+    if p.ndim != 2:
+        raise ConfigError(f"subspace.directions must be (d, D), got shape {tuple(p.shape)}")
+    dim = int(model.num_params)
+    if subspace.center.shape != (dim,) or p.shape[1] != dim:
+        raise ConfigError(
+            f"subspace has center {tuple(subspace.center.shape)} and directions {tuple(p.shape)}, "
+            f"but the model has D={dim} parameters"
+        )
+    if p.shape[0] < 1 or p.shape[0] > dim:
+        raise ConfigError(f"subspace dimension d={p.shape[0]} must be in [1, D={dim}]")
+    check_params(model, subspace.center, "subspace.center", values=values)
+    if values and _concrete(p) and not bool(jnp.all(jnp.isfinite(p))):
+        raise ConfigError("subspace.directions contain non-finite values (NaN/inf)")
+    return int(p.shape[0])
+
+
+def num_groups(n: int, batch_size) -> int:
+    """K: the number of samples, or of complete batches of ``batch_size``; must be >= 2."""
+    if batch_size is None:
+        return n
+    b = positive_int("batch_size", batch_size)
+    k = n // b
+    if k < 2:
+        raise ConfigError(f"batch_size={batch_size} leaves {k} complete batch(es) of {n} samples; need >= 2")
+    return k
+
+
+def unit(batch_size) -> str:
+    """``"samples"`` or ``"batches"``: what k counts."""
+    return "samples" if batch_size is None else "batches"
+
+
+def check_prefix(k, n: int, name: str = "k"):
+    """A prefix length ``1 <= k <= n`` (None: all n); traced values pass through unchecked."""
+    if k is None or not _concrete(k):
+        return k
+    kk = np.asarray(k)
+    if kk.ndim != 0 or not np.issubdtype(kk.dtype, np.integer):
+        raise ConfigError(f"{name} must be an integer number of samples, got {k!r}")
+    if not 1 <= int(kk) <= n:
+        raise ConfigError(f"{name}={int(kk)} must be in [1, {n}] (the number of samples given); L_k needs k samples")
+    return k
+
+
+def finite_result(name: str, value, *, where: str = "", cause: str = "", allow: bool = False):
+    """Raise :class:`NumericalError` if ``value`` (an array or a tree) has non-finite entries.
+
+    ``where`` describes the index axis (e.g. ``"k"``) to name the first bad
+    position; ``allow=True`` returns the value unchecked.
+    """
+    if allow:
+        return value
+    for leaf in jax.tree.leaves(value):
+        if not _concrete(leaf) or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            continue
+        ok = np.isfinite(np.asarray(leaf))
+        if not ok.all():
+            first = np.argwhere(~ok)[0]
+            at = f" first at {where}index {tuple(int(i) for i in first)}" if first.size else ""
+            raise NumericalError(
+                f"{name} is non-finite ({int((~ok).sum())} entries){at}"
+                + (f"; likely cause: {cause}" if cause else "")
+                + "; pass allow_nonfinite=True to get the raw values"
+            )
+    return value
