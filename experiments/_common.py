@@ -53,6 +53,7 @@ class BaseConfig:
     """
 
     seed: int = 0
+    arch: str = "mlp"  # jaxland.MODEL_NAMES: mlp, lenet5, resnet, vit
     dataset: str = "mnist"
     data_dir: str | None = None
     n_samples: int = 9984
@@ -78,6 +79,8 @@ class BaseConfig:
             raise ConfigError(f"unknown normalize={self.normalize!r}; choose one of {jl.NORMALIZATIONS}")
         if self.activation not in jl.ACTIVATIONS:
             raise ConfigError(f"unknown activation {self.activation!r}; choose one of {sorted(jl.ACTIVATIONS)}")
+        if self.arch not in jl.MODEL_NAMES:
+            raise ConfigError(f"unknown arch {self.arch!r}; choose one of {', '.join(jl.MODEL_NAMES)}")
         if any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden widths must be positive, got {self.hidden}")
         if self.batch_size > self.n_samples:
@@ -203,13 +206,16 @@ class Context:
         cfg = cfg or self.cfg
         name = name or cfg.dataset
         limit = limit or cfg.n_samples
-        ds = jl.load_dataset(name, split=split, limit=limit, data_dir=cfg.data_dir, normalize=cfg.normalize)
+        ds = jl.load_dataset(name, split=split, limit=limit, data_dir=cfg.data_dir, normalize=cfg.normalize, flatten=cfg.arch == "mlp")
         self.data_sources[f"{ds.name}/{split}"] = ds.source
         return ds
 
-    def model(self, cfg=None, in_dim: int = 784, out_dim: int = 10) -> jl.MLPConfig:
+    def model(self, cfg=None, input_shape=(784,), out_dim: int = 10) -> jl.Model:
+        """The configured architecture (``cfg.arch``) for inputs of ``input_shape`` (per sample)."""
         cfg = cfg or self.cfg
-        return jl.MLPConfig((in_dim, *cfg.hidden, out_dim), cfg.activation, cfg.use_bias)
+        if cfg.arch == "mlp":
+            return jl.build_model("mlp", input_shape, out_dim, hidden=cfg.hidden, activation=cfg.activation, use_bias=cfg.use_bias)
+        return jl.build_model(cfg.arch, input_shape, out_dim)
 
     def trained(self, model, ds, *, seed: int | None = None, cfg=None, epochs: int | None = None):
         """w* via :func:`jaxland.cached_train` (shared across experiments and reruns)."""
@@ -230,7 +236,7 @@ class Context:
 
         cfg = cfg or self.cfg
         ds = self.dataset(cfg)
-        model = self.model(cfg, in_dim=ds.x.shape[1], out_dim=ds.num_classes)
+        model = self.model(cfg, input_shape=ds.x.shape[1:], out_dim=ds.num_classes)
         res = self.trained(model, ds, seed=seed, cfg=cfg)
         self.train_accuracy = float(res.train_accuracy)
         return model, res, jnp.asarray(ds.x), jnp.asarray(ds.y)

@@ -99,7 +99,7 @@ def _data(cfg: Config, ctx):
 def run(cfg: Config, ctx) -> Outcome:
     pool, test, note = _data(cfg, ctx)
     notes = [note] if note else []
-    model = ctx.model(cfg, in_dim=pool.x.shape[1], out_dim=pool.num_classes)
+    model = ctx.model(cfg, input_shape=pool.x.shape[1:], out_dim=pool.num_classes)
     x, y = jnp.asarray(pool.x), jnp.asarray(pool.y)
     xt, yt = jnp.asarray(test.x), jnp.asarray(test.y)
     bs, n_batches = cfg.batch_size, pool.x.shape[0] // cfg.batch_size

@@ -69,8 +69,8 @@ _EMBEDDED = ("mnist-10k-train-images-idx3-ubyte.gz", "mnist-10k-train-labels-idx
 class Dataset(NamedTuple):
     """Images and labels, plus where they came from.
 
-    ``x``: float32, shape ``(n, features)`` when flattened, else ``(n, h, w)``
-    (grey) or ``(n, h, w, c)`` (colour). ``y``: int32, shape ``(n,)``.
+    ``x``: float32, shape ``(n, features)`` when flattened, else channels-last
+    images ``(n, h, w, c)`` (c = 1 for grey). ``y``: int32, shape ``(n,)``.
     ``source``: a short description of the file or service that provided it.
     """
 
@@ -281,7 +281,8 @@ def load_dataset(
       limit: keep the first ``limit`` samples (after the optional permutation).
       data_dir: folder with the original files; defaults to ``$JAXLAND_DATA_DIR``.
       normalize: one of :data:`NORMALIZATIONS` (see :func:`normalize_images`).
-      flatten: return ``(n, features)`` instead of image-shaped arrays.
+      flatten: return ``(n, features)`` instead of channels-last images
+        ``(n, h, w, c)`` (what convolutional and attention models take).
       key: if given, permute the samples with ``jax.random.permutation(key, n)``
         before ``limit`` is applied; ``None`` keeps the file order.
       use_tfds: allow tensorflow-datasets as a source.
@@ -351,4 +352,6 @@ def load_dataset(
     x = normalize_images(x, canon, normalize)
     if flatten:
         x = x.reshape(x.shape[0], -1)
+    elif x.ndim == 3:  # grey images get their channel axis: (n, h, w, 1), channels last
+        x = x[..., None]
     return Dataset(np.ascontiguousarray(x), y.astype(np.int32), canon, source)

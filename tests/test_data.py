@@ -104,7 +104,7 @@ def test_truncated_gzip(tmp_path):
 def test_idx_roundtrip_and_subfolder(tmp_path):
     _fake_mnist(tmp_path / "fashion-mnist", n=30, prefix="t10k")
     ds = jl.load_dataset("fashion-mnist", split="test", data_dir=tmp_path, normalize="none", flatten=False, use_tfds=False)
-    assert ds.x.shape == (30, 28, 28) and ds.x.dtype == np.float32 and ds.y.dtype == np.int32
+    assert ds.x.shape == (30, 28, 28, 1) and ds.x.dtype == np.float32 and ds.y.dtype == np.int32
     assert ds.x.max() <= 255 and ds.x.max() > 200
 
 
@@ -160,7 +160,7 @@ def test_embedded_normalisations_and_order():
 def test_real_mnist_files(shared_data):
     tr = jl.load_dataset("mnist", data_dir=shared_data, normalize="none", flatten=False, use_tfds=False)
     te = jl.load_dataset("mnist", split="test", data_dir=shared_data, normalize="none", use_tfds=False)
-    assert tr.x.shape == (60000, 28, 28) and te.x.shape == (10000, 784)
+    assert tr.x.shape == (60000, 28, 28, 1) and te.x.shape == (10000, 784)
     assert np.bincount(tr.y).tolist() == MNIST_TRAIN_COUNTS
     assert np.bincount(te.y).tolist() == MNIST_TEST_COUNTS
     emb = jl.load_dataset("mnist_10k", normalize="none", flatten=False)
