@@ -81,12 +81,12 @@ def run(cfg: Config, ctx) -> Outcome:
         ),
         "theory_vs_empirical",
     )
-    emp_s = moving_mean(e["delta"], window)
-    se_s = moving_mean(e["stderr"], window)
+    emp_s = moving_mean(e["delta"], window, clip=True)
+    se_s = moving_mean(e["stderr"], window, clip=True)
     claims, summary = [], {"k_unit": cfg.k_unit, "window": window}
     above = {}
     for name, label in (("paper", "the paper's eigenvalue formula"), ("exact", "the exact second-order formula")):
-        th_s = moving_mean(t[name], window)
+        th_s = moving_mean(t[name], window, clip=True)
         strict = float(np.mean(th_s >= emp_s))
         within = float(np.mean(th_s >= emp_s - 2 * se_s))
         ratio = np.median(th_s / np.maximum(emp_s, 1e-300))
@@ -101,7 +101,7 @@ def run(cfg: Config, ctx) -> Outcome:
         ))
     winner = max(above, key=above.get)
     summary["formula_above_more_often"] = winner
-    summary["quadratic_median_ratio"] = float(np.median(moving_mean(t["quadratic"], window) / np.maximum(emp_s, 1e-300)))
+    summary["quadratic_median_ratio"] = float(np.median(moving_mean(t["quadratic"], window, clip=True) / np.maximum(emp_s, 1e-300)))
     arrays = {"k": k, "empirical": e["delta"], "stderr": e["stderr"], "theory_paper": t["paper"], "theory_exact": t["exact"],
               "theory_quadratic": t["quadratic"], "ritz_values": t["ritz"], "eigenvalues": eig["eigenvalues"]}
     return Outcome(arrays, summary, claims)

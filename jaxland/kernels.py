@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from .prefix import batch_means, loss_increments
-from .sharding import AXIS, map_rows, pad_rows, shard_rows
+from .sharding import AXIS, ceil_div, map_rows, pad_rows, shard_rows
 
 # Measured on 2 CPU cores, reference MLP, d = 10 (benchmarks/delta.py): a block
 # of samples stays in cache while all draws of a chunk reuse it.
@@ -150,7 +150,7 @@ def data_order_stats(model, subspace, thetas, valid, x, y, *, draw_chunk, sample
         # position p of this step's output <-> group j * groups_per_block + p
         return sums[:, -1], (jnp.roll(mean, -overlap), jnp.roll(m2, -overlap))
 
-    num_blocks = -(-used // size)
+    num_blocks = ceil_div(used, size)
     _, (mean, m2) = jax.lax.scan(step, jnp.zeros(thetas.shape[0], dtype), jnp.arange(num_blocks))
     n = jnp.sum(valid.astype(dtype))
     # k = 1..K-1 are groups 1..K-1; group 0 has no increment, positions past K-1 are wrapped leftovers

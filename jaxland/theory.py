@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .eigen import hessian_eigenpairs
 from .errors import ConfigError
 from .prefix import batch_means, cumulative_means, prefix_increments
 from .sharding import ceil_div, gather, map_rows, replicate, resolve_mesh
@@ -208,8 +209,6 @@ def theory_delta_eigensolver(
     ``sigma^4/4 (2 sum dl^2 + (sum dl)^2)``. About 2 eigensolves per k: use
     :func:`theory_delta` for all k.
     """
-    from .eigen import hessian_eigenpairs
-
     sigma = check_sigma(sigma)
     n = check_data(model, x, y)
     num_k = num_groups(n, batch_size)
