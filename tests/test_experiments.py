@@ -8,6 +8,7 @@ and that wrong arguments fail cleanly without leaving files behind.
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -18,19 +19,26 @@ import pytest
 
 from experiments import EXPERIMENTS, get_spec
 from experiments import __main__ as main_job
-from experiments._common import config_dict, resolve_config, run_experiment
+from experiments._common import resolve_config, run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    import os
+    with pytest.MonkeyPatch.context() as mp:  # module scope: the function-scoped cache isolation does not reach here
+        mp.setenv("JAXLAND_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        out = tmp_path_factory.mktemp("main")
+        rc = main_job.main(["--tiny", "--out", str(out), "--no-progress"])
+        yield rc, out
 
-    os.environ["JAXLAND_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    out = tmp_path_factory.mktemp("main")
-    rc = main_job.main(["--tiny", "--out", str(out), "--no-progress"])
-    return rc, out
+
+# What the TINY presets set, written out here (not derived from the code that writes the records).
+TINY_SETTINGS = {
+    "spectrum": {"n_samples": 512, "epochs": 1, "hidden": [32], "num_models": 2, "top": 4},
+    "hessian_delta": {"n_samples": 512, "epochs": 1, "hidden": [32], "num_draws": 4, "d": 3},
+    "theory_vs_empirical": {"num_draws": 4, "d": 3, "window": 3},
+}
 
 
 def test_main_job_runs_every_experiment(tiny_run):
@@ -40,11 +48,14 @@ def test_main_job_runs_every_experiment(tiny_run):
         d = out / name
         rec = json.loads((d / "results.json").read_text())
         assert rec["experiment"] == name
-        spec = get_spec(name)
-        assert rec["config"] == config_dict(resolve_config(spec, {}, tiny=True))
+        for field, value in TINY_SETTINGS.get(name, {}).items():
+            assert rec["config"][field] == value, (name, field)
+        assert rec["mode"] == "tiny" and rec["key"] == f"jax.random.key({rec['config']['seed']})"
         assert rec["metadata"]["versions"]["jax"]
         assert rec["timings"]["total_s"] > 0
         assert rec["claims"], name
+        for c in rec["claims"]:
+            assert c["held"] in (True, False, None) and c["claim"] and c["detail"], (name, c)
         assert not [n for n in rec["notes"] if n.startswith("non-finite")], rec["notes"]
         assert rec["figures"], name
         for stem in rec["figures"]:
@@ -61,13 +72,37 @@ def test_main_job_runs_every_experiment(tiny_run):
         assert not list(d.glob("**/*.tmp")), "temporary files left behind"
 
 
-def test_report_lists_every_experiment(tiny_run):
+def test_report_states_what_the_records_say(tiny_run):
     _, out = tiny_run
-    html = (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    records = {n: json.loads((out / n / "results.json").read_text()) for n in EXPERIMENTS}
     for name in EXPERIMENTS:
-        assert f"id='{name}'" in html
-    assert html.count("data:image/png;base64,") >= len(EXPERIMENTS)
-    assert "HELD" in html
+        assert f"id='{name}'" in page
+    assert page.count("data:image/png;base64,") >= len(EXPERIMENTS)
+    verdict = {True: '<span class="held">HELD</span>', False: '<span class="not">NOT HELD</span>', None: '<span class="na">not checkable</span>'}
+    for name, rec in records.items():
+        for c in rec["claims"]:  # each claim appears in the summary table with the record's verdict
+            row = f"<td>{html.escape(c['claim'])}</td><td>{verdict[c['held']]}</td>"
+            assert row in page, (name, c["claim"])
+    held = sum(c["held"] is True for r in records.values() for c in r["claims"])
+    assert page.count('<span class="held">HELD</span>') >= 2 * held  # summary table and experiment section
+
+
+def test_records_agree_with_their_arrays(tiny_run):
+    _, out = tiny_run
+    rec = json.loads((out / "hessian_delta" / "results.json").read_text())
+    with np.load(out / "hessian_delta" / "results.npz") as z:
+        k, delta = z["k"], z["delta"]
+    s = rec["summary"]
+    assert k.tolist() == list(range(1, 512 // 64)) and np.all(delta > 0)
+    np.testing.assert_allclose(s["delta_first"], delta[0], rtol=1e-6)
+    np.testing.assert_allclose(s["delta_k2_last"], delta[-1] * k[-1] ** 2, rtol=1e-6)
+    np.testing.assert_allclose(s["mean_delta_hessian"], delta.mean(), rtol=1e-6)
+    spec = json.loads((out / "spectrum" / "results.json").read_text())
+    with np.load(out / "spectrum" / "results.npz") as z:
+        ev = z["eigenvalues"]
+    assert ev.shape == (2, 4) and np.all(np.diff(ev, axis=1) <= 0)  # two models, top-4, descending
+    np.testing.assert_allclose(spec["summary"]["mean_eigenvalues"], ev.mean(0), rtol=1e-6)
 
 
 def test_rerun_resumes(tiny_run, tmp_path):
