@@ -13,6 +13,7 @@ EXPERIMENTS = (
     "theory_vs_empirical",
     "sample_size",
     "online_stop",
+    "forecast",
     "loss_difference",
 )
 
