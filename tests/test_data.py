@@ -152,7 +152,7 @@ def test_embedded_normalisations_and_order():
     p1 = jl.load_dataset("mnist_10k", key=jax.random.key(3), limit=100)
     p2 = jl.load_dataset("mnist_10k", key=jax.random.key(3), limit=100)
     np.testing.assert_array_equal(p1.x, p2.x)
-    assert not np.array_equal(p1.y, ds.y[:100])
+    assert np.mean(p1.y != ds.y[:100]) > 0.5  # a real reshuffle, not a last-bit difference
     perm = np.asarray(jax.random.permutation(jax.random.key(3), 10000))
     np.testing.assert_array_equal(p1.y, ds.y[perm[:100]])
 

@@ -47,7 +47,7 @@ def test_training_is_deterministic_and_learns():
     r2 = jl.train(model, ds.x, ds.y, key=jax.random.key(0), epochs=3, batch_size=64, progress=False)
     r3 = jl.train(model, ds.x, ds.y, key=jax.random.key(1), epochs=3, batch_size=64, progress=False)
     np.testing.assert_array_equal(r1.params, r2.params)
-    assert not np.array_equal(r1.params, r3.params)
+    assert np.linalg.norm(r1.params - r3.params) > 0.1 * np.linalg.norm(r1.params)  # another key, another network
     assert r1.loss_history.shape == (3, 8)
     assert r1.loss_history[-1].mean() < 0.5 * r1.loss_history[0].mean()
 
