@@ -1,6 +1,8 @@
 """The README's notebook snippet runs (on shrunken sizes), so the documented calls never rot."""
 
 import re
+
+import numpy as np
 from pathlib import Path
 
 import matplotlib
@@ -10,14 +12,29 @@ matplotlib.use("Agg")
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_snippet_runs():
+def _snippet(title, shrink):
     text = README.read_text()
-    section = text[text.index("## Use from a notebook"):]
+    section = text[text.index(title):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    small = code.replace("limit=9984", "limit=256").replace("num_draws=1024", "num_draws=8").replace('"mnist_10k/9984"', '"mnist_10k/256"')
+    small = code
+    for a, b in shrink:
+        small = small.replace(a, b)
     assert small != code
     ns = {}
     exec(compile(small, "README.md", "exec"), ns)
+    return ns
+
+
+def test_readme_snippet_runs():
+    ns = _snippet("## Use from a notebook", [("limit=9984", "limit=256"), ("num_draws=1024", "num_draws=8"), ('"mnist_10k/9984"', '"mnist_10k/256"')])
     mc, th = ns["mc"], ns["th"]
     assert mc.delta.shape == th.second_order.shape == (3,)
     assert ns["eig"].converged
+
+
+def test_readme_bring_your_own_model_runs():
+    ns = _snippet("## Bring your own model", [("limit=2048", "limit=256"), ("epochs=3", "epochs=1"), ("num_draws=256", "num_draws=8"), ("2048/images", "256/images")])
+    mc, th = ns["mc"], ns["th"]
+    assert mc.info.kernel == "generic" and mc.delta.shape == th.second_order.shape == (3,)
+    assert np.all(np.isfinite(mc.delta)) and np.all(mc.stderr > 0)
+    assert ns["eig"].eigenvalues.shape == (10,)
