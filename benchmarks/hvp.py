@@ -26,26 +26,31 @@ def _compile_time(fn, *args) -> float:
     return time.perf_counter() - t
 
 
-def torch_hvp_time(model, w, x, y, v, repeats):
+def torch_hvp_time(model, w, x, y, v, repeats, device=None):
+    """(timing, H v in torch layout) of the double-backward HVP in torch on ``device`` (default CPU); None without torch."""
     try:
         import torch
     except ImportError:
         return None
     from .torch_models import flat_to_torch_order, torch_mlp
 
-    net = torch_mlp(model, np.asarray(w))
-    xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y)).long()
+    device = torch.device(device or "cpu")
+    net = torch_mlp(model, np.asarray(w)).to(device)
+    xt, yt = torch.from_numpy(np.array(x)).to(device), torch.from_numpy(np.array(y)).long().to(device)
     params = [p for p in net.parameters()]
-    vt = [torch.from_numpy(np.asarray(a)).reshape(p.shape) for a, p in zip(flat_to_torch_order(model, v), params)]
+    vt = [torch.from_numpy(np.asarray(a)).reshape(p.shape).to(device) for a, p in zip(flat_to_torch_order(model, v), params)]
 
     def run():
         loss = torch.nn.functional.cross_entropy(net(xt), yt)
         grads = torch.autograd.grad(loss, params, create_graph=True)
         dot = sum((g * t).sum() for g, t in zip(grads, vt))
-        return torch.autograd.grad(dot, params)
+        out = torch.autograd.grad(dot, params)
+        if device.type == "cuda":  # kernels are asynchronous: time them, not their launch
+            torch.cuda.synchronize(device)
+        return out
 
     out = run()
-    ref = np.concatenate([o.detach().numpy().ravel() for o in out])
+    ref = np.concatenate([o.detach().cpu().numpy().ravel() for o in out])
     return timeit(run, repeats=repeats), ref
 
 

@@ -209,6 +209,27 @@ def run_size(args):
 # ----------------------------------------------------------------------------- part 3: ceiling
 
 
+def dominant_matmuls(sizes, chunk: int, blk: int, matmul_dtype=None):
+    """Plain ``jnp`` matmuls of the Monte Carlo kernel's dominant contraction, for its throughput ceiling.
+
+    One vmapped draw chunk computes ``act(h) (chunk, blk, h1) @ W(theta) (chunk, h1, h2)``;
+    returns ``({"batched": f, "2d": g}, flops)``: zero-argument functions running
+    that contraction as a batched einsum and as one 2-D ``(chunk * blk, h1) @
+    (h1, h2)`` matmul (unblocked results), and the FLOPs of one call
+    (``2 * chunk * blk * h1 * h2``). ``matmul_dtype`` (e.g. ``jnp.bfloat16``)
+    casts the inputs and accumulates in float32, as the kernel's option does.
+    """
+    s = list(sizes)
+    a = jax.random.normal(jax.random.key(6), (chunk, blk, s[1]))
+    b = jax.random.normal(jax.random.key(7), (chunk, s[1], s[2]))
+    if matmul_dtype is not None:
+        a, b = a.astype(matmul_dtype), b.astype(matmul_dtype)
+    acc = jnp.float32 if matmul_dtype is not None else None
+    mm_batched = jax.jit(lambda a, b: jnp.einsum("cbi,cio->cbo", a, b, preferred_element_type=acc))
+    mm_2d = jax.jit(lambda a, b: jnp.matmul(a.reshape(-1, a.shape[-1]), b[0], preferred_element_type=acc))
+    return {"batched": lambda: mm_batched(a, b), "2d": lambda: mm_2d(a, b)}, 2 * chunk * blk * s[1] * s[2]
+
+
 def run_ceiling(args):
     model, sub, x, y, src = random_problem(args.c_n)
     th = jl.draw_thetas(jax.random.key(4), args.c_draws, D, 1.0)
@@ -218,15 +239,10 @@ def run_ceiling(args):
 
     kern = lambda: block(jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=1))
     full = lambda: block(jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, batch_size=64, mesh=1).delta)
-    # the dominant contraction of one vmapped draw chunk: act(h) (chunk, block, 256) @ W(theta) (chunk, 256, 256)
-    a = jax.random.normal(jax.random.key(6), (chunk, blk, s[1]))
-    b = jax.random.normal(jax.random.key(7), (chunk, s[1], s[2]))
-    mm_batched = jax.jit(lambda a, b: jnp.einsum("cbi,cio->cbo", a, b))
-    mm_2d = jax.jit(lambda a, b: a.reshape(-1, a.shape[-1]) @ b[0])
-    mm_flops = 2 * chunk * blk * s[1] * s[2]
+    mms, mm_flops = dominant_matmuls(s, chunk, blk)
     mm_reps = 20
-    bm = lambda: [block(mm_batched(a, b)) for _ in range(mm_reps)]
-    b2 = lambda: [block(mm_2d(a, b)) for _ in range(mm_reps)]
+    bm = lambda: [block(mms["batched"]()) for _ in range(mm_reps)]
+    b2 = lambda: [block(mms["2d"]()) for _ in range(mm_reps)]
     for f in (kern, full, bm, b2):
         f()
     times = {"kernel": [], "delta_monte_carlo": [], "matmul_batched": [], "matmul_2d": []}

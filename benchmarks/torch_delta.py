@@ -27,12 +27,18 @@ def torch_directions(model, directions) -> list[list[torch.Tensor]]:
     return [[torch.from_numpy(a) for a in flat_to_torch_order(model, p)] for p in np.asarray(directions)]
 
 
-def batch_losses(model, w, directions, thetas, x, y, *, batch_size: int = 64) -> np.ndarray:
-    """(T, K) batch losses ``L^batch_b(w* + theta_t @ P)``, one deep-copied, perturbed model per draw."""
-    base = torch_mlp(model, w).eval()
-    dirs = torch_directions(model, directions)
+def batch_losses(model, w, directions, thetas, x, y, *, batch_size: int = 64, device=None) -> np.ndarray:
+    """(T, K) batch losses ``L^batch_b(w* + theta_t @ P)``, one deep-copied, perturbed model per draw.
+
+    ``device``: torch device of the model, directions and data (default CPU).
+    """
+    device = torch.device(device or "cpu")
+    base = torch_mlp(model, w).eval().to(device)
+    dirs = [[t.to(device) for t in ts] for ts in torch_directions(model, directions)]
+    xt = torch.from_numpy(np.array(x, dtype=np.float32)).to(device)
+    yt = torch.from_numpy(np.array(y, dtype=np.int64)).to(device)
     loader = DataLoader(
-        TensorDataset(torch.from_numpy(np.array(x, dtype=np.float32)), torch.from_numpy(np.array(y, dtype=np.int64))),
+        TensorDataset(xt, yt),
         batch_size=batch_size,
         shuffle=False,  # the original reshuffled per pass; here every draw sees the same order
         drop_last=True,
@@ -61,12 +67,12 @@ def delta_from_batch_losses(losses: np.ndarray):
     return kk[:-1], q.mean(0), q.std(0, ddof=1) / np.sqrt(q.shape[0])
 
 
-def run(model, w, directions, thetas, x, y, *, batch_size: int = 64, threads: int | None = None) -> dict:
+def run(model, w, directions, thetas, x, y, *, batch_size: int = 64, threads: int | None = None, device=None) -> dict:
     """Time the baseline; returns wall time, the batch losses and the Delta_k curve."""
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    losses = batch_losses(model, w, directions, thetas, x, y, batch_size=batch_size)
+    losses = batch_losses(model, w, directions, thetas, x, y, batch_size=batch_size, device=device)
     wall = time.perf_counter() - t0
     k, delta, se = delta_from_batch_losses(losses)
     return {"wall_s": wall, "losses": losses, "k": k, "delta": delta, "stderr": se, "torch_threads": torch.get_num_threads()}
