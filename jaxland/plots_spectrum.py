@@ -42,7 +42,7 @@ def plot_spectral_density(
         if k < len(ev):
             ax.plot(ev[k:], np.full(len(ev) - k, lo), "|", color="0.5", ms=14, mew=1.2, label=f"top-{len(ev)} eigenvalues")
         ax.plot(ev[:k], np.full(min(k, len(ev)), lo), "|", color="C3", ms=18, mew=2.0,
-                label=f"top-{k} (chosen d = {k})" if d is not None else f"top-{k} eigenvalues")
+                label=f"top-{k} eigenvalues (d = {k})" if d is not None else f"top-{k} eigenvalues")
     if extremes is not None:
         for v, name in zip(extremes, (r"$\lambda_{min}$", r"$\lambda_{max}$")):
             ax.axvline(v, color="k", ls="--", lw=0.8)
