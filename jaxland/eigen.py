@@ -332,7 +332,9 @@ def power_iteration(d: int, *, tol: float = 1e-3, max_matvecs: int | None = None
     whose dominant eigenvalue is the top algebraic one. Then for i = 1..d:
     start from ``v0`` with the converged vectors projected out, iterate
     ``v <- P (A - sigma I) v / ||.||`` (P: projector deflating the converged
-    vectors) until ``||A v - (v.Av) v|| <= tol |v.Av|``. ``max_matvecs`` is the
+    vectors) until ``||A v - (v.Av) v|| <= tol |v.Av|``; if deflation leaves a
+    negative eigenvalue dominant, that vector's run is repeated on ``A - 1.01
+    lambda I`` so the top algebraic eigenvalue is found. ``max_matvecs`` is the
     total budget (default ``1000 (d + 1)``: the paper's 1000 per vector), split
     evenly between phase 0 and the d vectors.
     """
@@ -384,7 +386,13 @@ def power_iteration(d: int, *, tol: float = 1e-3, max_matvecs: int | None = None
         def pair(i, st):
             V, AV, lams, count, finite = st
             v = jnp.where((i == 0) & reuse, dom.v, v0)
-            r = run(start(v, V), sigma, V, count, jnp.max(jnp.abs(lams)))
+            scale = jnp.max(jnp.abs(lams))
+            r = run(start(v, V), sigma, V, count, scale)
+            # Deflation can leave a negative eigenvalue dominant (|lambda| largest among the rest)
+            # while smaller positive ones remain: then every remaining eigenvalue is >= r.lam, and
+            # the iteration on A - 1.01 r.lam I converges to the largest algebraic one instead.
+            redo = (sigma == 0) & (r.lam < 0) & r.finite
+            r = jax.lax.cond(redo, lambda: run(start(v, V), (1.01 * r.lam).astype(dtype), V, r.count, scale), lambda: r)
             return V.at[i].set(r.v), AV.at[i].set(r.av), lams.at[i].set(r.lam), r.count, finite & r.finite
 
         zero = jnp.zeros((d,), dtype)
