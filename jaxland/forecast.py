@@ -95,7 +95,14 @@ class KForecast(NamedTuple):
 
 def power_law_k(log_c, alpha, tol):
     """Definition 4 for ``Delta_k = exp(log_c) k^-alpha``: ``floor((C/tol)^(1/alpha)) + 1`` (at least 1; inf if alpha <= 0)."""
-    log_c, alpha, tol = np.broadcast_arrays(np.asarray(log_c, float), np.asarray(alpha, float), np.asarray(tol, float))
+    try:
+        log_c, alpha, tol = np.broadcast_arrays(np.asarray(log_c, float), np.asarray(alpha, float), np.asarray(tol, float))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"log_c, alpha and tol must be numbers or broadcastable arrays ({e})") from None
+    if not np.all(np.isfinite(tol) & (tol > 0)):
+        raise ConfigError(f"tol must be positive finite number(s), got {tol.tolist()}")
+    if not (np.all(np.isfinite(log_c)) and not np.any(np.isnan(alpha))):
+        raise ConfigError(f"log_c must be finite and alpha not NaN, got log_c={log_c.tolist()}, alpha={alpha.tolist()}")
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         log_k = (log_c - np.log(tol)) / alpha
         k = np.floor(np.exp(np.minimum(log_k, 700.0))) + 1.0
@@ -240,6 +247,9 @@ def _covariance(logk, s, a, alpha):
 # ----------------------------------------------------------------------------- inputs
 
 
+_NOT_CURVES = ("k", "info", "ritz_values", "eigenvalues", "sigma", "batch_size", "unit")
+
+
 def _curve(curve, k, stderr, which):
     """(k, values, stderr or None, unit) from a DeltaResult, a TheoryResult, a (k, values) pair or an array."""
     unit = "k"
@@ -247,13 +257,14 @@ def _curve(curve, k, stderr, which):
         k, values = curve
     elif hasattr(curve, "delta") and hasattr(curve, "stderr") and hasattr(curve, "k"):  # DeltaResult
         if which is not None:
-            raise ConfigError(f"curve={which!r} selects a theory curve; a Monte Carlo result has one curve: drop curve=")
+            raise ConfigError(f"curve_name={which!r} selects a theory curve; a Monte Carlo result has one curve: drop curve_name=")
         k, values, unit = curve.k, curve.delta, curve.unit
         stderr = curve.stderr if stderr is None else stderr
-    elif hasattr(curve, "paper") and hasattr(curve, "exact") and hasattr(curve, "k"):  # TheoryResult
-        which = which or "paper"
-        if which not in curve._fields or which in ("k", "sigma", "batch_size", "unit", "eigenvalues"):
-            raise ConfigError(f"curve={which!r} is not a theory curve; choose 'paper', 'exact' or 'quadratic'")
+    elif hasattr(curve, "_fields") and "k" in curve._fields:  # TheoryResult: pick one of its curves
+        names = [f for f in curve._fields if f not in _NOT_CURVES and np.ndim(getattr(curve, f)) == 1]
+        which = which or next((f for f in ("theorem1", "paper") if f in names), None)
+        if which not in names:
+            raise ConfigError(f"curve_name={which!r} is not a curve of this result; choose one of {names}")
         k, values, unit = curve.k, getattr(curve, which), curve.unit
     else:
         values = curve
@@ -303,7 +314,8 @@ def forecast_sufficient_k(
     Args:
       curve: a :class:`DeltaResult` (its ``k``, ``delta``, ``stderr``, ``unit``
         are used), a :class:`TheoryResult` (pick the curve with
-        ``curve_name``: ``"paper"`` (default), ``"exact"`` or ``"quadratic"``),
+        ``curve_name``: the paper's ``"theorem1"`` (default), ``"second_order"``
+        or ``"curvature_only"``),
         a ``(k, values)`` pair, or a 1-D array of values (at ``k``, default
         1..n). Same units as :func:`jaxland.sufficient_k`.
       tol: a tolerance or a sequence of them.

@@ -79,36 +79,47 @@ def plot_forecast_vs_measured(rows, *, unit: str = "batches", title: str = "Fore
 
 
 def plot_delta_split(k, splits: Mapping[str, tuple], *, unit: str = "batches", title: str = r"$\Delta_k$ = theta-free term + rest") -> Figure:
-    """Left: ``Delta_k`` (solid) and the theta-free ``(L_{k+1}(w*) - L_k(w*))^2`` (dotted) per setting.
+    """Left: ``Delta_k`` per setting and the theta-free ``(L_{k+1}(w*) - L_k(w*))^2`` (dotted, log y).
 
-    Right: the theta-free fraction of ``Delta_k``. ``splits[label] = (delta, theta_free)``.
+    Right: the theta-free share ``sum_k c_k^2 / sum_k Delta_k`` per setting.
+    ``splits[label] = (delta, theta_free)``.
     """
+    import matplotlib
+
     k = np.asarray(k, float)
-    fig = Figure(figsize=(11, 4.2))
+    cmap = matplotlib.colormaps["tab20"]
+    fig = Figure(figsize=(12, 4.6))
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    labels, shares = [], []
     for i, (label, (delta, tf)) in enumerate(splits.items()):
-        col = f"C{i}"
         delta, tf = np.asarray(delta, float), np.asarray(tf, float)
-        ax1.plot(k, delta, color=col, lw=1.2, label=label)
-        ax2.plot(k, tf / delta, color=col, lw=1.0, label=label)
-    ax1.plot(k, np.asarray(next(iter(splits.values()))[1], float), color="k", ls=":", lw=1.2, label=r"theta-free $(L_{k+1}(w^*)-L_k(w^*))^2$")
+        ax1.plot(k, delta, color=cmap(i % 20), lw=1.0, label=label)
+        labels.append(label)
+        shares.append(tf.sum() / delta.sum())
+    ax1.plot(k, np.asarray(next(iter(splits.values()))[1], float), color="k", ls=":", lw=1.4, label=r"theta-free $(L_{k+1}(w^*)-L_k(w^*))^2$")
     ax1.set_yscale("log")
     ax1.set_ylabel(r"$\Delta_k$")
-    ax2.set_ylabel(r"theta-free fraction of $\Delta_k$")
-    ax2.set_ylim(0, 1.05)
-    for ax in (ax1, ax2):
-        ax.set_xlabel(_k_label(unit))
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+    ax1.set_xlabel(_k_label(unit))
+    ax1.grid(alpha=0.3, which="both")
+    ax1.legend(fontsize=6, ncol=2)
+    y = np.arange(len(labels))
+    ax2.barh(y, shares, color=[cmap(i % 20) for i in range(len(labels))])
+    ax2.set_yticks(y, labels, fontsize=7)
+    ax2.invert_yaxis()
+    ax2.set_xlim(0, 1)
+    ax2.set_xlabel(r"theta-free share of $\Delta_k$ (sum over k)")
+    ax2.grid(alpha=0.3, axis="x")
     fig.suptitle(title)
+    fig.tight_layout()
     return fig
 
 
 def plot_online_forecast(k, delta, tol: float, k_stop, forecast=None, *, unit: str = "batches") -> Figure:
     """Algorithm 1's estimated Delta at each data size, its stop, and the forecast K from its first steps.
 
-    ``forecast``: None or a dict with ``k``, ``lower``, ``upper``, ``log_c``,
-    ``alpha`` and ``k_used`` (the largest size the forecast saw).
+    ``forecast``: None or a dict with ``k``, ``lower``, ``upper`` (None:
+    unbounded) of Definition 4, ``log_c``, ``alpha``, ``k_used`` (the largest
+    size the forecast saw) and optionally ``k_trend`` (where the fit crosses tol).
     """
     k = np.asarray(k, float)
     fig = Figure(figsize=(7, 4.4))
@@ -118,11 +129,14 @@ def plot_online_forecast(k, delta, tol: float, k_stop, forecast=None, *, unit: s
     if k_stop is not None:
         ax.axvline(k_stop, color="C2", ls="--", label=f"stop at k={k_stop}")
     if forecast is not None:
-        kk = np.linspace(max(1.0, k[0]), max(k[-1], min(forecast["upper"], 10 * k[-1])), 200)
+        upper = np.inf if forecast["upper"] is None else float(forecast["upper"])  # None: unbounded
+        kk = np.linspace(1.0, max(k[-1], min(upper, 3 * k[-1])), 200)
         ax.plot(kk, np.exp(forecast["log_c"] - forecast["alpha"] * np.log(kk)), color="C1", ls="--", lw=1,
                 label=f"fit of the first {forecast['k_used']:g} {unit}")
-        ax.axvspan(forecast["lower"], min(forecast["upper"], ax.get_xlim()[1]), color="C1", alpha=0.15,
-                   label=f"forecast K = {forecast['k']:g} [{forecast['lower']:g}, {forecast['upper']:g}]")
+        if forecast.get("k_trend") is not None:
+            ax.axvline(forecast["k_trend"], color="C1", ls=":", lw=1, label=f"fit crosses tol at k={forecast['k_trend']}")
+        ax.axvspan(forecast["lower"], min(upper, kk[-1]), color="C1", alpha=0.15,
+                   label=f"forecast K = {forecast['k']} [{forecast['lower']}, {'inf' if forecast['upper'] is None else forecast['upper']}]")
     ax.set_yscale("log")
     ax.set_xlabel(_k_label(unit))
     ax.set_ylabel(r"$\Delta$")

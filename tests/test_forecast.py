@@ -111,15 +111,15 @@ def test_accepts_delta_result_theory_result_and_pairs(x64):
     g = forecast_sufficient_k(np.asarray(mc.delta), 1e-7, k=mc.k, stderr=np.asarray(mc.stderr))
     assert f.unit == "batches" and f.k == g.k and f.lower == g.lower and f.upper == g.upper
     th = jl.theory_delta(jl.subspace_curvature(model, sub, x, y), 0.5, batch_size=4)
-    p = forecast_sufficient_k(th, 1e-7)  # the paper's formula by default
-    q = forecast_sufficient_k((th.k, th.paper), 1e-7)
-    e = forecast_sufficient_k(th, 1e-7, curve_name="exact")
+    p = forecast_sufficient_k(th, 1e-7)  # the paper's Theorem 1 by default
+    q = forecast_sufficient_k((th.k, th.theorem1), 1e-7)
+    e = forecast_sufficient_k(th, 1e-7, curve_name="second_order")
     assert p.k == q.k and p.unit == "batches" and np.isnan(p.gof_p)
-    assert e.alpha == forecast_sufficient_k((th.k, th.exact), 1e-7).alpha
-    with pytest.raises(ConfigError, match="theory curve"):
-        forecast_sufficient_k(th, 1e-7, curve_name="eigenvalues")
-    with pytest.raises(ConfigError, match="drop curve"):
-        forecast_sufficient_k(mc, 1e-7, curve_name="paper")
+    assert e.alpha == forecast_sufficient_k((th.k, th.second_order), 1e-7).alpha
+    with pytest.raises(ConfigError, match="not a curve of this result"):
+        forecast_sufficient_k(th, 1e-7, curve_name="ritz_values")
+    with pytest.raises(ConfigError, match="drop curve_name"):
+        forecast_sufficient_k(mc, 1e-7, curve_name="theorem1")
 
 
 def test_refusals():
