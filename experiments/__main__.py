@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import html
+import os
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from jaxland.errors import ConfigError, JaxlandError
+from jaxland.errors import ConfigError, DataError, JaxlandError
+from jaxland.validate import check_output_dir, user_os_error
 
 from . import EXPERIMENTS, get_spec
 from ._common import resolve_config, run_experiment
@@ -57,10 +59,22 @@ def _cross_claims(recs: dict) -> list[dict]:
     return out
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(line.strip() for line in str(e).splitlines()) or type(e).__name__
+
+
 def main(argv=None) -> int:
+    """Run the selected experiments and write the report; returns the exit code.
+
+    User errors (bad flags, ``--out`` that is a file or not writable, unreadable
+    data files, a full disk) print one line on stderr and return 2. A missing
+    optional dataset or a numerical failure fails only its experiment (exit 1
+    at the end); an unexpected exception shows its traceback.
+    """
     args = _parse(argv)
     names = list(EXPERIMENTS)
     try:
+        check_output_dir(args.out, "--out")
         if args.only:
             names = [n.strip() for n in args.only.split(",") if n.strip()]
             for n in names:
@@ -75,6 +89,8 @@ def main(argv=None) -> int:
         if args.data_dir is not None:
             if not Path(args.data_dir).is_dir():
                 raise ConfigError(f"--data_dir {args.data_dir}: no such folder")
+            if not os.access(args.data_dir, os.R_OK | os.X_OK):
+                raise ConfigError(f"--data_dir {args.data_dir}: folder is not readable")
             overrides["data_dir"] = args.data_dir
         mode = "full" if args.full else "tiny" if args.tiny else "quick"
         # resolve and validate every config before anything runs or is written
@@ -85,7 +101,7 @@ def main(argv=None) -> int:
             cfg.validate()
             plan.append((spec, cfg))
     except JaxlandError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
 
     out = Path(args.out)
@@ -98,10 +114,16 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:
             print("interrupted; finished parts are kept and a rerun resumes", file=sys.stderr)
             return 130
+        except DataError as e:  # the user's data files are unreadable: every later experiment would fail too
+            print(f"error: {_one_line(e)}", file=sys.stderr)
+            return 2
         except JaxlandError as e:
             failures[spec.name] = f"{type(e).__name__}: {e}"
             print(f"[{spec.name}] failed: {e}", file=sys.stderr)
         except Exception as e:  # noqa: BLE001  (report the failure, keep going with the other experiments)
+            if isinstance(e, OSError) and user_os_error(e):  # the output folder or disk: nothing later can succeed
+                print(f"error: {_one_line(e)}", file=sys.stderr)
+                return 2
             failures[spec.name] = f"{type(e).__name__}: {e}"
             traceback.print_exc()
     total = time.perf_counter() - t0

@@ -405,13 +405,27 @@ def resolve_config(spec: Spec, overrides: dict, *, quick: bool = False, tiny: bo
 
 
 def cli(spec: Spec, argv=None) -> int:
+    """Run one experiment from the command line; returns the exit code.
+
+    A user error (a bad flag value, unknown dataset or architecture, unreadable
+    data, an ``--out`` that is a file or not writable, a full disk) prints one
+    line on stderr and returns 2; anything else is a bug and keeps its traceback.
+    """
+    from jaxland.validate import check_output_dir, user_os_error
+
     parser = build_parser(spec)
     args = vars(parser.parse_args(argv))
     out, quick, tiny, force, progress = (args.pop(k) for k in ("out", "quick", "tiny", "force", "progress"))
     try:
+        check_output_dir(out, "--out")
         cfg = resolve_config(spec, args, quick=quick, tiny=tiny)
         rec = run_experiment(spec, cfg, out, progress=progress, force=force, mode="tiny" if tiny else "quick" if quick else "custom")
     except JaxlandError as e:
+        print("error: " + " ".join(line.strip() for line in str(e).splitlines()), file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not user_os_error(e):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ import numpy as np
 
 from .model import Model
 from .train import TrainResult, load_params, save_params, train
+from .validate import check_data, check_output_dir, check_seed
 
 __all__ = ["default_cache_dir", "cached_train", "cache_path"]
 
@@ -75,6 +76,8 @@ def cached_train(
     fingerprint of ``x`` and ``y`` is added to the cache key so a different
     array never returns stale weights.
     """
+    seed = check_seed(seed)
+    check_data(model, x, y, min_samples=1)
     path, spec = cache_path(model, x, y, seed=seed, data_tag=data_tag, epochs=epochs, batch_size=batch_size, lr=lr, cache_dir=cache_dir)
     if path.exists():
         try:
@@ -83,6 +86,7 @@ def cached_train(
         except Exception as e:  # noqa: BLE001  (a truncated or foreign file: heal by retraining)
             warnings.warn(f"weight cache entry {path} is unreadable ({type(e).__name__}: {e}); removing it and retraining", RuntimeWarning, stacklevel=2)
             path.unlink(missing_ok=True)
+    check_output_dir(path.parent, "cache_dir")  # before training, not after it
     res = train(model, x, y, key=jax.random.key(seed), epochs=epochs, batch_size=batch_size, lr=lr, progress=progress)
     save_params(path, model, res.params, spec=spec, loss_history=res.loss_history.tolist(), train_accuracy=res.train_accuracy)
     return res

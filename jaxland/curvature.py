@@ -24,17 +24,16 @@ import jax.numpy as jnp
 from .errors import ConfigError
 from .model import mean_loss
 from .sharding import AXIS, map_rows, pad_rows, replicate, resolve_mesh, shard_rows
-from .validate import check_data, check_params, check_prefix
+from .validate import check_data, check_params, check_prefix, check_vectors
 
 __all__ = ["loss_and_grad", "hvp", "hvp_batch", "sharded_hvp", "hessian_matvec", "dense_hessian"]
 
 
-def _check(model, w, x, y, k, *vectors):
+def _check(model, w, x, y, k, vectors=None, name="v", ndim=1):
     n = check_data(model, x, y, min_samples=1)
     check_params(model, w)
-    for v in vectors:
-        if v.shape[-1] != model.num_params:
-            raise ConfigError(f"vectors must have D={model.num_params} entries (last axis), got shape {tuple(v.shape)}")
+    if vectors is not None:
+        check_vectors(model, vectors, name, ndim=ndim, like=w)
     check_prefix(k, n)
 
 
@@ -66,7 +65,7 @@ def _hvp_batch(model, w, vs, x, y, k):
 
 def hvp(model, w, v, x, y, k=None):
     """``H_k(w) v`` for one flat vector ``v`` (forward-over-reverse); ``k`` in 1..N (None: all N)."""
-    _check(model, w, x, y, k, v)
+    _check(model, w, x, y, k, v, "v")
     return _hvp(model, w, v, x, y, k)
 
 
@@ -76,7 +75,7 @@ def hvp_batch(model, w, vs, x, y, k=None):
     The gradient is linearised once and the linear map is vmapped over the
     vectors, so the m products share one forward/backward structure.
     """
-    _check(model, w, x, y, k, vs)
+    _check(model, w, x, y, k, vs, "vs", 2)
     return _hvp_batch(model, w, vs, x, y, k)
 
 
@@ -116,7 +115,7 @@ def sharded_hvp(model, w, vs, x, y, k=None, *, mesh=None, over: str = "data", ch
     if over not in ("data", "vectors"):
         raise ConfigError(f"over must be 'data' or 'vectors', got {over!r}")
     vs = jnp.atleast_2d(vs)
-    _check(model, w, x, y, k, vs)
+    _check(model, w, x, y, k, vs, "vs", 2)
     mesh = None if mesh is None else resolve_mesh(mesh)
     if mesh is None:
         return _hvp_batch(model, w, vs, x, y, k)

@@ -36,6 +36,7 @@ import jax
 import numpy as np
 
 from .errors import DataError, DataNotFoundError
+from .validate import check_key
 
 __all__ = ["Dataset", "DATASETS", "NORMALIZATIONS", "load_dataset", "read_idx", "normalize_images"]
 
@@ -297,8 +298,12 @@ def load_dataset(
         raise DataError(f"dataset {canon!r} has no split {split!r}; valid splits: {', '.join(_SPLIT_SIZES[canon])}")
     if normalize not in NORMALIZATIONS:
         raise DataError(f"unknown normalize={normalize!r}; choose one of {NORMALIZATIONS}")
+    if key is not None:
+        check_key(key)
+    if data_dir is not None and Path(data_dir).expanduser().exists() and not Path(data_dir).expanduser().is_dir():
+        raise DataError(f"data_dir={str(data_dir)!r} is a file; give the folder that holds the dataset files")
     if limit is not None:
-        if int(limit) != limit or limit < 1:
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer, float)) or int(limit) != limit or limit < 1:
             raise DataError(f"limit must be a positive integer or None, got {limit!r}")
         limit = int(limit)
         if limit > _SPLIT_SIZES[canon][split]:

@@ -65,7 +65,7 @@ import numpy as np
 from .curvature import hvp, hvp_batch
 from .errors import ConfigError, NumericalError
 from .model import Model
-from .validate import check_data, check_params, check_prefix
+from .validate import check_data, check_key, check_params, check_prefix, positive_int
 
 __all__ = [
     "EigResult",
@@ -605,7 +605,10 @@ def top_eigenpairs(
       :class:`EigResult`. Raises :class:`ConfigError` on impossible settings and
       :class:`NumericalError` when the operator produced NaN/Inf.
     """
-    dim = int(dim)
+    dim = positive_int("dim", dim)
+    if not callable(matvec):
+        raise ConfigError(f"matvec must be a function v -> A v, got {type(matvec).__name__}")
+    key = None if key is None else check_key(key)
     d, b, max_matvecs = _validate(dim, d, method, tol, max_matvecs, block_size, which)
     basis = _basis_name(basis_dtype, method)
     # the operator's dtype is found outside any x64 switch: a float64 basis must not widen it
@@ -660,6 +663,7 @@ def hessian_eigenpairs(
     """
     check_prefix(k, check_data(model, x, y, min_samples=1))
     check_params(model, w)
+    key = None if key is None else check_key(key)
     mv, mm = _hessian_ops(model)
     k = None if k is None else jnp.asarray(k)
     return top_eigenpairs(
@@ -716,6 +720,7 @@ def hessian_eigenpairs_batch(
     check_prefix(k, check_data(model, x, y, min_samples=1))
     for w in ws:
         check_params(model, w, "ws[i]")
+    key = None if key is None else check_key(key)
     d, b, max_matvecs = _validate(ws.shape[1], d, method, tol, max_matvecs, block_size, which)
     basis = _basis_name(basis_dtype, method)
     if int(batch_size) != batch_size or batch_size < 1:

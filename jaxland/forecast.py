@@ -31,6 +31,15 @@ quantile range, so it carries the Monte Carlo error, the scatter and the fit
 error. The draws of a Monte Carlo estimate are shared by every k, so its errors
 are correlated across k; the bootstrap treats them as independent.
 
+Definition 4 on a scattered curve. The trend crossing ``K`` is where the
+fitted curve falls below tol; a real curve keeps scattering around its trend,
+so Definition 4 measured on it ("below tol for every later k") lands later.
+With the observed ratios ``r_j = Delta_j / m_j`` of the tail resampled
+independently along k, ``P(Delta_k' < tol for every k' >= k) =
+prod_{k' >= k} (1 - #{j : m_k' r_j >= tol} / n)``, computed exactly as a sum
+over n segments of k; mixed over the bootstrap fits it gives ``k_scatter``
+(median at the fit) and its interval.
+
 Tail rule. The fit uses ``k >= tail * k_max`` (default ``tail = 0.25``, the
 last factor of four in k, where the transient of the first few samples has
 passed), at least ``min_points`` (default 5) values of k.

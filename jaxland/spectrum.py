@@ -54,6 +54,7 @@ from matfree import decomp, stochtrace
 from .curvature import hvp
 from .eigen import EigResult, hessian_eigenpairs
 from .errors import ConfigError, NumericalError
+from .validate import check_data, check_key, check_params, check_prefix, check_real, positive_int
 
 __all__ = [
     "TraceEstimate",
@@ -195,10 +196,20 @@ def slq(matvec, key, dim: int, dtype, *, num_probes: int, lanczos_steps: int, ba
     return _rows(one, G, batch_size)
 
 
-def smooth_density(nodes, weights, *, sigma=None, num_points: int = 1024):
-    """``(grid, rho, sigma)``: Gaussian broadening of the SLQ quadrature (see the module docstring)."""
+def smooth_density(nodes, weights, *, sigma=None, num_points: int = 1024, allow_nonfinite: bool = False):
+    """``(grid, rho, sigma)``: Gaussian broadening of the SLQ quadrature (see the module docstring).
+
+    Non-finite ``nodes`` or ``weights`` raise :class:`ConfigError` unless ``allow_nonfinite=True``.
+    """
     nodes = jnp.asarray(nodes)
     weights = jnp.asarray(weights)
+    if nodes.ndim != 2 or weights.shape != nodes.shape:
+        raise ConfigError(f"nodes and weights must both be (probes, steps), got {nodes.shape} and {weights.shape}")
+    if not allow_nonfinite and not (bool(jnp.all(jnp.isfinite(nodes))) and bool(jnp.all(jnp.isfinite(weights)))):
+        raise ConfigError("nodes and weights must be finite (a NaN/inf quadrature has no density)")
+    num_points = positive_int("num_points", num_points, minimum=2)
+    if sigma is not None:
+        sigma = check_real("sigma (broadening width)", sigma)
     lo, hi = jnp.min(nodes), jnp.max(nodes)
     if sigma is None:
         sigma = jnp.maximum(hi - lo, jnp.finfo(nodes.dtype).tiny) / nodes.shape[-1]
@@ -219,6 +230,12 @@ def _check_common(w, num_probes, name, minimum=1):
         raise ConfigError(f"w must be a flat parameter vector, got shape {jnp.shape(w)}")
 
 
+def _check_inputs(model, w, x, y, k, key):
+    check_prefix(k, check_data(model, x, y, min_samples=1))
+    check_params(model, w, values=False)  # NaN weights surface as NumericalError on the products, below
+    check_key(key)
+
+
 def _batch(batch_size):
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ConfigError(f"batch_size (probes vmapped together) must be a positive integer, got {batch_size!r}")
@@ -231,13 +248,16 @@ def _trace_jit(model, w, x, y, k, key, num_probes, method, batch_size):
     return trace_estimate(mv, key, w.shape[0], w.dtype, num_probes=num_probes, method=method, batch_size=batch_size)
 
 
-def hessian_trace(model, w, x, y, *, num_probes: int, key, method: str = "hutch++", k=None, batch_size: int = 1) -> TraceEstimate:
+def hessian_trace(model, w, x, y, *, num_probes: int, key, method: str = "hutch++", k=None, batch_size: int = 1,
+                  allow_nonfinite: bool = False) -> TraceEstimate:
     """``tr(H_k(w))`` by Hutch++ (default) or Hutchinson, with its standard error.
 
     ``num_probes`` is the budget of Hessian-vector products for both methods
     (Hutch++ needs >= 6: two per sketch vector, two stochastic probes);
     ``batch_size`` products are vmapped together (memory grows with it).
+    NaN/inf products raise :class:`NumericalError` unless ``allow_nonfinite=True``.
     """
+    _check_inputs(model, w, x, y, k, key)
     if method not in TRACE_METHODS:
         raise ConfigError(f"method must be one of {TRACE_METHODS}, got {method!r}")
     _check_common(w, num_probes, "num_probes", 6 if method == "hutch++" else 2)
@@ -245,7 +265,7 @@ def hessian_trace(model, w, x, y, *, num_probes: int, key, method: str = "hutch+
         raise ConfigError(f"hutch++ sketch of {num_probes // 3} vectors >= dim {w.shape[0]}; use fewer num_probes")
     k = None if k is None else jnp.asarray(k)
     tr, se, exact, vals = _trace_jit(model, w, x, y, k, key, int(num_probes), method, _batch(batch_size))
-    if not (np.isfinite(float(tr)) and np.all(np.isfinite(np.asarray(vals)))):
+    if not allow_nonfinite and not (np.isfinite(float(tr)) and np.all(np.isfinite(np.asarray(vals)))):
         raise NumericalError("hessian_trace: the Hessian-vector products returned NaN/Inf; check the weights and data")
     return TraceEstimate(tr, se, int(num_probes), exact, vals, method)
 
@@ -257,33 +277,36 @@ def _slq_jit(model, w, x, y, k, key, num_probes, lanczos_steps, batch_size):
 
 
 def spectral_density(model, w, x, y, *, num_probes: int, lanczos_steps: int, key, k=None, sigma=None,
-                     num_points: int = 1024, batch_size: int = 1) -> SpectralDensity:
+                     num_points: int = 1024, batch_size: int = 1, allow_nonfinite: bool = False) -> SpectralDensity:
     """Eigenvalue density of ``H_k(w)`` by stochastic Lanczos quadrature.
 
     ``num_probes`` Rademacher probes, ``lanczos_steps`` Hessian-vector products
     each (full reorthogonalisation; memory ``lanczos_steps * D`` per probe in
     flight). ``sigma``: broadening width (default: the rule in the module docstring).
     Moments: :func:`density_moments`; ``tr(H_+)``: :func:`positive_trace`.
+    Non-finite Lanczos coefficients raise :class:`NumericalError` unless ``allow_nonfinite=True``.
     """
+    _check_inputs(model, w, x, y, k, key)
     _check_common(w, num_probes, "num_probes", 1)
     _check_common(w, lanczos_steps, "lanczos_steps", 2)
     if lanczos_steps >= w.shape[0]:
         raise ConfigError(f"lanczos_steps = {lanczos_steps} must be < dim = {w.shape[0]} (use dense eigh on so small a model)")
-    if sigma is not None and not (math.isfinite(sigma) and sigma > 0):
-        raise ConfigError(f"sigma (broadening width) must be a finite number > 0 or None, got {sigma!r}")
+    if sigma is not None:
+        sigma = check_real("sigma (broadening width)", sigma)
     k = None if k is None else jnp.asarray(k)
     nodes, weights = _slq_jit(model, w, x, y, k, key, int(num_probes), int(lanczos_steps), _batch(batch_size))
-    if not (np.all(np.isfinite(np.asarray(nodes))) and np.all(np.isfinite(np.asarray(weights)))):
+    if not allow_nonfinite and not (np.all(np.isfinite(np.asarray(nodes))) and np.all(np.isfinite(np.asarray(weights)))):
         raise NumericalError(
             "spectral_density: non-finite Lanczos coefficients (NaN/Inf Hessian-vector products, or a Krylov "
             "space that became invariant); check the weights and data or use fewer lanczos_steps"
         )
-    grid, rho, s = smooth_density(nodes, weights, sigma=sigma, num_points=num_points)
+    grid, rho, s = smooth_density(nodes, weights, sigma=sigma, num_points=num_points, allow_nonfinite=allow_nonfinite)
     return SpectralDensity(nodes, weights, grid, rho, s, int(w.shape[0]), int(num_probes) * int(lanczos_steps))
 
 
 def density_moments(density: SpectralDensity, p: int):
     """``(trace(H^p) / D, standard error)`` from the quadrature (exact per probe for ``p < 2 steps``)."""
+    p = positive_int("p (moment order)", p, minimum=0)
     per_probe = np.sum(np.asarray(density.weights, np.float64) * np.asarray(density.nodes, np.float64) ** p, axis=1)
     n = per_probe.shape[0]
     return float(per_probe.mean()), float(per_probe.std(ddof=1) / math.sqrt(n)) if n > 1 else math.inf

@@ -25,8 +25,13 @@ def moving_mean(a, window: int, *, clip: bool = False) -> np.ndarray:
     raises, unless ``clip=True``, which uses the longest odd window that fits
     (for plotting short curves).
     """
-    a = np.asarray(a, dtype=float)
-    if int(window) != window or window < 1 or window % 2 == 0:
+    try:
+        a = np.asarray(a, dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigError(f"the curve to smooth must be numbers, got {type(a).__name__}") from None
+    if a.ndim != 1:
+        raise ConfigError(f"the curve to smooth must be a 1-D array, got shape {a.shape}")
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer, float)) or int(window) != window or window < 1 or window % 2 == 0:
         raise ConfigError(f"smoothing window must be an odd positive integer, got {window!r}")
     n = a.shape[0]
     if window > n:
@@ -70,7 +75,10 @@ def sufficient_k(delta, tol: float, *, k=None, smooth: int | None = None):
     if hasattr(delta, "delta") and hasattr(delta, "k"):
         k = delta.k if k is None else k
         delta = delta.delta
-    curve = np.asarray(delta, dtype=float)
+    try:
+        curve = np.asarray(delta, dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigError(f"delta must be a 1-D curve of numbers (or a DeltaResult), got {type(delta).__name__}") from None
     if curve.ndim != 1 or curve.size == 0:
         raise ConfigError(f"delta must be a non-empty 1-D curve, got shape {curve.shape}")
     if not np.all(np.isfinite(curve)):

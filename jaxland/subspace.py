@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from .eigen import EigResult, hessian_eigenpairs
 from .errors import ConfigError
-from .validate import check_params, positive_int
+from .validate import check_key, check_params, check_vectors, positive_int
 
 __all__ = ["Subspace", "random_directions", "normalize_filters", "hessian_subspace"]
 
@@ -66,13 +66,7 @@ def _normalize_leaf(wl, dl):
 
 
 @functools.partial(jax.jit, static_argnames="model")
-def normalize_filters(model, w: jax.Array, directions: jax.Array) -> jax.Array:
-    """Li et al. filter normalisation of each row of ``directions`` (d, D) against ``w``.
-
-    For every kernel ``K`` (shape (..., out)) and each output unit ``j``,
-    ``D[..., j] <- D[..., j] * ||W[..., j]|| / ||D[..., j]||``; 1-D entries
-    (biases) are set to zero.
-    """
+def _normalize_filters(model, w, directions):
     sw = model.unravel(w)
 
     def one(dvec):
@@ -80,6 +74,18 @@ def normalize_filters(model, w: jax.Array, directions: jax.Array) -> jax.Array:
         return model.ravel(jax.tree.map(_normalize_leaf, sw, sd))
 
     return jax.vmap(one)(directions)
+
+
+def normalize_filters(model, w: jax.Array, directions: jax.Array) -> jax.Array:
+    """Li et al. filter normalisation of each row of ``directions`` (d, D) against ``w``.
+
+    For every kernel ``K`` (shape (..., out)) and each output unit ``j``,
+    ``D[..., j] <- D[..., j] * ||W[..., j]|| / ||D[..., j]||``; 1-D entries
+    (biases) are set to zero.
+    """
+    check_params(model, w)
+    check_vectors(model, directions, "directions", ndim=2, like=w)
+    return _normalize_filters(model, w, directions)
 
 
 def random_directions(
@@ -114,9 +120,9 @@ def random_directions(
     """
     d = _check_dim(model, d)
     w = check_params(model, jnp.asarray(w))
-    dirs = jax.random.normal(key, (d, w.shape[0]), w.dtype)
+    dirs = jax.random.normal(check_key(key), (d, w.shape[0]), w.dtype)
     if filter_normalize:
-        dirs = normalize_filters(model, w, dirs)
+        dirs = _normalize_filters(model, w, dirs)
     if orthonormalize:
         support = jnp.any(dirs != 0, axis=0)  # keep zeroed (bias) entries exactly zero
         q, r = jnp.linalg.qr(dirs.T)

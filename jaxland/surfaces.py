@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
@@ -13,7 +12,7 @@ import numpy as np
 from .errors import ConfigError
 from .montecarlo import orderings_array, per_sample_loss_matrix
 from .prefix import cumulative_means, loss_increments
-from .validate import check_data, check_params, check_subspace, num_groups, positive_int, unit
+from .validate import check_data, check_key, check_params, check_real, check_subspace, finite_result, num_groups, positive_int, unit
 
 __all__ = ["SurfaceResult", "LossDifferenceResult", "loss_surface", "loss_differences"]
 
@@ -60,6 +59,7 @@ def loss_surface(
     fast_kernel: bool = True,
     mesh=None,
     matmul_dtype=None,
+    allow_nonfinite: bool = False,
 ) -> SurfaceResult:
     """``L_k(alpha, beta)`` and ``(L_{k+1} - L_k)^2`` on a ``grid x grid`` mesh of ``[-extent, extent]^2``.
 
@@ -67,7 +67,8 @@ def loss_surface(
     per-sample loss matrix gives every requested k (1 <= k <= K-1; in
     batches when ``batch_size`` is set, e.g. the paper's "max k" is K-1).
     ``mesh``: the grid points are split over the devices like Monte Carlo
-    draws (:func:`~jaxland.per_sample_loss_matrix`).
+    draws (:func:`~jaxland.per_sample_loss_matrix`). A non-finite loss on the
+    grid raises :class:`~jaxland.NumericalError` unless ``allow_nonfinite=True``.
     """
     d = check_subspace(model, subspace2d)
     if d != 2:
@@ -78,8 +79,7 @@ def loss_surface(
     if ks.size == 0 or not np.issubdtype(ks.dtype, np.integer) or ks.min() < 1 or ks.max() > num_k - 1:
         raise ConfigError(f"every k must be an integer in [1, {num_k - 1}] ({unit(batch_size)}), got {ks.tolist()}")
     grid = positive_int("grid", grid, minimum=2)
-    if not (math.isfinite(float(extent)) and extent > 0):
-        raise ConfigError(f"extent must be positive, got {extent!r}")
+    extent = check_real("extent", extent)
     dtype = subspace2d.directions.dtype
     alphas = jnp.linspace(-extent, extent, grid, dtype=dtype)
     betas = jnp.linspace(-extent, extent, grid, dtype=dtype)
@@ -88,6 +88,8 @@ def loss_surface(
     losses = per_sample_loss_matrix(
         model, subspace2d, thetas, x, y, chunk=chunk, fast_kernel=fast_kernel, mesh=mesh, matmul_dtype=matmul_dtype
     )
+    finite_result("loss_surface losses", losses, where="grid point ", allow=allow_nonfinite,
+                  cause="the loss overflows far from w* (extent too large, or directions too long)")
     big_l = cumulative_means(losses, batch_size)  # (G^2, K)
     inc = loss_increments(losses, batch_size)  # (G^2, K-1)
     idx = jnp.asarray(ks - 1)
@@ -108,22 +110,28 @@ def _abs_increments(model, w, x, y, perms, *, batch_size):
 
 
 def loss_differences(
-    model, w: jax.Array, x: jax.Array, y: jax.Array, *, orderings=None, key=None, batch_size: int | None = None
+    model, w: jax.Array, x: jax.Array, y: jax.Array, *, orderings=None, key=None, batch_size: int | None = None,
+    allow_nonfinite: bool = False,
 ) -> LossDifferenceResult:
     """Companion paper: ``|L_{k+1}(w) - L_k(w)|`` for k = 1..K-1, averaged over orderings.
 
     One per-sample loss evaluation; each ordering costs a cumulative sum.
     ``orderings``: None (data order), an int R (R random permutations from
     ``key``), or an (R, N) array of permutations. The paper used R = 100 and
-    k in samples; ``stderr`` is the standard error over orderings.
+    k in samples; ``stderr`` is the standard error over orderings. A
+    non-finite ``diff`` raises :class:`~jaxland.NumericalError` unless
+    ``allow_nonfinite=True``.
     """
     n = check_data(model, x, y)
     check_params(model, w)
+    key = None if key is None else check_key(key)
     num_k = num_groups(n, batch_size)
     perms = orderings_array(orderings, n, key)
     if perms is None:
         perms = jnp.arange(n)[None]
     a = _abs_increments(model, w, x, y, perms, batch_size=batch_size)  # (R, K-1)
+    finite_result("loss_differences", a, where="(ordering, k-1) = ", allow=allow_nonfinite,
+                  cause="the per-sample losses at w overflow")
     r = int(a.shape[0])
     se = a.std(0, ddof=1) / np.sqrt(r) if r > 1 else jnp.full(a.shape[1], jnp.nan, a.dtype)
     return LossDifferenceResult(np.arange(1, num_k), a.mean(0), se, r, batch_size, unit(batch_size))

@@ -21,7 +21,8 @@ from .eigen import hessian_eigenpairs
 from .errors import ConfigError
 from .prefix import batch_means, cumulative_means, prefix_increments
 from .sharding import ceil_div, gather, map_rows, replicate, resolve_mesh
-from .validate import check_data, check_sigma, check_subspace, num_groups, positive_int, unit
+from .validate import (check_curvature, check_data, check_key, check_params, check_sigma, check_subspace, finite_result,
+                       num_groups, positive_int, unit)
 
 __all__ = [
     "SubspaceCurvature",
@@ -120,7 +121,8 @@ def _curvature(model, subspace, x, y, *, chunk, mesh=None):
     return map_rows(body, (x, y), subspace, chunk=chunk, mesh=mesh)
 
 
-def subspace_curvature(model, subspace, x: jax.Array, y: jax.Array, *, chunk: int | None = None, mesh=None) -> SubspaceCurvature:
+def subspace_curvature(model, subspace, x: jax.Array, y: jax.Array, *, chunk: int | None = None, mesh=None,
+                       allow_nonfinite: bool = False) -> SubspaceCurvature:
     """Per-sample ``c_i = l_i(w*)``, ``g_i = P grad l_i(w*)`` (N, d), ``G_i = P Hess l_i(w*) P^T`` (N, d, d).
 
     With ``f(theta) = (l_i(w* + theta @ P))_i`` (R^d -> R^N), ``g = J_f(0)`` and
@@ -130,7 +132,8 @@ def subspace_curvature(model, subspace, x: jax.Array, y: jax.Array, *, chunk: in
 
     ``mesh``: the samples are split over a 1-D device mesh (None: every
     visible device; an int: that many), ``chunk`` at a time on each device;
-    the same numbers as on one device to float rounding.
+    the same numbers as on one device to float rounding. A non-finite result
+    raises :class:`~jaxland.NumericalError` unless ``allow_nonfinite=True``.
     """
     check_subspace(model, subspace)
     n = check_data(model, x, y)
@@ -139,12 +142,14 @@ def subspace_curvature(model, subspace, x: jax.Array, y: jax.Array, *, chunk: in
     block = positive_int("chunk", chunk, 1024)
     block = ceil_div(local, ceil_div(local, block))  # equal blocks: the least padding
     subspace, x, y = replicate(mesh, subspace, x, y)
-    return SubspaceCurvature(*gather(_curvature(model, subspace, x, y, chunk=block, mesh=mesh)))
+    out = SubspaceCurvature(*gather(_curvature(model, subspace, x, y, chunk=block, mesh=mesh)))
+    return finite_result("subspace_curvature (c, g, G)", out, where="sample ", allow=allow_nonfinite,
+                         cause="the loss overflows at w* or its derivatives along the directions do (directions too long?)")
 
 
 def cumulative_curvature(curv: SubspaceCurvature, *, batch_size: int | None = None) -> CumulativeCurvature:
     """``L_k(w*)``, ``P grad L_k(w*)``, ``P H_k(w*) P^T`` for k = 1..K by prefix means of the per-sample terms."""
-    num_k = num_groups(int(curv.c.shape[0]), batch_size)
+    num_k = num_groups(check_curvature(curv)[0], batch_size)
     loss, grad, hess = (cumulative_means(jnp.asarray(a), batch_size, axis=0) for a in curv)
     return CumulativeCurvature(np.arange(1, num_k + 1), loss, grad, hess)
 
@@ -168,7 +173,8 @@ def _theory(c, g, h, sigma, *, batch_size):
     return theorem1, second_order, curvature_only, lam
 
 
-def theory_delta(curv: SubspaceCurvature, sigma: float, *, batch_size: int | None = None) -> TheoryResult:
+def theory_delta(curv: SubspaceCurvature, sigma: float, *, batch_size: int | None = None,
+                 allow_nonfinite: bool = False) -> TheoryResult:
     """Second-order ``Delta_k`` for every k = 1..K-1 from per-sample curvature, in one pass.
 
     Prefix means of ``c_i``, ``g_i``, ``G_i`` (over batch means when
@@ -187,12 +193,17 @@ def theory_delta(curv: SubspaceCurvature, sigma: float, *, batch_size: int | Non
         dl_i = lambda_i(P H_{k+1} P^T) - lambda_i(P H_k P^T)
 
       with signed Ritz values sorted descending. The sigma^4 factor is kept.
+
+    A non-finite prediction raises :class:`~jaxland.NumericalError` naming the
+    first bad k, unless ``allow_nonfinite=True``.
     """
     sigma = check_sigma(sigma)
-    num_k = num_groups(int(curv.c.shape[0]), batch_size)
+    num_k = num_groups(check_curvature(curv)[0], batch_size)
     theorem1, second_order, curvature_only, lam = _theory(
         jnp.asarray(curv.c), jnp.asarray(curv.g), jnp.asarray(curv.G), sigma, batch_size=batch_size
     )
+    finite_result("theory_delta (theorem1, second_order, curvature_only)", (theorem1, second_order, curvature_only),
+                  where="k-1 = ", allow=allow_nonfinite, cause="sigma^4 times the curvature overflows (sigma too large)")
     return TheoryResult(np.arange(1, num_k), theorem1, second_order, curvature_only, lam,
                         TheoryInfo(sigma, batch_size, unit(batch_size)))
 
@@ -211,8 +222,12 @@ def theory_delta_eigensolver(
     """
     sigma = check_sigma(sigma)
     n = check_data(model, x, y)
+    check_params(model, w)
+    key = None if key is None else check_key(key)
     num_k = num_groups(n, batch_size)
-    ks = np.atleast_1d(np.asarray(ks, dtype=int))
+    ks = np.atleast_1d(np.asarray(ks))
+    if not np.issubdtype(ks.dtype, np.integer):
+        raise ConfigError(f"ks must be integers (k in {unit(batch_size)}), got {ks.tolist()}")
     if ks.size == 0 or ks.min() < 1 or ks.max() > num_k - 1:
         raise ConfigError(f"every k must be in [1, {num_k - 1}] ({unit(batch_size)}), got {ks.tolist()}")
     key = jax.random.key(0) if key is None else key

@@ -14,11 +14,11 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from .errors import ConfigError, TrainingError
+from .errors import ConfigError, DataError, DataNotFoundError, TrainingError
 from .io import atomic_write_bytes
 from .mlp import MLPConfig
 from .model import Model, accuracy, mean_loss, spec_json
-from .validate import check_data, check_params
+from .validate import check_data, check_key, check_params, check_real, positive_int
 
 __all__ = ["TrainResult", "train", "train_epoch", "save_params", "load_params", "DIVERGENCE_FACTOR"]
 
@@ -80,13 +80,14 @@ def train(
     non-finite or an epoch's mean loss exceeds :data:`DIVERGENCE_FACTOR` times
     the first step's loss.
     """
-    n = int(x.shape[0])
-    if epochs < 1 or batch_size < 1 or not lr > 0:
-        raise ConfigError(f"need epochs >= 1, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
+    epochs = positive_int("epochs", epochs)
+    batch_size = positive_int("batch_size", batch_size)
+    lr = check_real("lr", lr)
+    check_key(key)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    n = check_data(model, x, y, min_samples=1)
     if batch_size > n:
         raise ConfigError(f"batch_size={batch_size} exceeds the {n} training samples")
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    check_data(model, x, y, min_samples=1)
     k_init, k_shuffle = jax.random.split(key)
     if init is None:
         init = getattr(model, "initial_params", None)
@@ -118,6 +119,8 @@ def train(
 
 def save_params(path: str | Path, model: Model, w, **metadata) -> Path:
     """Write ``w`` and ``model.spec`` (plus JSON-able metadata) to an ``.npz``, atomically."""
+    if Path(path).is_dir():
+        raise ConfigError(f"path {path} is a folder; give a file name such as {Path(path) / 'weights.npz'}")
     buf = io.BytesIO()
     meta = {"model": model.spec, **metadata}
     np.savez(buf, params=np.asarray(w), meta=np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8))
@@ -130,10 +133,15 @@ def load_params(path: str | Path, model: Model | None = None) -> tuple[Model, ja
     ``model``: the model the weights belong to (checked against the saved
     spec); may be omitted for MLPs, which are rebuilt from the spec.
     """
-    with np.load(path) as f:
-        w = jnp.asarray(f["params"])
-        meta = json.loads(bytes(f["meta"]).decode())
-    saved = meta.pop("model")
+    if not Path(path).is_file():
+        raise DataNotFoundError(f"no weight file at {path}")
+    try:
+        with np.load(path) as f:
+            w = jnp.asarray(f["params"])
+            meta = json.loads(bytes(f["meta"]).decode())
+        saved = meta.pop("model")
+    except Exception as e:  # noqa: BLE001  (zip, pickle, key and JSON errors all mean the same: not a valid file)
+        raise DataError(f"{path} is not a readable jaxland weight file ({type(e).__name__}: {e}); delete it and retrain or save again") from None
     if model is None:
         if saved.get("architecture") != "mlp" or saved.get("loss", "cross_entropy") not in ("cross_entropy", "mse"):
             raise ConfigError(f"{path} holds weights of {saved.get('architecture')!r}; pass model= to load them")

@@ -10,8 +10,12 @@ finite-result guard on the output (:func:`finite_result`) still applies.
 
 from __future__ import annotations
 
+import errno
 import functools
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -29,11 +33,30 @@ __all__ = [
     "num_groups",
     "unit",
     "finite_result",
+    "check_model",
+    "check_key",
+    "check_seed",
+    "check_real",
+    "check_vectors",
+    "check_curvature",
+    "check_output_dir",
+    "user_os_error",
 ]
 
 
 def _concrete(a) -> bool:
     return not isinstance(a, jax.core.Tracer)
+
+
+def _eager(fn):
+    # concrete arrays closed over by a caller's jit are still checked: evaluate now, do not stage into the trace
+    with jax.ensure_compile_time_eval():
+        return fn()
+
+
+def _all_finite(a) -> bool:
+    """One reduction on the array's device; only a bool comes back to the host."""
+    return _eager(lambda: bool(jnp.all(jnp.isfinite(a))))
 
 
 def positive_int(name: str, value, default=None, *, minimum: int = 1) -> int:
@@ -65,7 +88,11 @@ def _shapes(model, x_shape, x_dtype, y_shape, y_dtype):
     xs = jax.ShapeDtypeStruct((2, *x_shape), x_dtype)
     ys = jax.ShapeDtypeStruct((2, *y_shape), y_dtype)
     w = jax.ShapeDtypeStruct((int(model.num_params),), x_dtype if jnp.issubdtype(x_dtype, jnp.floating) else jnp.float32)
-    out = model.output_shape((2, *x_shape), x_dtype) if hasattr(model, "output_shape") else None
+    try:
+        out = model.output_shape((2, *x_shape), x_dtype) if hasattr(model, "output_shape") else None
+    except ConfigError as e:
+        got = f"{x_shape[0]} features" if len(x_shape) == 1 else f"per-sample shape {tuple(x_shape)}"
+        raise ConfigError(f"x ({got}) does not fit the model: {e}") from None
     try:
         losses = jax.eval_shape(model.per_sample_losses, w, xs, ys)
     except ConfigError:
@@ -87,8 +114,9 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
     ``[0, classes)`` for cross-entropy, targets of the output's shape for MSE.
     Values (concrete arrays only): every input finite; labels in range.
     """
+    check_model(model)
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise ConfigError(f"x must be an array (n, ...), got {type(x).__name__}")
+        raise ConfigError(f"x must be an array (n, ...), got {type(x).__name__}; convert with jnp.asarray(x)")
     if x.ndim < 1:
         raise ConfigError(f"x must have a leading sample axis (n, ...), got a scalar of shape {x.shape}")
     n = int(x.shape[0])
@@ -114,31 +142,33 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
     if getattr(model, "loss", None) == "mse" and out is not None and int(np.prod(y.shape[1:])) != int(np.prod(out[1:])):
         raise ConfigError(f"mse targets y have per-sample shape {tuple(y.shape[1:])} but the model outputs {out[1:]}")
     if values and _concrete(x) and _concrete(y):
-        if not bool(jnp.all(jnp.isfinite(x))):
-            bad = int(jnp.sum(~jnp.isfinite(x)))
+        if not _all_finite(x):
+            bad = _eager(lambda: int(jnp.sum(~jnp.isfinite(x))))
             raise ConfigError(f"x contains {bad} non-finite value(s) (NaN/inf); clean or drop those samples first")
         if getattr(model, "classification", False) and out is not None:
-            lo, hi, classes = int(jnp.min(y)), int(jnp.max(y)), int(out[-1])
+            lo, hi, classes = _eager(lambda: int(jnp.min(y))), _eager(lambda: int(jnp.max(y))), int(out[-1])
             if lo < 0 or hi >= classes:
                 raise ConfigError(
                     f"labels y must lie in [0, {classes}) for the model's {classes} outputs, got min {lo}, max {hi}; "
                     "remap the labels or build the model with more outputs"
                 )
-        elif jnp.issubdtype(y.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(y))):
+        elif jnp.issubdtype(y.dtype, jnp.floating) and not _all_finite(y):
             raise ConfigError("targets y contain non-finite values (NaN/inf)")
     return n
 
 
 def check_params(model, w, name: str = "w", *, values: bool = True):
     """``w`` must be a flat float vector of the model's length (and finite)."""
-    dim = int(model.num_params)
+    dim = int(check_model(model).num_params)
     shape = tuple(getattr(w, "shape", ()))
     if shape != (dim,):
         raise ConfigError(
             f"{name} must be a flat parameter vector of shape ({dim},) for {getattr(model, 'name', model)}, got {shape}; "
             "flatten a parameter pytree with model.ravel(params)"
         )
-    if values and _concrete(w) and not bool(jnp.all(jnp.isfinite(w))):
+    if not jnp.issubdtype(w.dtype, jnp.floating):
+        raise ConfigError(f"{name} must be floating point, got {w.dtype}; convert with {name}.astype(jnp.float32)")
+    if values and _concrete(w) and not _all_finite(w):
         raise ConfigError(f"{name} contains non-finite values (NaN/inf): training may have diverged")
     return w
 
@@ -159,7 +189,7 @@ def check_subspace(model, subspace, *, values: bool = True) -> int:
     if p.shape[0] < 1 or p.shape[0] > dim:
         raise ConfigError(f"subspace dimension d={p.shape[0]} must be in [1, D={dim}]")
     check_params(model, subspace.center, "subspace.center", values=values)
-    if values and _concrete(p) and not bool(jnp.all(jnp.isfinite(p))):
+    if values and _concrete(p) and not _all_finite(p):
         raise ConfigError("subspace.directions contain non-finite values (NaN/inf)")
     return int(p.shape[0])
 
@@ -200,16 +230,117 @@ def finite_result(name: str, value, *, where: str = "", cause: str = "", allow: 
     """
     if allow:
         return value
-    for leaf in jax.tree.leaves(value):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(value):
         if not _concrete(leaf) or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
             continue
         ok = np.isfinite(np.asarray(leaf))
         if not ok.all():
-            first = np.argwhere(~ok)[0]
-            at = f" first at {where}index {tuple(int(i) for i in first)}" if first.size else ""
+            first = [int(i) for i in np.argwhere(~ok)[0]]
+            at = f" first at {where}{first[0] if len(first) == 1 else tuple(first)}" if first else ""
+            part = f" (part {jax.tree_util.keystr(path)})" if path else ""
             raise NumericalError(
-                f"{name} is non-finite ({int((~ok).sum())} entries){at}"
+                f"{name}{part} is non-finite ({int((~ok).sum())} entries){at}"
                 + (f"; likely cause: {cause}" if cause else "")
                 + "; pass allow_nonfinite=True to get the raw values"
             )
     return value
+
+
+def check_model(model):
+    """``model`` must follow the model protocol (``num_params``, ``per_sample_losses``)."""
+    if not (hasattr(model, "num_params") and callable(getattr(model, "per_sample_losses", None))):
+        raise ConfigError(
+            f"model must be a jaxland model (num_params and per_sample_losses(w, x, y)), got {type(model).__name__}; "
+            "wrap a Flax NNX module or a pure function with jaxland.as_model, or use jaxland.MLPConfig"
+        )
+    return model
+
+
+def check_key(key, name: str = "key"):
+    """``key`` must be one PRNG key: ``jax.random.key(seed)`` (or a legacy ``jax.random.PRNGKey``)."""
+    dt = getattr(key, "dtype", None)
+    if dt is not None and jnp.issubdtype(dt, jax.dtypes.prng_key):
+        if tuple(key.shape) != ():
+            raise ConfigError(f"{name} must be a single PRNG key, got a batch of shape {tuple(key.shape)}; pass {name}[0]")
+        return key
+    if dt is not None and dt == jnp.uint32 and tuple(key.shape) in ((2,), (4,)):  # raw legacy key data
+        return key
+    shown = repr(key) if not hasattr(key, "shape") else f"{dt} array of shape {tuple(key.shape)}"
+    raise ConfigError(f"{name} must be a PRNG key such as jax.random.key(0), got {type(key).__name__} {shown[:60]}")
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """An integer seed in ``[0, 2^63)`` (what ``jax.random.key`` takes)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+        raise ConfigError(f"{name} must be an integer in [0, 2^63), got {seed!r}")
+    return int(seed)
+
+
+def check_real(name: str, value, *, positive: bool = True) -> float:
+    """``value`` as a finite float (``> 0`` when ``positive``)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not math.isfinite(v) or (positive and v <= 0):
+        raise ConfigError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
+    return v
+
+
+def check_vectors(model, v, name: str = "v", *, ndim: int = 1, like=None, values: bool = True):
+    """Tangent vector(s) ``v`` of shape (D,) (``ndim=1``) or (m, D) (``ndim=2``), finite, in ``like``'s dtype."""
+    dim = int(check_model(model).num_params)
+    shape = tuple(getattr(v, "shape", ()))
+    want = f"({dim},)" if ndim == 1 else f"(m, {dim})"
+    if not hasattr(v, "dtype") or len(shape) != ndim or shape[-1] != dim:
+        raise ConfigError(f"{name} must have shape {want} (D = {dim} parameters), got {shape or type(v).__name__}")
+    if not jnp.issubdtype(v.dtype, jnp.floating):
+        raise ConfigError(f"{name} must be floating point, got {v.dtype}; convert with {name}.astype(w.dtype)")
+    if like is not None and jnp.dtype(v.dtype) != jnp.dtype(like.dtype):
+        raise ConfigError(f"{name} has dtype {v.dtype} but w has {like.dtype}; give both the same dtype")
+    if values and _concrete(v) and not _all_finite(v):
+        raise ConfigError(f"{name} contains non-finite values (NaN/inf)")
+    return v
+
+
+def check_curvature(curv, *, values: bool = True) -> tuple[int, int]:
+    """A :class:`~jaxland.SubspaceCurvature`: ``c`` (N,), ``g`` (N, d), ``G`` (N, d, d), finite; returns (N, d)."""
+    if not all(hasattr(curv, f) for f in ("c", "g", "G")):
+        raise ConfigError(f"curv must be a SubspaceCurvature from jaxland.subspace_curvature, got {type(curv).__name__}")
+    c, g, G = (jnp.asarray(a) for a in (curv.c, curv.g, curv.G))
+    if c.ndim != 1 or g.ndim != 2 or G.ndim != 3:
+        raise ConfigError(f"curv must hold c (N,), g (N, d), G (N, d, d); got shapes {c.shape}, {g.shape}, {G.shape}")
+    n, d = int(c.shape[0]), int(g.shape[1])
+    if g.shape[0] != n or G.shape != (n, d, d):
+        raise ConfigError(f"curv shapes disagree: c {c.shape}, g {g.shape}, G {G.shape}; expected (N,), (N, d), (N, d, d)")
+    if values:
+        for nm, a in (("c", c), ("g", g), ("G", G)):
+            if _concrete(a) and not _all_finite(a):
+                raise ConfigError(f"curv.{nm} contains non-finite values (NaN/inf): recompute subspace_curvature at a finite w*")
+    return n, d
+
+
+def check_output_dir(path, name: str = "--out") -> Path:
+    """``path`` must be a folder that exists or can be created, and be writable; nothing is created."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{name} {path}: exists and is not a folder; give a folder path")
+    anc = p.absolute()
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ConfigError(f"{name} {path}: {anc} is a file, so the folder cannot be created; give another path")
+    try:  # a real write, since os.access says yes to root on read-only file systems
+        fd, probe = tempfile.mkstemp(dir=anc, prefix=".jaxland-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{name} {path}: cannot write in {anc} ({e.strerror}); choose a writable folder") from None
+    return p
+
+
+def user_os_error(e: BaseException) -> bool:
+    """Whether ``e`` is an OS error the user can fix: permissions, a path that is a file, a full or read-only disk."""
+    return isinstance(e, (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)) or (
+        isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
+    )
