@@ -56,12 +56,14 @@ def plot_forecast_vs_measured(rows, *, unit: str = "batches", title: str = "Fore
         labels = list(dict.fromkeys(r["label"] for r in sub))
         tols = sorted({r["tol"] for r in sub}, reverse=True)
         width = 0.8 / max(1, len(labels))
+        tops = [r["k"] for r in sub if r["k"] is not None] + [r["measured"] for r in sub if r["measured"] is not None]
+        ymax = 30.0 * max(tops) if tops else 1e9  # unbounded or huge upper ends are cut here
         for i, lab in enumerate(labels):
             rr = {r["tol"]: r for r in sub if r["label"] == lab}
             xs = [tols.index(t) + (i - (len(labels) - 1) / 2) * width for t in rr]
             k = np.array([np.inf if r["k"] is None else r["k"] for r in rr.values()], float)
             lo = np.array([np.inf if r["lower"] is None else r["lower"] for r in rr.values()], float)
-            hi = np.array([1e9 if r["upper"] is None else min(r["upper"], 1e9) for r in rr.values()], float)  # None: unbounded
+            hi = np.array([ymax if r["upper"] is None else min(r["upper"], ymax) for r in rr.values()], float)  # None: unbounded
             ok = np.isfinite(k)
             ax.errorbar(np.asarray(xs)[ok], k[ok], yerr=[(k - lo)[ok], (hi - k)[ok]], fmt="o", ms=4, capsize=3, color=f"C{i}", label=lab)
         meas = [next((r["measured"] for r in sub if r["tol"] == t), None) for t in tols]
@@ -69,6 +71,7 @@ def plot_forecast_vs_measured(rows, *, unit: str = "batches", title: str = "Fore
         ax.plot(xm, [meas[i] for i in xm], "k_", ms=22, mew=2, label="measured (Definition 4)")
         ax.set_xticks(range(len(tols)), [f"{t:g}" for t in tols])
         ax.set_yscale("log")
+        ax.set_ylim(top=ymax)
         ax.set_xlabel("tolerance")
         ax.set_ylabel(f"K ({unit})")
         ax.set_title(ds)
