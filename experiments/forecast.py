@@ -106,23 +106,28 @@ def _num(v):
     return int(v) if math.isfinite(v) and v == int(v) else (v if math.isfinite(v) else None)
 
 
+_FIT_KEYS = ("k", "lower", "upper", "covered", "k_trend", "lower_trend", "upper_trend", "covered_trend",
+             "extrapolation", "far", "alpha", "alpha_stderr", "chi2_reduced", "scatter")
+
+
 def _rows(fc, meta: dict, measured: dict, tols) -> list[dict]:
+    """One row per tolerance, all with the same columns (a refused fit leaves them None and says why)."""
     rows = []
     for i, t in enumerate(tols):
         m = measured[t]
-        row = dict(meta, tol=t, measured=m)
+        row = dict(meta, tol=t, measured=m, **dict.fromkeys(_FIT_KEYS), refused=None)
         if isinstance(fc, str):
-            rows.append(dict(row, refused=fc, k=None, lower=None, upper=None, covered=None, covered_trend=None))
-            continue
-        lo, hi = float(fc.lower_scatter[i]), float(fc.upper_scatter[i])
-        row.update(
-            k=_num(fc.k_scatter[i]), lower=_num(lo), upper=_num(hi),
-            k_trend=_num(fc.k[i]), lower_trend=_num(fc.lower[i]), upper_trend=_num(fc.upper[i]),
-            covered=None if m is None else bool(lo <= m <= hi),
-            covered_trend=None if m is None else bool(fc.lower[i] <= m <= fc.upper[i]),
-            extrapolation=_num(fc.k_scatter[i] / meta["k_max"]), far=bool(fc.far[i]),
-            alpha=fc.alpha, alpha_stderr=fc.alpha_stderr, chi2_reduced=fc.chi2_reduced, scatter=fc.scatter,
-        )
+            row["refused"] = fc
+        else:
+            lo, hi = float(fc.lower_scatter[i]), float(fc.upper_scatter[i])
+            row.update(
+                k=_num(fc.k_scatter[i]), lower=_num(lo), upper=_num(hi),
+                covered=None if m is None else bool(lo <= m <= hi),
+                k_trend=_num(fc.k[i]), lower_trend=_num(fc.lower[i]), upper_trend=_num(fc.upper[i]),
+                covered_trend=None if m is None else bool(fc.lower[i] <= m <= fc.upper[i]),
+                extrapolation=_num(fc.k_scatter[i] / meta["k_max"]), far=bool(fc.far[i]),
+                alpha=round(fc.alpha, 3), alpha_stderr=round(fc.alpha_stderr, 3), chi2_reduced=round(fc.chi2_reduced, 2), scatter=round(fc.scatter, 3),
+            )
         rows.append(row)
     return rows
 
@@ -150,7 +155,7 @@ def run(cfg: Config, ctx) -> Outcome:
         for n in sorted(p for p in cfg.pilots if p < big_cfg.n_samples):
             pcfg = dataclasses.replace(big_cfg, n_samples=n)
             p = ctx.part(f"{ds_name}-{n}", lambda c=pcfg: _delta_curve(ctx, c, key))
-            meta = {"dataset": ds_name, "pilot": n, "k_max": int(p["k"][-1]), "label": f"pilot {n}"}
+            meta = {"dataset": ds_name, "pilot": n, "source": "pilot", "k_max": int(p["k"][-1]), "label": f"pilot {n}"}
             fits = {}
             for kind, (k, d, se) in {"pilot": (p["k"], p["delta"], p["stderr"]),
                                      "control": (big["k"][: len(p["k"])], big["delta"][: len(p["k"])], big["stderr"][: len(p["k"])])}.items():
@@ -159,7 +164,7 @@ def run(cfg: Config, ctx) -> Outcome:
                 except ConfigError as e:  # no decay to fit: recorded, not fatal
                     fits[kind] = f"refused: {e}"
             rows += _rows(fits["pilot"], meta, measured, tols)
-            controls += _rows(fits["control"], dict(meta, label=f"first {n} of all {big_cfg.n_samples}"), measured, tols)
+            controls += _rows(fits["control"], dict(meta, source=f"first {n} of all {big_cfg.n_samples} (same w*)", label=f"first {n} of all {big_cfg.n_samples}"), measured, tols)
             fp = fits["pilot"]
             curves[f"pilot {n}"] = {"k": p["k"], "delta": p["delta"], **({} if isinstance(fp, str) else {"log_c": fp.log_c, "alpha": fp.alpha, "k_fit_lo": fp.k_fit[0]})}
             m = len(p["k"])
@@ -199,7 +204,7 @@ def run(cfg: Config, ctx) -> Outcome:
               None if ctotal == 0 else bool(chit >= (cfg.level - 0.1) * ctotal),
               f"covered {chit} of {ctotal}; the control isolates the extrapolation from the change of w* with N"),
     ]
-    summary = {"k_unit": "batches", "tols": list(tols), "rows": rows, "controls": controls, "diagnostics": diag,
+    summary = {"k_unit": "batches", "tols": list(tols), "rows": rows + controls, "diagnostics": diag,
                "coverage_pilot": [hit, total], "coverage_control": [chit, ctotal],
                "coverage_trend_pilot": [sum(r["covered_trend"] is True for r in rows), total]}
     return Outcome(arrays, summary, claims, notes)
