@@ -19,32 +19,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxland.errors import ConfigError
 from jaxland import delta_monte_carlo
 from jaxland.plots import plot_delta
 from jaxland.subspace import Subspace, random_directions
 
-from ._common import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig, Claim, Outcome, Spec, bounded_k2, main_for
+from ._claims import bounded_k2
+from ._cli import main_for
+from ._config import QUICK_REFERENCE, TINY_REFERENCE, HessianDeltaConfig
+from ._runner import Claim, Outcome, Spec
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(BaseConfig):
-    d: int = 10
-    sigma: float = 1.0
-    num_draws: int = 1024
-    eig_tol: float = 1e-3
-    compare_random: bool = True
-
-    def validate(self) -> None:
-        super().validate()
-        if self.d < 1:
-            raise ConfigError(f"d must be >= 1, got {self.d}")
-        if not self.sigma > 0:
-            raise ConfigError(f"sigma must be > 0, got {self.sigma}")
-        if self.num_draws < 2:
-            raise ConfigError(f"num_draws must be >= 2, got {self.num_draws}")
-        if not self.eig_tol > 0:
-            raise ConfigError(f"eig_tol must be > 0, got {self.eig_tol}")
+class Config(HessianDeltaConfig):
+    pass
 
 
 QUICK = dict(QUICK_REFERENCE, num_draws=512)

@@ -13,13 +13,13 @@ import sys
 
 import jax.numpy as jnp
 
-from ._common import Spec, main_for
-from .random_surface import QUICK, TINY, surface_outcome
-from .random_surface import Config as _SurfaceConfig
+from ._cli import main_for
+from ._runner import Spec
+from ._surfaces import SURFACE_QUICK, SURFACE_TINY, SurfaceConfig, surface_outcome
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(_SurfaceConfig):
+class Config(SurfaceConfig):
     eig_tol: float = 1e-3
 
 
@@ -34,10 +34,10 @@ def run(cfg: Config, ctx):
     return out
 
 
+QUICK, TINY = SURFACE_QUICK, SURFACE_TINY
+
 SPEC = Spec("hessian_surface", "Loss surfaces on the top-2 Hessian eigenvectors", "paper figs. 6-7", Config, run, QUICK, TINY)
 main = main_for(SPEC)
 
 if __name__ == "__main__":
-    import sys as _sys
-
-    _sys.exit(main())
+    sys.exit(main())

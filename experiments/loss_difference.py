@@ -34,7 +34,10 @@ import jaxland as jl
 from jaxland.errors import ConfigError, DataError, DataNotFoundError
 from jaxland.plots import ema, plot_bound_vs_measured, plot_loss_difference
 
-from ._common import BaseConfig, Claim, Outcome, Spec, _loglog_slope, _positive, main_for
+from ._claims import loglog_slope
+from ._cli import main_for
+from ._config import BaseConfig, positive_fields
+from ._runner import Claim, Outcome, Spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +70,7 @@ class Config(BaseConfig):
             raise ConfigError(f"widths must be positive integers, got {self.widths} / {self.depth_width}")
         if any(int(n) != n or n < 0 for n in self.depths + (self.width_depth,)):
             raise ConfigError(f"depths must be integers >= 0, got {self.depths} / {self.width_depth}")
-        _positive(self, "orderings", "hessian_samples", "power_iters")
+        positive_fields(self, "orderings", "hessian_samples", "power_iters")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.hessian_samples > self.n_samples:
@@ -218,7 +221,7 @@ def run(cfg: Config, ctx) -> Outcome:
                 "dataset": ds.name, "model": label, "sweep": sweep, "h": h, "n": n, "params": model.num_params,
                 "train_accuracy": float(r["train_accuracy"]),
                 "final_ema": float(r["smooth"][-1]),
-                "slope": _loglog_slope(k[tail], r["raw"][tail]),
+                "slope": loglog_slope(k[tail], r["raw"][tail]),
                 "bound": float(r["bound"]), "M_W": float(r["M_W"]), "M_x": float(r["M_x"]),
                 "measured_hessian_norm": float(np.max(r["hessian_norms"])),
             })

@@ -28,7 +28,9 @@ from jaxland import delta_monte_carlo, subspace_curvature, sufficient_k, theory_
 from jaxland.plots import plot_sufficient_k
 from jaxland.subspace import Subspace
 
-from ._common import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig, Claim, Outcome, Spec, main_for
+from ._cli import main_for
+from ._config import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig
+from ._runner import Claim, Outcome, Spec
 
 PAPER_TOL = {"mnist": 0.025, "fashion_mnist": 0.030}
 PAPER_K = {("mnist", "2 hidden layers"): 40}

@@ -34,12 +34,13 @@ from jaxland import moving_mean
 from jaxland.plots import plot_theory_vs_empirical
 from jaxland.subspace import Subspace
 
-from ._common import QUICK_REFERENCE, TINY_REFERENCE, Claim, Outcome, Spec, main_for
-from .hessian_delta import Config as _HessianConfig
+from ._cli import main_for
+from ._config import QUICK_REFERENCE, TINY_REFERENCE, HessianDeltaConfig
+from ._runner import Claim, Outcome, Spec
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(_HessianConfig):
+class Config(HessianDeltaConfig):
     window: int = 11
     compare_random: bool = False
 

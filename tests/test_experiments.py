@@ -136,7 +136,7 @@ def test_experiment_cli_quick_path(tmp_path):
         (("experiments", "--only", "nonsense"), "unknown experiment"),
         (("experiments.spectrum", "--dataset", "imagenet"), "unknown dataset"),
         (("experiments.random_delta", "--sigmas", "1,-1"), "sigma must be > 0"),
-        (("experiments.hessian_delta", "--num_draws", "1"), "num_draws must be >= 2"),
+        (("experiments.hessian_delta", "--num_draws", "1"), "num_draws must be an integer >= 2"),
         (("experiments.loss_difference", "--datasets", "cifar10", "--tiny"), "no requested dataset is available"),
         (("experiments.theory_vs_empirical", "--window", "4"), "odd"),
     ],

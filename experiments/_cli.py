@@ -1,0 +1,128 @@
+"""The command line of every experiment: ``--field value`` options from the config dataclass."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import types
+import typing
+from typing import Any, Callable
+
+from jaxland.errors import ConfigError, JaxlandError
+
+from ._runner import Spec, run_experiment
+
+
+
+def _field_parser(tp) -> tuple[Callable[[str], Any], str]:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        parse, meta = _field_parser(inner[0])
+        return (lambda s: None if s.lower() in ("none", "") else parse(s)), meta
+    if origin is tuple:
+        elem = args[0]
+        parse, meta = _field_parser(elem)
+        return (lambda s: tuple(parse(p) for p in s.split(",") if p.strip() != "")), f"{meta},{meta},..."
+    if tp is bool:
+
+        def pb(s: str) -> bool:
+            if s.lower() in ("1", "true", "yes", "y", "on"):
+                return True
+            if s.lower() in ("0", "false", "no", "n", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"expected true/false, got {s!r}")
+
+        return pb, "BOOL"
+    if tp is int:
+        return int, "INT"
+    if tp is float:
+        return float, "FLOAT"
+    return str, "STR"
+
+
+def build_parser(spec: Spec) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"python -m experiments.{spec.name}",
+        description=f"{spec.title} ({spec.paper_ref}). Defaults are the paper's reference configuration.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", default=f"runs/{spec.name}", help="output folder")
+    p.add_argument("--quick", action="store_true", help=f"small settings, about a minute on a 2-core CPU: {spec.quick}")
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--force", action="store_true", help="recompute even if finished results/parts exist")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress output")
+    hints = typing.get_type_hints(spec.config)
+    defaults = spec.config()
+    for f in dataclasses.fields(spec.config):
+        parse, meta = _field_parser(hints[f.name])
+        opts = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        d = getattr(defaults, f.name)
+        shown = ",".join(map(str, d)) if isinstance(d, tuple) else d
+        p.add_argument(*opts, dest=f.name, type=parse, default=argparse.SUPPRESS, metavar=meta, help=f"(default: {shown})")
+    return p
+
+
+def resolve_config(spec: Spec, overrides: dict, *, quick: bool = False, tiny: bool = False):
+    """Paper defaults, then the quick/tiny preset, then explicit overrides."""
+    base = {}
+    if quick or tiny:
+        base.update(spec.quick)
+    if tiny:
+        base.update(spec.tiny)
+    base.update(overrides)
+    names = {f.name for f in dataclasses.fields(spec.config)}
+    unknown = sorted(set(base) - names)
+    if unknown:
+        raise ConfigError(f"{spec.name}: unknown setting(s) {unknown}; valid: {sorted(names)}")
+    return spec.config(**base)
+
+
+def cli(spec: Spec, argv=None) -> int:
+    """Run one experiment from the command line; returns the exit code.
+
+    A user error (a bad flag value, unknown dataset or architecture, unreadable
+    data, an ``--out`` that is a file or not writable, a full disk) prints one
+    line on stderr and returns 2; anything else is a bug and keeps its traceback.
+    """
+    from jaxland.validate import check_output_dir, user_os_error
+
+    parser = build_parser(spec)
+    args = vars(parser.parse_args(argv))
+    out, quick, tiny, force, progress = (args.pop(k) for k in ("out", "quick", "tiny", "force", "progress"))
+    try:
+        check_output_dir(out, "--out")
+        cfg = resolve_config(spec, args, quick=quick, tiny=tiny)
+        rec = run_experiment(spec, cfg, out, progress=progress, force=force, mode="tiny" if tiny else "quick" if quick else "custom")
+    except JaxlandError as e:
+        print("error: " + " ".join(line.strip() for line in str(e).splitlines()), file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not user_os_error(e):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished parts are kept and a rerun resumes", file=sys.stderr)
+        return 130
+    print_summary(rec)
+    return 0
+
+
+def print_summary(rec: dict) -> None:
+    print(f"{rec['experiment']}: {rec['title']}")
+    for k, v in rec.get("summary", {}).items():
+        if not isinstance(v, (list, dict)):
+            print(f"  {k}: {v}")
+    for c in rec.get("claims", []):
+        verdict = {True: "HELD", False: "NOT HELD", None: "n/a"}[c["held"]]
+        print(f"  [{verdict}] {c['claim']}: {c['detail']}")
+
+
+def main_for(spec: Spec):
+    def main(argv=None) -> int:
+        return cli(spec, argv)
+
+    return main

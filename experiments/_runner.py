@@ -1,0 +1,259 @@
+"""Running an experiment: claims and outcomes, the per-run context (resumable parts, figures), the record.
+
+``run(cfg, ctx) -> Outcome`` is the computation. Expensive pieces go through
+``ctx.part(name, fn)``, which stores their arrays under ``OUT/parts/`` so that a
+rerun resumes instead of recomputing; a part may return a dict of arrays or a
+jaxland result (NamedTuple), converted in one place (:func:`result_arrays`).
+:func:`run_experiment` validates, runs, and writes ``results.npz`` and
+``results.json`` (resolved config, versions/device, key, timings, summary,
+claims) atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+import jaxland as jl
+
+from ._config import config_dict, config_hash
+
+# ------------------------------------------------------------------- outcomes
+
+
+class Claim(NamedTuple):
+    """One checkable statement of a paper and whether it held in this run (None: not checkable here)."""
+
+    claim: str
+    held: bool | None
+    detail: str
+
+
+class Outcome(NamedTuple):
+    arrays: dict
+    summary: dict
+    claims: list
+    notes: list = []
+
+
+class Spec(NamedTuple):
+    """What the framework needs to know about an experiment module."""
+
+    name: str
+    title: str
+    paper_ref: str
+    config: type
+    run: Callable
+    quick: dict
+    tiny: dict
+
+
+# --------------------------------------------------------------------- context
+
+
+class Context:
+    """Per-run services: output folder, resumable parts, figures, progress, timings."""
+
+    def __init__(self, spec: Spec, cfg, out: Path, *, progress: bool = True, force: bool = False):
+        self.spec, self.cfg, self.out = spec, cfg, Path(out)
+        self.progress, self.force = progress, force
+        self.hash = config_hash(cfg)
+        self.timings: dict[str, float] = {}
+        self.resumed: list[str] = []
+        self.figures: list[str] = []
+        self.data_sources: dict[str, str] = {}
+        self.wrote = False
+
+    # -- logging
+    def log(self, msg: str) -> None:
+        if self.progress:
+            print(f"[{self.spec.name}] {msg}", file=sys.stderr, flush=True)
+
+    # -- resumable parts
+    def part(self, name: str, fn: Callable[[], Any], *, key: Any = None) -> dict:
+        """Arrays of a finished piece of work: loaded from ``parts/NAME.npz`` when it matches, else computed and stored.
+
+        ``fn()`` returns a dict of arrays or a jaxland result (:func:`result_arrays`);
+        ``key`` adds anything beyond the config that determines the result.
+        """
+        h = config_hash(self.cfg, [name, key])
+        path = self.out / "parts" / f"{_safe(name)}.npz"
+        if path.exists() and not self.force:
+            try:
+                with np.load(path) as f:
+                    if str(f["__hash__"]) == h:
+                        arrays = {k: f[k] for k in f.files if not k.startswith("__")}
+                        self.timings[name] = float(f["__seconds__"])
+                        self.resumed.append(name)
+                        self.log(f"{name}: resumed from {path.relative_to(self.out)}")
+                        return {k: (v.item() if v.ndim == 0 else v) for k, v in arrays.items()}
+            except Exception:  # noqa: BLE001  (a stale or foreign file: recompute)
+                pass
+        self.log(f"{name} ...")
+        t = time.perf_counter()
+        arrays = fn()
+        dt = time.perf_counter() - t
+        self.timings[name] = dt
+        clean = result_arrays(arrays)
+        jl.write_npz(path, __hash__=np.asarray(h), __seconds__=np.asarray(dt), **clean)
+        self.wrote = True
+        self.log(f"{name}: {dt:.1f} s")
+        return {k: (v.item() if v.ndim == 0 else v) for k, v in clean.items()}
+
+    # -- figures
+    def figure(self, fig, stem: str) -> None:
+        from jaxland.plots import save_figure
+
+        save_figure(fig, self.out / stem)
+        self.wrote = True
+        self.figures.append(stem)
+
+    # -- data and training shared by the experiments
+    def dataset(self, cfg=None, *, name: str | None = None, split: str = "train", limit: int | None = None):
+        cfg = cfg or self.cfg
+        name = name or cfg.dataset
+        limit = limit or cfg.n_samples
+        ds = jl.load_dataset(name, split=split, limit=limit, data_dir=cfg.data_dir, normalize=cfg.normalize, flatten=cfg.arch == "mlp")
+        self.data_sources[f"{ds.name}/{split}"] = ds.source
+        return ds
+
+    def model(self, cfg=None, input_shape=(784,), out_dim: int = 10) -> jl.Model:
+        """The configured architecture (``cfg.arch``) for inputs of ``input_shape`` (per sample)."""
+        cfg = cfg or self.cfg
+        if cfg.arch == "mlp":
+            return jl.build_model("mlp", input_shape, out_dim, hidden=cfg.hidden, activation=cfg.activation, use_bias=cfg.use_bias)
+        return jl.build_model(cfg.arch, input_shape, out_dim)
+
+    def trained(self, model, ds, *, seed: int | None = None, cfg=None, epochs: int | None = None):
+        """w* via :func:`jaxland.cached_train` (shared across experiments and reruns)."""
+        cfg = cfg or self.cfg
+        seed = cfg.seed if seed is None else seed
+        tag = f"{ds.name}/{ds.source.split(':')[0]}/{ds.x.shape[0]}/{cfg.normalize}"
+        t = time.perf_counter()
+        res = jl.cached_train(
+            model, ds.x, ds.y, seed=seed, data_tag=tag, epochs=epochs or cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, progress=self.progress
+        )
+        self.timings["train"] = self.timings.get("train", 0.0) + time.perf_counter() - t
+        return res
+
+
+    def reference(self, cfg=None, *, seed: int | None = None):
+        """``(model, TrainResult, x, y)`` of the experiment's trained network on its data (cached)."""
+        import jax.numpy as jnp
+
+        cfg = cfg or self.cfg
+        ds = self.dataset(cfg)
+        model = self.model(cfg, input_shape=ds.x.shape[1:], out_dim=ds.num_classes)
+        res = self.trained(model, ds, seed=seed, cfg=cfg)
+        self.train_accuracy = float(res.train_accuracy)
+        return model, res, jnp.asarray(ds.x), jnp.asarray(ds.y)
+
+    def eigenpairs(self, name: str, model, w, x, y, d: int, *, seed_offset: int = 0, vectors: bool = True, **eig_kwargs) -> dict:
+        """Top-``d`` Hessian eigenpairs of the full-data loss at ``w`` (a resumable part)."""
+
+        def compute():
+            import jax
+
+            res = jl.hessian_eigenpairs(model, w, x, y, d, key=jax.random.fold_in(jax.random.key(self.cfg.seed), 1000 + seed_offset), **eig_kwargs)
+            out = {
+                "eigenvalues": np.asarray(res.eigenvalues),
+                "residuals": np.asarray(res.residuals),
+                "num_matvecs": int(res.num_matvecs),
+                "converged": np.asarray(res.converged),
+            }
+            if vectors:
+                out["eigenvectors"] = np.asarray(res.eigenvectors)
+            return out
+
+        return self.part(name, compute, key=[d, sorted(eig_kwargs.items())])
+
+
+def result_arrays(result) -> dict[str, np.ndarray]:
+    """A jaxland result (NamedTuple, with its ``info`` metadata flattened to ``info_*``) or a dict, as numpy arrays.
+
+    The one place where results become what ``results.npz`` and the parts
+    store; ``None`` metadata is stored as NaN-free strings (``"None"``).
+    """
+    if hasattr(result, "_asdict"):
+        out = {}
+        for k, v in result._asdict().items():
+            if hasattr(v, "_asdict"):
+                out.update({f"{k}_{m}": ("None" if u is None else u) for m, u in v._asdict().items()})
+            else:
+                out[k] = v
+        result = out
+    return {k: np.asarray("None" if v is None else v) for k, v in result.items()}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+# ----------------------------------------------------------------- running
+
+
+def run_experiment(spec: Spec, cfg, out: str | os.PathLike, *, progress: bool = True, force: bool = False, mode: str = "custom") -> dict:
+    """Validate ``cfg``, run ``spec.run`` and write ``results.{npz,json}`` into ``out``.
+
+    If ``out/results.json`` already holds a finished run of the same config,
+    nothing is recomputed (``force=True`` recomputes). Returns the JSON record.
+    Bad arguments raise before ``out`` is created; if the run fails before
+    writing anything, a folder it created is removed again.
+    """
+    cfg.validate()
+    out = Path(out)
+    record_path = out / "results.json"
+    h = config_hash(cfg)
+    if record_path.exists() and not force:
+        try:
+            rec = json.loads(record_path.read_text())
+            if rec.get("config_hash") == h and all((out / f"{s}.png").exists() for s in rec.get("figures", [])):
+                if progress:
+                    print(f"[{spec.name}] up to date in {out} (use --force to recompute)", file=sys.stderr, flush=True)
+                rec["skipped"] = True
+                return rec
+        except (OSError, ValueError):
+            pass
+    created = not out.exists()
+    ctx = Context(spec, cfg, out, progress=progress, force=force)
+    t0 = time.perf_counter()
+    try:
+        outcome = spec.run(cfg, ctx)
+    except BaseException:
+        if created and not ctx.wrote and out.exists():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    total = time.perf_counter() - t0
+    arrays = {k: np.asarray(v) for k, v in outcome.arrays.items()}
+    bad = [k for k, v in arrays.items() if v.dtype.kind == "f" and not np.all(np.isfinite(v))]
+    record = {
+        "experiment": spec.name,
+        "title": spec.title,
+        "paper_ref": spec.paper_ref,
+        "mode": mode,
+        "config": config_dict(cfg),
+        "config_hash": h,
+        "seed": cfg.seed,
+        "key": f"jax.random.key({cfg.seed})",
+        "data_sources": ctx.data_sources,
+        "metadata": jl.run_metadata(),
+        "timings": {"total_s": total, **{f"{k}_s": v for k, v in ctx.timings.items()}},
+        "resumed_parts": ctx.resumed,
+        "summary": outcome.summary,
+        "claims": [c._asdict() for c in outcome.claims],
+        "notes": list(outcome.notes) + ([f"non-finite values in: {', '.join(bad)}"] if bad else []),
+        "figures": ctx.figures,
+        "arrays": sorted(arrays),
+    }
+    jl.write_npz(out / "results.npz", **arrays)
+    jl.write_json(record_path, record)
+    if progress:
+        print(f"[{spec.name}] done in {total:.1f} s -> {out}", file=sys.stderr, flush=True)
+    return record
