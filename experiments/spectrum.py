@@ -69,8 +69,8 @@ class Config(BaseConfig):
             raise ConfigError(f"eig_tol must be > 0, got {self.eig_tol}")
 
 
-QUICK = dict(QUICK_REFERENCE, num_models=3, top=12, eig_tol=1e-2, spectrum_models=1, density_probes=1, lanczos_steps=40,
-             trace_probes=24, bottom_tol=1e-2, bottom_max_matvecs=60)
+QUICK = dict(QUICK_REFERENCE, num_models=3, top=12, eig_tol=1e-2, spectrum_models=1, density_probes=2, lanczos_steps=20,
+             trace_probes=15, bottom_tol=1e-2, bottom_max_matvecs=40)
 TINY = dict(TINY_REFERENCE, num_models=2, top=4, spectrum_models=1, density_probes=2, lanczos_steps=10, trace_probes=9,
             bottom_max_matvecs=30)
 
@@ -159,7 +159,7 @@ def _spectrum_results(cfg: Config, ctx, ev, whole):
             f"share_top{m10}": float(ch.captured[m10 - 1]), f"share_top{m10}_stderr": float(ch.captured_stderr[m10 - 1]),
             "hvps": int(wsp["hvps"]),
         }
-        per_model.append(row)
+        per_model.append({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()})
         if i == 0:
             d_mark = ch.d if ch.d is not None else m10
             fig = plot_spectral_density(
