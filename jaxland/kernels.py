@@ -24,8 +24,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from .prefix import batch_means, loss_increments
+from .prefix import batch_means, loss_increments, prefix_increments
 from .sharding import AXIS, ceil_div, map_rows, pad_rows, shard_rows
+from .variance import quadratic_features
 
 # Measured on 2 CPU cores, reference MLP, d = 10 (benchmarks/delta.py): a block
 # of samples stays in cache while all draws of a chunk reuse it.
@@ -118,13 +119,87 @@ def squared_increments(losses, perms, batch_size):
     return jax.lax.fori_loop(0, perms.shape[0], body, acc) / perms.shape[0]
 
 
-def data_order_stats(model, subspace, thetas, valid, x, y, *, draw_chunk, sample_block, fast, matmul_dtype, batch_size):
-    """Per-k (count, mean, M2) of ``q_t,k = (L_{k+1} - L_k)^2`` over the given draws, in data order.
+def moment_stats(values, valid, halves):
+    """Per-half (count (2,), mean (2, K, V), co-moment (2, K, V, V)) over the valid rows of ``values`` (R, K, V).
+
+    Deviations are taken from the pooled mean of the rows and each half's
+    co-moment corrected by its count times the outer product of its mean's
+    offset: one (R, K, V) array of deviations, not one per half.
+    """
+    w = jax.nn.one_hot(halves, 2, dtype=values.dtype) * valid.astype(values.dtype)[:, None]  # (R, 2)
+    n = jnp.sum(w, 0)
+    pooled = jnp.einsum("rh,rkv->kv", w, values) / jnp.maximum(jnp.sum(n), 1)
+    dev = values - pooled
+    off = jnp.einsum("rh,rkv->hkv", w, dev) / jnp.maximum(n, 1)[:, None, None]  # mean_h - pooled
+    com = jnp.einsum("rh,rkv,rku->hkvu", w, dev, dev) - n[:, None, None, None] * off[..., :, None] * off[..., None, :]
+    return n, pooled + off, com
+
+
+def merge_moments(a, b):
+    """Chan et al.'s pairwise merge of two per-half (count, mean, co-moment) triples."""
+    na, ma, ca = a
+    nb, mb, cb = b
+    n = na + nb
+    delta = mb - ma
+    frac = nb / jnp.maximum(n, 1)
+    outer = delta[..., :, None] * delta[..., None, :]
+    return n, ma + delta * frac[:, None, None], ca + cb + outer * (na * frac)[:, None, None, None]
+
+
+def psum_moments(stats, axis):
+    """:func:`merge_moments` across the devices of a mesh axis."""
+    n, mean, com = stats
+    total = jax.lax.psum(n, axis)
+    gmean = jax.lax.psum(n[:, None, None] * mean, axis) / jnp.maximum(total, 1)[:, None, None]
+    d = mean - gmean
+    return total, gmean, jax.lax.psum(com + n[:, None, None, None] * d[..., :, None] * d[..., None, :], axis)
+
+
+def unit_moments(values, valid, halves, unit_draws, draw_level):
+    """Moments over units (means of ``unit_draws`` consecutive rows of ``values``) and, if asked, over rows."""
+    units = values.reshape(valid.shape[0], unit_draws, *values.shape[1:]).mean(1)
+    per_unit = moment_stats(units, valid, halves)
+    if not draw_level:
+        return per_unit, None
+    return per_unit, moment_stats(values, jnp.repeat(valid, unit_draws), jnp.repeat(halves, unit_draws))
+
+
+def joint_increments(losses, perms, batch_size, feats, coef):
+    """Per draw, ``f = (L_{k+1} - L_k)^2`` and the quadratic model's ``h``, averaged over orderings: (T, K-1, V).
+
+    ``feats`` (T, F) and ``coef`` (N, F) (None: V = 1, f only) are the draws'
+    :func:`jaxland.variance.quadratic_features` and the per-sample
+    :func:`jaxland.variance.curvature_coefficients`; ``feats @ inc.T`` with
+    ``inc`` the prefix increments of the (permuted) coefficients is the
+    quadratic model of ``L_{k+1} - L_k``.
+    """
+    def values(p):
+        q = loss_increments(losses if p is None else losses[:, p], batch_size) ** 2
+        if coef is None:
+            return q[..., None]
+        inc = prefix_increments(coef if p is None else coef[p], batch_size, axis=0)
+        return jnp.stack([q, (feats @ inc.T) ** 2], -1)
+
+    if perms is None:
+        return values(None)
+    acc = jax.lax.fori_loop(0, perms.shape[0], lambda r, a: a + values(perms[r]), jnp.zeros_like(values(perms[0])))
+    return acc / perms.shape[0]
+
+
+def data_order_stats(
+    model, subspace, thetas, units, x, y, coef, *, draw_chunk, sample_block, fast, matmul_dtype, batch_size,
+    unit_draws, draw_level,
+):
+    """Per-k moments of ``f_t,k = (L_{k+1} - L_k)^2`` (and of the control variate ``h_t,k``) in data order.
 
     A scan over blocks of samples carries each draw's running sum of the
     per-sample (or per-batch) losses, so memory is O(T * sample_block): the
     (T, N) matrix never exists. ``sample_block`` is a multiple of ``batch_size``.
+    ``units`` = (valid, halves) per unit of ``unit_draws`` consecutive draws;
+    ``coef`` (N, F) or None (see :func:`joint_increments`). Returns
+    (unit moments, draw moments or None), k = 1..K-1 along the K axis.
     """
+    valid, halves = units
     group = 1 if batch_size is None else batch_size
     num_k = x.shape[0] // group
     used = num_k * group  # a trailing incomplete batch is dropped
@@ -133,6 +208,10 @@ def data_order_stats(model, subspace, thetas, valid, x, y, *, draw_chunk, sample
     block = block_losses(model, subspace, thetas, draw_chunk=draw_chunk, fast=fast, matmul_dtype=matmul_dtype)
     dtype = thetas.dtype
     local = jnp.arange(groups_per_block)
+    if coef is not None:
+        feats = quadratic_features(thetas)
+        # increments of group i (0-based) are those of k = i; group 0 has none
+        inc = jnp.concatenate([jnp.zeros((1, coef.shape[1]), coef.dtype), prefix_increments(coef, batch_size, axis=0)])
 
     def step(carry, j):
         # blocks are read in place (no padded copy of the data): the last one is moved back
@@ -145,47 +224,72 @@ def data_order_stats(model, subspace, thetas, valid, x, y, *, draw_chunk, sample
         before = jnp.concatenate([carry[:, None], sums[:, :-1]], axis=1)  # S_{i-1}
         i = (start // group + local).astype(dtype)
         # group i (0-based) is the (k+1)-th with k = i: L_{k+1} - L_k = (m_i - S_{i-1}/i) / (i+1)
-        q = ((m - before / jnp.maximum(i, 1)) / (i + 1)) ** 2
-        _, mean, m2 = chunk_stats(q, valid)
+        vals = (((m - before / jnp.maximum(i, 1)) / (i + 1)) ** 2)[..., None]
+        if coef is not None:
+            cb = jax.lax.dynamic_slice_in_dim(inc, start // group, groups_per_block)
+            vals = jnp.concatenate([vals, ((feats @ cb.T) ** 2)[..., None]], -1)
+        stats = unit_moments(vals, valid, halves, unit_draws, draw_level)
         # position p of this step's output <-> group j * groups_per_block + p
-        return sums[:, -1], (jnp.roll(mean, -overlap), jnp.roll(m2, -overlap))
+        rolled = [None if s is None else tuple(jnp.roll(a, -overlap, axis=1) for a in s[1:]) for s in stats]
+        return sums[:, -1], rolled
 
     num_blocks = ceil_div(used, size)
-    _, (mean, m2) = jax.lax.scan(step, jnp.zeros(thetas.shape[0], dtype), jnp.arange(num_blocks))
-    n = jnp.sum(valid.astype(dtype))
-    # k = 1..K-1 are groups 1..K-1; group 0 has no increment, positions past K-1 are wrapped leftovers
-    return n, mean.reshape(-1)[1:num_k], m2.reshape(-1)[1:num_k]
+    _, out = jax.lax.scan(step, jnp.zeros(thetas.shape[0], dtype), jnp.arange(num_blocks))
+
+    def finish(scanned, rows_valid):
+        if scanned is None:
+            return None
+        # (blocks, 2, groups, ...) -> (2, K, ...); k = 1..K-1 are groups 1..K-1, positions past K-1 are wrapped leftovers
+        mean, com = (jnp.moveaxis(a, 0, 1).reshape(2, -1, *a.shape[3:])[:, 1:num_k] for a in scanned)
+        w = jax.nn.one_hot(rows_valid[1], 2, dtype=dtype) * rows_valid[0].astype(dtype)[:, None]
+        return jnp.sum(w, 0), mean, com
+
+    rep = lambda a: jnp.repeat(a, unit_draws)
+    return finish(out[0], (valid, halves)), finish(out[1], (rep(valid), rep(halves)))
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("model", "draw_chunk", "sample_block", "fast", "matmul_dtype", "mesh", "batch_size", "pass_draws"),
+    static_argnames=(
+        "model", "draw_chunk", "sample_block", "fast", "matmul_dtype", "mesh", "batch_size", "pass_units",
+        "unit_draws", "draw_level",
+    ),
 )
 def delta_stream(
-    model, subspace, thetas, valid, x, y, perms, *, draw_chunk, sample_block, fast, matmul_dtype, mesh, batch_size, pass_draws
+    model, subspace, thetas, valid, halves, x, y, perms, coef, *, draw_chunk, sample_block, fast, matmul_dtype, mesh,
+    batch_size, pass_units, unit_draws, draw_level,
 ):
-    """(count, mean, M2) of ``q_t,k`` over all draws, in passes of ``pass_draws`` draws per device."""
+    """Per-half moments of ``f`` (and ``h``) over all units, in passes of ``pass_units`` units per device.
+
+    ``thetas`` (U, unit_draws, d), ``valid`` and ``halves`` (U,): the units,
+    padded to devices x passes x pass_units. Returns (unit moments, draw
+    moments or None), each (count (2,), mean (2, K-1, V), co-moment (2, K-1, V, V)).
+    """
     kw = dict(draw_chunk=draw_chunk, sample_block=sample_block, fast=fast, matmul_dtype=matmul_dtype)
 
-    def local(rows, sub, xx, yy, pp):
-        th, val = rows
-        th = th.reshape(-1, pass_draws, th.shape[-1])
-        val = val.reshape(-1, pass_draws)
+    def local(rows, sub, xx, yy, pp, cc):
+        th, val, hv = rows
+        d = th.shape[-1]
+        th = th.reshape(-1, pass_units * unit_draws, d)
+        val, hv = val.reshape(-1, pass_units), hv.reshape(-1, pass_units)
 
         def step(acc, chunk):
-            thc, vc = chunk
+            thc, vc, hc = chunk
             if pp is None:
-                stats = data_order_stats(model, sub, thc, vc, xx, yy, batch_size=batch_size, **kw)
+                stats = data_order_stats(model, sub, thc, (vc, hc), xx, yy, cc, batch_size=batch_size,
+                                         unit_draws=unit_draws, draw_level=draw_level, **kw)
             else:
-                losses = loss_body(model, sub, thc, xx, yy, **kw)  # (pass_draws, N): the only big array
-                stats = chunk_stats(squared_increments(losses, pp, batch_size), vc)
-            return merge_stats(acc, stats), None
+                losses = loss_body(model, sub, thc, xx, yy, **kw)  # (pass draws, N): the only big array
+                feats = None if cc is None else quadratic_features(thc)
+                stats = unit_moments(joint_increments(losses, pp, batch_size, feats, cc), vc, hc, unit_draws, draw_level)
+            return tuple(None if a is None else merge_moments(a, b) for a, b in zip(acc, stats)), None
 
         num_q = batch_means(jnp.zeros((1, xx.shape[0])), batch_size).shape[-1] - 1
-        zero = jnp.zeros(num_q, th.dtype)
-        stats, _ = jax.lax.scan(step, (jnp.zeros((), th.dtype), zero, zero), (th, val))
-        return stats if mesh is None else psum_stats(stats, AXIS)
+        v = 1 if cc is None else 2
+        zero = (jnp.zeros(2, th.dtype), jnp.zeros((2, num_q, v), th.dtype), jnp.zeros((2, num_q, v, v), th.dtype))
+        stats, _ = jax.lax.scan(step, (zero, zero if draw_level else None), (th, val, hv))
+        return stats if mesh is None else tuple(None if s is None else psum_moments(s, AXIS) for s in stats)
 
     if mesh is None:
-        return local((thetas, valid), subspace, x, y, perms)
-    return shard_rows(local, (thetas, valid), subspace, x, y, perms, mesh=mesh, replicated_output=True)
+        return local((thetas, valid, halves), subspace, x, y, perms, coef)
+    return shard_rows(local, (thetas, valid, halves), subspace, x, y, perms, coef, mesh=mesh, replicated_output=True)

@@ -29,7 +29,9 @@ import numpy as np
 from .errors import ConfigError
 from .kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK, delta_stream, has_fast_kernel, loss_matrix, squared_increments
 from .sharding import AXIS, DEFAULT_MEMORY_BUDGET, auto_chunk, ceil_div, gather, pad_rows, replicate, resolve_mesh
+from .theory import SubspaceCurvature, subspace_curvature
 from .validate import check_data, check_sigma, check_subspace, finite_result, num_groups, positive_int, unit
+from .variance import DEFAULT_VARIANCE_REDUCTION, control_inputs, draw_or_check_units, estimate_from_moments, parse_variance_reduction
 
 __all__ = [
     "DeltaInfo",
@@ -51,7 +53,11 @@ class DeltaInfo(NamedTuple):
     (None when unknown); ``batch_size``: samples per unit of k (None: k counts
     samples); ``num_orderings``: R; ``unit``: ``"samples"`` or ``"batches"``;
     ``kernel``: ``"specialised"`` (e.g. the MLP first-layer precompute) or
-    ``"generic"``.
+    ``"generic"``; ``variance_reduction``: the method's name
+    (:class:`~jaxland.variance.VarianceReduction`, e.g. ``"cv+antithetic"``);
+    ``effective_draws``: the median over k of ``var(f_k) / stderr_k^2``, the
+    number of plain draws that would give the same standard error (T for
+    plain Monte Carlo, up to noise).
     """
 
     sigma: float
@@ -61,14 +67,17 @@ class DeltaInfo(NamedTuple):
     num_orderings: int
     unit: str
     kernel: str
+    variance_reduction: str = "none"
+    effective_draws: float | None = None
 
 
 class DeltaResult(NamedTuple):
     """Monte Carlo ``Delta_k`` for k = 1..K-1 (K = number of samples, or of batches).
 
     ``delta[j]`` is ``Delta_{k[j]}``, ``stderr`` its Monte Carlo standard error
-    over the T draws (``std_t / sqrt(T)``, ddof = 1, of the per-draw squared
-    increment averaged over orderings), ``delta_k2 = delta * k^2`` and
+    (plain draws: ``std_t / sqrt(T)``, ddof = 1, of the per-draw squared
+    increment averaged over orderings; with variance reduction, the spread of
+    its independent units, see :mod:`jaxland.variance`), ``delta_k2 = delta * k^2`` and
     ``stderr_k2`` likewise; ``info`` (:class:`DeltaInfo`) says how it was made.
     """
 
@@ -209,6 +218,8 @@ def stream_plan(
     memory_budget: int | None = None,
     itemsize: int = 4,
     sample_block: int | None = None,
+    unit_draws: int = 1,
+    control_variate: bool = False,
 ) -> StreamPlan:
     """How many draws one pass of :func:`delta_monte_carlo` holds so that it fits ``memory_budget``.
 
@@ -221,17 +232,21 @@ def stream_plan(
     (default :data:`jaxland.sharding.DEFAULT_MEMORY_BUDGET`, 1 GiB). The draws
     of each device are split into equal passes, padded by at most
     ``passes - 1``. The kernel's own working set (``chunk`` draws on one sample
-    block) does not grow with T or N.
+    block) does not grow with T or N. Draws go in whole units of
+    ``unit_draws`` (an antithetic pair, a Sobol' scrambling); the control
+    variate adds about 6 arrays per draw (h, the stacked values, deviations).
     """
     budget = positive_int("memory_budget", memory_budget, DEFAULT_MEMORY_BUDGET)
-    per_device = ceil_div(num_draws, devices)
+    m = positive_int("unit_draws", unit_draws)
+    per_device = ceil_div(ceil_div(num_draws, m), devices)  # units
     row = int(num_samples) if sample_block is None else min(int(sample_block), int(num_samples))
-    bytes_per_draw = 8 * row * int(itemsize)
-    passes = ceil_div(per_device, auto_chunk(per_device, bytes_per_draw, budget))
-    return StreamPlan(int(devices), passes, ceil_div(per_device, passes), bytes_per_draw)
+    bytes_per_draw = (14 if control_variate else 8) * row * int(itemsize)
+    passes = ceil_div(per_device, auto_chunk(per_device, bytes_per_draw * m, budget))
+    return StreamPlan(int(devices), passes, ceil_div(per_device, passes) * m, bytes_per_draw)
 
 
-def _result(delta, se, num_k, perms, batch_size, *, sigma, num_draws, subspace_dim, kernel, allow_nonfinite) -> DeltaResult:
+def _result(delta, se, num_k, perms, batch_size, *, sigma, num_draws, subspace_dim, kernel, allow_nonfinite,
+            method="none", effective=None) -> DeltaResult:
     """Attach k = 1..K-1, the k^2-scaled curves and the metadata to per-k estimates."""
     finite_result(
         "Delta_k", (delta, se), where="k-1 = ", allow=allow_nonfinite,
@@ -240,7 +255,7 @@ def _result(delta, se, num_k, perms, batch_size, *, sigma, num_draws, subspace_d
     k = np.arange(1, num_k)
     k2 = jnp.asarray(k, delta.dtype) ** 2
     info = DeltaInfo(float(sigma), int(num_draws), subspace_dim, batch_size,
-                     1 if perms is None else int(perms.shape[0]), unit(batch_size), kernel)
+                     1 if perms is None else int(perms.shape[0]), unit(batch_size), kernel, method, effective)
     return DeltaResult(k, delta, se, delta * k2, se * k2, info)
 
 
@@ -288,6 +303,8 @@ def delta_monte_carlo(
     orderings=None,
     ordering_key=None,
     thetas: jax.Array | None = None,
+    variance_reduction=DEFAULT_VARIANCE_REDUCTION,
+    curvature: SubspaceCurvature | None = None,
     chunk: int | None = None,
     sample_block: int | None = None,
     fast_kernel: bool = True,
@@ -300,8 +317,20 @@ def delta_monte_carlo(
 
     ``theta_t ~ N(0, sigma^2 I_d)``, t = 1..T (``num_draws``), drawn from
     ``key`` along all d directions (or given as ``thetas`` (T, d), e.g. to
-    share draws with another implementation; ``sigma`` is then only recorded).
+    share draws with another implementation; ``sigma`` is then only recorded,
+    and used for the control variate's mean, so the rows must be N(0, sigma^2 I)).
     k counts samples, or batches of ``batch_size`` consecutive samples.
+
+    ``variance_reduction`` (:mod:`jaxland.variance`): ``"none"`` (None),
+    ``"cv"`` (the exact second-order model as a control variate; costs one
+    per-sample curvature pass, or pass it as ``curvature=``, the
+    :func:`~jaxland.subspace_curvature` of the same model, subspace and data),
+    ``"antithetic"`` (pairs ``(theta, -theta)``), ``"sobol"`` (scrambled
+    Sobol' sets; the standard error comes from the spread between
+    scramblings), any ``+``-joined combination, or a
+    :class:`~jaxland.variance.VarianceReduction`. ``info.variance_reduction`` and
+    ``info.effective_draws`` record the method and its worth in plain draws.
+    Default ``"none"``: see :data:`DEFAULT_VARIANCE_REDUCTION` for the measurement.
 
     ``orderings``: None (the data order, shared by every draw), an int R (R
     random permutations from ``ordering_key``, default
@@ -314,8 +343,8 @@ def delta_monte_carlo(
     sample_block). With orderings the draws go in passes whose (pass_draws, N)
     rows fit ``memory_budget`` (bytes per device, default 1 GiB;
     :func:`stream_plan`). Passes and devices are merged with Chan's pairwise
-    update. The result equals :func:`delta_from_losses` on the full matrix to
-    float rounding.
+    update. Without variance reduction the result equals
+    :func:`delta_from_losses` on the full matrix to float rounding.
 
     ``mesh``: draws split over a 1-D device mesh (None: every visible device;
     an int: that many; statistics merged with a psum, so every process gets
@@ -327,16 +356,15 @@ def delta_monte_carlo(
     d = check_subspace(model, subspace)
     n = check_data(model, x, y)
     num_k = num_groups(n, batch_size)
-    if thetas is None:
-        if num_draws is None or key is None:
-            raise ConfigError("delta_monte_carlo needs num_draws and an explicit key (or thetas)")
-        thetas = draw_thetas(key, num_draws, d, sigma, subspace.directions.dtype)
-    thetas = jnp.asarray(thetas)
-    if thetas.ndim != 2 or thetas.shape[1] != d:
-        raise ConfigError(f"thetas must be (T, d={d}), got shape {tuple(thetas.shape)}")
-    if num_draws is not None and thetas.shape[0] != num_draws:
-        raise ConfigError(f"thetas has {thetas.shape[0]} rows but num_draws={num_draws}")
-    positive_int("num_draws (T)", int(thetas.shape[0]), minimum=2)
+    vr = parse_variance_reduction(variance_reduction)
+    dtype = subspace.directions.dtype
+    units = draw_or_check_units(thetas, num_draws, key, d, sigma, vr, dtype)
+    num_units, m = int(units.shape[0]), int(units.shape[1])
+    t = num_units * m
+    if num_units < (4 if vr.control_variate else 2):
+        raise ConfigError(f"variance_reduction={vr.name!r} gives {num_units} independent unit(s) from {t} draws; "
+                          f"need >= {4 if vr.control_variate else 2} (the control variate fits beta on two halves): "
+                          "raise num_draws" + (" or lower scramblings" if vr.sobol else ""))
     if orderings is not None and ordering_key is None:
         if key is None:
             raise ConfigError("orderings need an explicit ordering_key (or key)")
@@ -344,30 +372,39 @@ def delta_monte_carlo(
     perms = orderings_array(orderings, n, ordering_key)
     fast = bool(fast_kernel) and has_fast_kernel(model, d)
     mesh = resolve_mesh(mesh)
-    t = int(thetas.shape[0])
+    coef = eh = None
+    if vr.control_variate:
+        curv = subspace_curvature(model, subspace, x, y, mesh=mesh) if curvature is None else curvature
+        coef, eh = control_inputs(curv, n, d, sigma, batch_size, perms)
     block = _sample_block(sample_block, d, n, batch_size)
     plan = stream_plan(
-        t, n, devices=1 if mesh is None else mesh.size, memory_budget=memory_budget,
-        itemsize=thetas.dtype.itemsize, sample_block=block if perms is None else None,
+        t, n, devices=1 if mesh is None else mesh.size, memory_budget=memory_budget, itemsize=units.dtype.itemsize,
+        sample_block=block if perms is None else None, unit_draws=m, control_variate=vr.control_variate,
     )
-    total = plan.devices * plan.passes * plan.pass_draws
-    # padded draws carry weight 0; device i gets rows [i*total/dev, (i+1)*total/dev), in passes
-    th = pad_rows(thetas, total)
-    valid = jnp.arange(total) < t
+    pass_units = plan.pass_draws // m
+    total = plan.devices * plan.passes * pass_units
+    # padded units carry weight 0; device i gets units [i*total/dev, (i+1)*total/dev), in passes;
+    # the halves of the cross-fitted control variate alternate unit by unit
+    th = pad_rows(units, total)
+    valid = jnp.arange(total) < num_units
+    halves = jnp.arange(total) % 2
     if mesh is not None:
         rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(AXIS))
-        th, valid = jax.device_put(th, rows), jax.device_put(valid, rows)
-    subspace, x, y, perms = replicate(mesh, subspace, x, y, perms)
-    count, delta, m2 = delta_stream(
-        model, subspace, th, valid, x, y, perms,
+        th, valid, halves = (jax.device_put(a, rows) for a in (th, valid, halves))
+    subspace, x, y, perms, coef = replicate(mesh, subspace, x, y, perms, coef)
+    unit_stats, draw_stats = delta_stream(
+        model, subspace, th, valid, halves, x, y, perms, coef,
         draw_chunk=positive_int("chunk", chunk, DEFAULT_DRAW_CHUNK),
         sample_block=block,
         fast=fast,
         matmul_dtype=check_matmul_dtype(model, matmul_dtype),
         mesh=mesh,
         batch_size=batch_size,
-        pass_draws=plan.pass_draws,
+        pass_units=pass_units,
+        unit_draws=m,
+        draw_level=m > 1,
     )
-    se = jnp.sqrt(m2 / (count - 1)) / jnp.sqrt(count)
+    delta, se, eff = estimate_from_moments(unit_stats, draw_stats, eh, fit_on_draws=vr.sobol)
     return _result(delta, se, num_k, perms, batch_size, sigma=sigma, num_draws=t, subspace_dim=d,
-                   kernel="specialised" if fast else "generic", allow_nonfinite=allow_nonfinite)
+                   kernel="specialised" if fast else "generic", allow_nonfinite=allow_nonfinite,
+                   method=vr.name, effective=float(np.median(eff)))
