@@ -6,7 +6,8 @@ only the first), run a ``DataLoader`` over the fixed data order (the
 original reshuffled per pass) in batches of 64, and collect the batch
 losses. ``Delta_k`` then follows from cumulative means of the batch losses,
 exactly as in :mod:`jaxland.montecarlo`. Used by :mod:`benchmarks.delta`
-with the same weights, data and draws as jaxland.
+(the MLP) and :mod:`benchmarks.architectures` (any torch module:
+:func:`module_batch_losses`) with the same weights, data and draws as jaxland.
 """
 
 from __future__ import annotations
@@ -28,13 +29,25 @@ def torch_directions(model, directions) -> list[list[torch.Tensor]]:
 
 
 def batch_losses(model, w, directions, thetas, x, y, *, batch_size: int = 64, device=None) -> np.ndarray:
-    """(T, K) batch losses ``L^batch_b(w* + theta_t @ P)``, one deep-copied, perturbed model per draw.
+    """(T, K) batch losses ``L^batch_b(w* + theta_t @ P)`` of the MLP twin of ``model`` at the flat weights ``w``.
 
     ``device``: torch device of the model, directions and data (default CPU).
     """
+    return module_batch_losses(torch_mlp(model, w), torch_directions(model, directions), thetas, x, y, batch_size=batch_size, device=device)
+
+
+def module_batch_losses(net, directions, thetas, x, y, *, batch_size: int = 64, device=None) -> np.ndarray:
+    """(T, K) batch losses of any torch module, one deep-copied, perturbed copy per draw.
+
+    ``directions``: per direction j, tensors shaped like ``net.parameters()``
+    (in that order); draw t perturbs every parameter by ``sum_j theta_tj P_j``
+    along all d directions. The data order is fixed (no reshuffling) and the
+    last incomplete batch is dropped, so batch b is samples ``b*bs .. (b+1)*bs - 1``
+    for every draw, as in :mod:`jaxland.montecarlo`.
+    """
     device = torch.device(device or "cpu")
-    base = torch_mlp(model, w).eval().to(device)
-    dirs = [[t.to(device) for t in ts] for ts in torch_directions(model, directions)]
+    base = net.eval().to(device)
+    dirs = [[torch.as_tensor(t).to(device) for t in ts] for ts in directions]
     xt = torch.from_numpy(np.array(x, dtype=np.float32)).to(device)
     yt = torch.from_numpy(np.array(y, dtype=np.int64)).to(device)
     loader = DataLoader(
@@ -47,13 +60,13 @@ def batch_losses(model, w, directions, thetas, x, y, *, batch_size: int = 64, de
     out = np.empty((thetas.shape[0], len(loader)), np.float64)
     loss_fn = nn.CrossEntropyLoss()
     for t, theta in enumerate(thetas):
-        net = copy.deepcopy(base)
+        net_t = copy.deepcopy(base)
         with torch.no_grad():
             for j, tj in enumerate(theta):  # all d directions
-                for p, dp in zip(net.parameters(), dirs[j]):
+                for p, dp in zip(net_t.parameters(), dirs[j]):
                     p.add_(dp, alpha=float(tj))
             for b, (xb, yb) in enumerate(loader):
-                out[t, b] = loss_fn(net(xb), yb).item()
+                out[t, b] = loss_fn(net_t(xb), yb).item()
     return out
 
 
@@ -68,11 +81,20 @@ def delta_from_batch_losses(losses: np.ndarray):
 
 
 def run(model, w, directions, thetas, x, y, *, batch_size: int = 64, threads: int | None = None, device=None) -> dict:
-    """Time the baseline; returns wall time, the batch losses and the Delta_k curve."""
+    """Time the MLP baseline; returns wall time, the batch losses and the Delta_k curve."""
+    return _timed(lambda: batch_losses(model, w, directions, thetas, x, y, batch_size=batch_size, device=device), threads)
+
+
+def run_module(net, directions, thetas, x, y, *, batch_size: int = 64, threads: int | None = None, device=None) -> dict:
+    """Time :func:`module_batch_losses` on any torch module; same outputs as :func:`run`."""
+    return _timed(lambda: module_batch_losses(net, directions, thetas, x, y, batch_size=batch_size, device=device), threads)
+
+
+def _timed(losses_fn, threads) -> dict:
     if threads:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    losses = batch_losses(model, w, directions, thetas, x, y, batch_size=batch_size, device=device)
+    losses = losses_fn()
     wall = time.perf_counter() - t0
     k, delta, se = delta_from_batch_losses(losses)
     return {"wall_s": wall, "losses": losses, "k": k, "delta": delta, "stderr": se, "torch_threads": torch.get_num_threads()}

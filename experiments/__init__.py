@@ -15,11 +15,12 @@ EXPERIMENTS = (
     "online_stop",
     "forecast",
     "loss_difference",
+    "architectures",
 )
 
 
 def get_spec(name: str):
-    """The :class:`experiments._common.Spec` of experiment ``name``."""
+    """The :class:`experiments._runner.Spec` of experiment ``name``."""
     import importlib
 
     from jaxland.errors import ConfigError

@@ -23,7 +23,8 @@ from jaxland.errors import ConfigError, DataError, JaxlandError
 from jaxland.validate import check_output_dir, user_os_error
 
 from . import EXPERIMENTS, get_spec
-from ._common import resolve_config, run_experiment
+from ._cli import resolve_config
+from ._runner import run_experiment
 
 
 def _parse(argv):

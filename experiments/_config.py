@@ -44,7 +44,12 @@ class BaseConfig:
     epochs: int = 10
     batch_size: int = 64
     lr: float = 1e-3
-    k_unit: str = "batch"  # "batch": L_k = mean of the first k batches of 64; "sample": of the first k samples
+    k_unit: str = "batches"  # "batches": L_k = mean of the first k batches of 64; "samples": of the first k samples
+
+    def __post_init__(self):
+        # the singular spellings are accepted; results and records carry the plural, as DeltaResult.unit does
+        if self.k_unit in ("batch", "sample"):
+            object.__setattr__(self, "k_unit", self.k_unit + "es" if self.k_unit == "batches" else "samples")
 
     def validate(self) -> None:
         positive_fields(self, "n_samples", "epochs", "batch_size")
@@ -65,15 +70,15 @@ class BaseConfig:
             raise ConfigError(f"hidden widths must be positive, got {self.hidden}")
         if self.batch_size > self.n_samples:
             raise ConfigError(f"batch_size={self.batch_size} exceeds n_samples={self.n_samples}")
-        if self.k_unit not in ("batch", "sample"):
-            raise ConfigError(f"k_unit must be 'batch' or 'sample', got {self.k_unit!r}")
-        if self.k_unit == "batch" and self.n_samples // self.batch_size < 3:
-            raise ConfigError(f"k_unit='batch' needs at least 3 batches; n_samples={self.n_samples} gives {self.n_samples // self.batch_size}")
+        if self.k_unit not in ("batches", "samples"):
+            raise ConfigError(f"k_unit must be 'batches' or 'samples', got {self.k_unit!r}")
+        if self.k_unit == "batches" and self.n_samples // self.batch_size < 3:
+            raise ConfigError(f"k_unit='batches' needs at least 3 batches; n_samples={self.n_samples} gives {self.n_samples // self.batch_size}")
 
     @property
-    def kb(self) -> int | None:
-        """Samples per unit of k: ``batch_size`` when k counts batches, else None (samples)."""
-        return self.batch_size if self.k_unit == "batch" else None
+    def k_batch_size(self) -> int | None:
+        """Samples per unit of k: ``batch_size`` when k counts batches, else None (k counts samples)."""
+        return self.batch_size if self.k_unit == "batches" else None
 
 
 def positive_fields(cfg, *names):

@@ -32,7 +32,7 @@ class SurfaceConfig(BaseConfig):
             raise ConfigError(f"grid must be >= 2, got {self.grid}")
         if not self.extent > 0:
             raise ConfigError(f"extent must be > 0, got {self.extent}")
-        n_units = self.n_samples // self.batch_size if self.k_unit == "batch" else self.n_samples
+        n_units = self.n_samples // self.batch_size if self.k_unit == "batches" else self.n_samples
         if not 1 <= self.small_k < n_units - 1:
             raise ConfigError(f"small_k must be in [1, {n_units - 2}], got {self.small_k}")
 
@@ -44,7 +44,7 @@ SURFACE_TINY = dict(TINY_REFERENCE, grid=5)
 def surface_outcome(cfg, ctx, model, w, x, y, directions, *, what: str, axis_labels) -> Outcome:
     """Shared by random_surface and hessian_surface: compute, plot, judge."""
     sub = Subspace(w, directions)
-    kb = cfg.kb
+    kb = cfg.k_batch_size
     n_units = x.shape[0] // kb if kb else x.shape[0]
     ks = np.array([cfg.small_k, n_units - 1])
 

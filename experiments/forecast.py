@@ -34,7 +34,9 @@ from jaxland.errors import ConfigError, DataError, DataNotFoundError
 from jaxland.forecast import forecast_sufficient_k
 from jaxland.plots_forecast import plot_forecast_curves, plot_forecast_vs_measured
 
-from ._common import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig, Claim, Outcome, Spec, main_for
+from ._cli import main_for
+from ._config import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig
+from ._runner import Claim, Outcome, Spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +91,7 @@ def _delta_curve(ctx, rcfg: Config, key) -> dict:
     model, res, x, y = ctx.reference(rcfg)
     eig = jl.hessian_eigenpairs(model, res.params, x, y, rcfg.d, key=jax.random.fold_in(key, 1000), tol=rcfg.eig_tol)
     sub = jl.Subspace(res.params, jnp.asarray(eig.eigenvectors))
-    mc = jl.delta_monte_carlo(model, sub, x, y, sigma=rcfg.sigma, num_draws=rcfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=rcfg.kb)
+    mc = jl.delta_monte_carlo(model, sub, x, y, sigma=rcfg.sigma, num_draws=rcfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=rcfg.k_batch_size)
     return {"k": mc.k, "delta": mc.delta, "stderr": mc.stderr, "eigenvalues": eig.eigenvalues, "params": res.params,
             "train_accuracy": res.train_accuracy}
 

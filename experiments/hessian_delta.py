@@ -45,7 +45,7 @@ def run(cfg: Config, ctx) -> Outcome:
     eig = ctx.eigenpairs("eigenpairs", model, w, x, y, cfg.d, tol=cfg.eig_tol)
 
     def mc(dirs):
-        r = delta_monte_carlo(model, Subspace(w, dirs), x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=cfg.kb)
+        r = delta_monte_carlo(model, Subspace(w, dirs), x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=cfg.k_batch_size)
         return {"k": r.k, "delta": r.delta, "stderr": r.stderr}
 
     h = ctx.part("delta_hessian", lambda: mc(jnp.asarray(eig["eigenvectors"])))

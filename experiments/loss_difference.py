@@ -46,7 +46,7 @@ class Config(BaseConfig):
     n_samples: int = 10000
     normalize: str = "symmetric"
     use_bias: bool = False
-    k_unit: str = "sample"
+    k_unit: str = "samples"
     widths: tuple[int, ...] = (4, 8, 16, 32, 64)
     width_depth: int = 5  # n, the number of Linear(h,h) blocks, in the width sweep
     depths: tuple[int, ...] = (1, 3, 5, 7, 10)

@@ -38,7 +38,9 @@ from jaxland.forecast import forecast_sufficient_k
 from jaxland.plots import plot_online_stop
 from jaxland.plots_forecast import plot_online_forecast
 
-from ._common import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig, Claim, Outcome, Spec, main_for
+from ._cli import main_for
+from ._config import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig
+from ._runner import Claim, Outcome, Spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +61,8 @@ class Config(BaseConfig):
         super().validate()
         if not self.tol > 0 or not self.sigma > 0:
             raise ConfigError(f"tol and sigma must be > 0, got {self.tol}, {self.sigma}")
-        if self.k_unit != "batch":
-            raise ConfigError("online_stop adds data in batches: k_unit must be 'batch'")
+        if self.k_unit != "batches":
+            raise ConfigError("online_stop adds data in batches: k_unit must be 'batches'")
         for n in ("step_batches", "start_batches", "epochs_per_step", "d", "window", "n_test", "forecast_steps"):
             if getattr(self, n) < 1:
                 raise ConfigError(f"{n} must be >= 1, got {getattr(self, n)}")

@@ -32,7 +32,10 @@ from jaxland.errors import ConfigError
 from jaxland.plots import plot_delta
 from jaxland.plots_forecast import plot_delta_split
 
-from ._common import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig, Claim, Outcome, Spec, k2_growth, main_for
+from ._claims import k2_growth
+from ._cli import main_for
+from ._config import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig
+from ._runner import Claim, Outcome, Spec
 
 
 CONVENTIONS = {"li": "Li et al. (filter-normalised)", "unit_norm": "paper (unit-norm rows)"}
@@ -89,8 +92,8 @@ def run(cfg: Config, ctx) -> Outcome:
                 if (conv, d) not in dirs_cache:  # the same Gaussian draws for both conventions
                     dirs_cache[(conv, d)] = jl.random_directions(model, w, d, key=jax.random.fold_in(key, 100 + d), unit_norm=conv == "unit_norm")
                 r = jl.delta_monte_carlo(model, jl.Subspace(w, dirs_cache[(conv, d)]), x, y, sigma=s, num_draws=cfg.num_draws,
-                                         key=jax.random.fold_in(key, 200 + d), batch_size=cfg.kb)
-                sp = delta_split(r, model, w, x, y, batch_size=cfg.kb)
+                                         key=jax.random.fold_in(key, 200 + d), batch_size=cfg.k_batch_size)
+                sp = delta_split(r, model, w, x, y, batch_size=cfg.k_batch_size)
                 return {"k": r.k, "delta": r.delta, "stderr": r.stderr, "theta_free": sp.theta_free,
                         "row_norm": float(np.linalg.norm(np.asarray(dirs_cache[(conv, d)][0])))}
 

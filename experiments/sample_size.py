@@ -110,8 +110,8 @@ def run(cfg: Config, ctx) -> Outcome:
                 t_train = time.perf_counter() - t0
                 eig = jl.hessian_eigenpairs(model, res.params, x, y, cfg.d, key=jax.random.fold_in(key, 1000), tol=cfg.eig_tol)
                 sub = Subspace(res.params, jnp.asarray(eig.eigenvectors))
-                mc = delta_monte_carlo(model, sub, x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=rcfg.kb)
-                th = theory_delta(subspace_curvature(model, sub, x, y), cfg.sigma, batch_size=rcfg.kb)
+                mc = delta_monte_carlo(model, sub, x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=rcfg.k_batch_size)
+                th = theory_delta(subspace_curvature(model, sub, x, y), cfg.sigma, batch_size=rcfg.k_batch_size)
                 jax.block_until_ready(th.second_order)
                 return {"k": mc.k, "delta": mc.delta, "stderr": mc.stderr, "theory_exact": th.second_order, "theory_paper": th.theorem1,
                         "eigenvalues": eig.eigenvalues, "train_accuracy": res.train_accuracy, "params": model.num_params,
@@ -124,7 +124,7 @@ def run(cfg: Config, ctx) -> Outcome:
             rows.append({
                 "dataset": ds_name, "model": _label(arch), "hidden": arch, "params": int(r["params"]), "tol": tol,
                 "K_monte_carlo": K, "K_theory_exact": K_th, "K_theory_paper": K_paper,
-                "K_samples": K * cfg.batch_size if K > 0 and cfg.k_unit == "batch" else K,
+                "K_samples": K * cfg.batch_size if K > 0 and cfg.k_unit == "batches" else K,
                 "available": int(r["k"][-1]) + 1, "train_accuracy": float(r["train_accuracy"]),
                 "wall_s": float(r["seconds"]), "train_s": float(r["train_seconds"]),
                 "paper_K": PAPER_K.get((ds_name, _label(arch))),
@@ -142,7 +142,7 @@ def run(cfg: Config, ctx) -> Outcome:
         if r["paper_K"] is not None:
             if r["K_monte_carlo"] < 0:
                 claims.append(Claim(f"tol {r['tol']} gives K = {r['paper_K']} batches ({r['dataset']}, {r['model']})", False,
-                                    f"Delta_k never settles below {r['tol']} within the {r['available']} {cfg.k_unit}es of this run"))
+                                    f"Delta_k never settles below {r['tol']} within the {r['available']} {cfg.k_unit} of this run"))
             else:
                 ok = 0.5 * r["paper_K"] <= r["K_monte_carlo"] <= 2 * r["paper_K"]
                 claims.append(Claim(f"tol {r['tol']} gives K = {r['paper_K']} batches ({r['dataset']}, {r['model']})", bool(ok),

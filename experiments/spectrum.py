@@ -29,7 +29,9 @@ from jaxland.errors import ConfigError
 from jaxland.plots import plot_spectrum
 from jaxland.plots_spectrum import plot_spectral_density
 
-from ._common import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig, Claim, Outcome, Spec, main_for
+from ._cli import main_for
+from ._config import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig
+from ._runner import Claim, Outcome, Spec
 
 
 @dataclasses.dataclass(frozen=True)

@@ -62,11 +62,11 @@ def run(cfg: Config, ctx) -> Outcome:
     sub = Subspace(w, jnp.asarray(eig["eigenvectors"]))
 
     def empirical():
-        r = delta_monte_carlo(model, sub, x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=cfg.kb)
+        r = delta_monte_carlo(model, sub, x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=cfg.k_batch_size)
         return {"k": r.k, "delta": r.delta, "stderr": r.stderr}
 
     def theory():
-        t = theory_delta(subspace_curvature(model, sub, x, y), cfg.sigma, batch_size=cfg.kb)
+        t = theory_delta(subspace_curvature(model, sub, x, y), cfg.sigma, batch_size=cfg.k_batch_size)
         return {"k": t.k, "paper": t.theorem1, "exact": t.second_order, "quadratic": t.curvature_only, "ritz": t.ritz_values}
 
     e = ctx.part("empirical", empirical)

@@ -19,7 +19,8 @@ import pytest
 
 from experiments import EXPERIMENTS, get_spec
 from experiments import __main__ as main_job
-from experiments._common import resolve_config, run_experiment
+from experiments._cli import resolve_config
+from experiments._runner import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 

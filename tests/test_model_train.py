@@ -60,11 +60,21 @@ def test_reference_mlp_reaches_97_percent_on_embedded_mnist():
     assert res.loss_history.shape == (10, 156)
 
 
-def test_nan_loss_is_a_clear_error():
+def test_nan_input_is_refused_before_training():
     x = np.ones((128, 4), np.float32)
     x[5, 0] = np.nan
-    with pytest.raises(jl.TrainingError, match="non-finite.*epoch 1"):
+    with pytest.raises(jl.ConfigError, match="1 non-finite value"):
         jl.train(jl.MLPConfig((4, 3)), x, np.zeros(128, np.int32), key=jax.random.key(0), epochs=1, progress=False)
+
+
+def test_nan_loss_is_a_clear_error():
+    """A loss that turns non-finite during training names the epoch (finite inputs, so validation lets it through)."""
+    base = jl.MLPConfig((4, 3))
+    params = base.init(jax.random.key(0))
+    model = jl.as_model(lambda w, x: base.apply(w, x), params=params, loss=lambda out, y: jnp.log(out[:, 0] - 1e6))
+    x = np.ones((128, 4), np.float32)
+    with pytest.raises(jl.TrainingError, match="non-finite.*epoch 1"):
+        jl.train(model, x, np.zeros(128, np.int32), key=jax.random.key(0), epochs=1, progress=False)
 
 
 def test_bad_training_arguments():

@@ -166,7 +166,7 @@ def _cli_spec():
 
 
 def _run_cli(argv):
-    from experiments._common import cli
+    from experiments._cli import cli
 
     return cli(_cli_spec(), [*argv, "--no-progress"])
 
@@ -220,7 +220,7 @@ def test_cli_user_error_is_one_line_and_exit_2(tmp_path, capsys, name, call, tex
 
 
 def test_cli_internal_error_keeps_its_traceback(tmp_path):
-    from experiments._common import cli
+    from experiments._cli import cli
 
     def boom(cfg, ctx):
         raise RuntimeError("an internal bug")
@@ -296,7 +296,8 @@ def test_two_processes_fill_one_cache_entry(tmp_path):
 
 
 def test_kill_9_mid_experiment_then_rerun_equals_uninterrupted(tmp_path):
-    from experiments._common import resolve_config, run_experiment
+    from experiments._cli import resolve_config
+    from experiments._runner import run_experiment
 
     out = tmp_path / "killed"  # tiny preset: one part per (d, sigma) setting
     cmd = [sys.executable, "-m", "experiments.random_delta", "--tiny", "--out", str(out), "--no-progress"]
