@@ -19,7 +19,7 @@ from .mlp import ACTIVATIONS, MLP, Layer, MLPConfig, reference_mlp
 from .architectures import ARCHITECTURES, MODEL_NAMES, LeNet5, ResNet, ViT, build_model
 
 # training and the weight cache
-from .train import TrainResult, load_params, save_params, train, train_epoch
+from .train import DIVERGENCE_FACTOR, TrainResult, load_params, save_params, train, train_epoch
 from .cache import cached_train, default_cache_dir
 
 # curvature and eigenpairs
