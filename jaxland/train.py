@@ -136,7 +136,7 @@ def load_params(path: str | Path, model: Model | None = None) -> tuple[Model, ja
     if not Path(path).is_file():
         raise DataNotFoundError(f"no weight file at {path}")
     try:
-        with np.load(path) as f:
+        with open(path, "rb") as fh, np.load(fh) as f:  # our handle: closed even when np.load fails on a bad zip
             w = jnp.asarray(f["params"])
             meta = json.loads(bytes(f["meta"]).decode())
         saved = meta.pop("model")
