@@ -11,18 +11,12 @@ so that for ``alpha > 0`` the curve falls below ``tol`` for good at
 ``k* = (C / tol)^(1/alpha)`` and ``K = floor(k*) + 1`` (k counts samples or
 batches, whatever the curve counts).
 
-Fit. With standard errors ``s_k`` (Monte Carlo, :class:`DeltaResult`) the fit
-minimises ``chi^2 = sum_k ((Delta_k - C k^-alpha) / s_k)^2`` (Gauss-Newton with
-Levenberg damping, started from the weighted log-log line): the maximum
-likelihood fit for Gaussian errors of known size, defined also where a noisy
-``Delta_k`` is <= 0. Without standard errors (a theory curve) it is the
-least-squares line ``log Delta_k = log C - alpha log k``.
-
-Scatter. A real curve scatters around any smooth trend by more than its
-Monte Carlo error (each k adds one particular sample or batch). When
-``chi^2 / (n - 2) > 1`` the errors become ``sqrt(s_k^2 + tau^2 m_k^2)`` with
-``m_k`` the fitted curve and ``tau`` (the relative scatter) set so that
-``chi^2 = n - 2``; the fit is redone with those weights.
+Fit (:mod:`jaxland.forecast_fit`). With standard errors ``s_k`` (Monte
+Carlo, :class:`DeltaResult`) the fit minimises
+``chi^2 = sum_k ((Delta_k - C k^-alpha) / s_k)^2``, widened by a relative
+scatter ``tau`` where the curve scatters around its trend by more than its
+standard errors (``chi^2 / (n - 2) > 1``). Without standard errors (a theory
+curve) it is the least-squares line ``log Delta_k = log C - alpha log k``.
 
 Interval. A parametric bootstrap: ``B`` curves ``m_k + sqrt(s_k^2 + tau^2 m_k^2) z``
 (or, without standard errors, log-curves ``log C^ - alpha^ log k + r z``)
@@ -31,14 +25,10 @@ quantile range, so it carries the Monte Carlo error, the scatter and the fit
 error. The draws of a Monte Carlo estimate are shared by every k, so its errors
 are correlated across k; the bootstrap treats them as independent.
 
-Definition 4 on a scattered curve. The trend crossing ``K`` is where the
-fitted curve falls below tol; a real curve keeps scattering around its trend,
-so Definition 4 measured on it ("below tol for every later k") lands later.
-With the observed ratios ``r_j = Delta_j / m_j`` of the tail resampled
-independently along k, ``P(Delta_k' < tol for every k' >= k) =
-prod_{k' >= k} (1 - #{j : m_k' r_j >= tol} / n)``, computed exactly as a sum
-over n segments of k; mixed over the bootstrap fits it gives ``k_scatter``
-(median at the fit) and its interval.
+Definition 4 on a scattered curve (:mod:`jaxland.forecast_scatter`): a
+curve that keeps scattering around its trend last exceeds tol after the
+trend crosses it; ``k_scatter`` and its interval model that from the observed
+residual ratios, mixed over the bootstrap fits.
 
 Tail rule. The fit uses ``k >= tail * k_max`` (default ``tail = 0.25``, the
 last factor of four in k, where the transient of the first few samples has
@@ -54,6 +44,8 @@ import numpy as np
 from scipy import stats
 
 from .errors import ConfigError
+from .forecast_fit import bootstrap_power_law, covariance, effective_stderr, fit_power_law_tail, k_interval, loglog_fit, power_law_k
+from .forecast_scatter import scatter_k
 
 __all__ = ["KForecast", "forecast_sufficient_k", "power_law_k"]
 
@@ -100,157 +92,6 @@ class KForecast(NamedTuple):
     k_fit: tuple
     num_fit: int
     unit: str
-
-
-def power_law_k(log_c, alpha, tol):
-    """Definition 4 for ``Delta_k = exp(log_c) k^-alpha``: ``floor((C/tol)^(1/alpha)) + 1`` (at least 1; inf if alpha <= 0)."""
-    try:
-        log_c, alpha, tol = np.broadcast_arrays(np.asarray(log_c, float), np.asarray(alpha, float), np.asarray(tol, float))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"log_c, alpha and tol must be numbers or broadcastable arrays ({e})") from None
-    if not np.all(np.isfinite(tol) & (tol > 0)):
-        raise ConfigError(f"tol must be positive finite number(s), got {tol.tolist()}")
-    if not (np.all(np.isfinite(log_c)) and not np.any(np.isnan(alpha))):
-        raise ConfigError(f"log_c must be finite and alpha not NaN, got log_c={log_c.tolist()}, alpha={alpha.tolist()}")
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        log_k = (log_c - np.log(tol)) / alpha
-        k = np.floor(np.exp(np.minimum(log_k, 700.0))) + 1.0
-    k = np.where(alpha > 0, np.maximum(k, 1.0), np.inf)
-    return k if k.ndim else float(k)
-
-
-# ----------------------------------------------------------------------------- fitting
-
-
-def _loglog_fit(logk, logd, wts):
-    """Weighted least-squares line ``logd = a - alpha logk`` over the last axis; returns (a, alpha)."""
-    sw, swx, swy = wts.sum(-1), (wts * logk).sum(-1), (wts * logd).sum(-1)
-    swxx, swxy = (wts * logk * logk).sum(-1), (wts * logk * logd).sum(-1)
-    det = sw * swxx - swx**2
-    slope = (sw * swxy - swx * swy) / det
-    a = (swy - slope * swx) / sw
-    return a, -slope
-
-
-def _chi2(logk, d, s, a, alpha):
-    m = np.exp(a[..., None] - alpha[..., None] * logk)
-    return (((d - m) / s) ** 2).sum(-1)
-
-
-def _power_law_fit(logk, d, s, a, alpha, iters: int = 60):
-    """Minimise ``sum ((d - exp(a - alpha logk)) / s)^2`` over (a, alpha), batched over leading axes.
-
-    Levenberg-Marquardt from the start (a, alpha): each batch member keeps its
-    own damping, accepts a step only if chi^2 falls.
-    """
-    a, alpha = np.array(a, float), np.array(alpha, float)
-    lam = np.full(a.shape, 1e-3)
-    conv = np.zeros(a.shape, bool)
-    chi = _chi2(logk, d, s, a, alpha)
-    for _ in range(iters):
-        m = np.exp(a[..., None] - alpha[..., None] * logk)
-        r = (d - m) / s
-        ja, jb = m / s, -m * logk / s  # d model / d(a, alpha), scaled by 1/s
-        haa, hab, hbb = (ja * ja).sum(-1), (ja * jb).sum(-1), (jb * jb).sum(-1)
-        ga, gb = (ja * r).sum(-1), (jb * r).sum(-1)
-        haa_d, hbb_d = haa * (1 + lam), hbb * (1 + lam)
-        det = haa_d * hbb_d - hab**2
-        with np.errstate(divide="ignore", invalid="ignore"):
-            da = (hbb_d * ga - hab * gb) / det
-            db = (haa_d * gb - hab * ga) / det
-        na, nb = a + da, alpha + db
-        with np.errstate(over="ignore", invalid="ignore"):
-            new = _chi2(logk, d, s, na, nb)
-        ok = np.isfinite(new) & (new <= chi)
-        a, alpha, chi = np.where(ok, na, a), np.where(ok, nb, alpha), np.where(ok, new, chi)
-        lam = np.where(ok, lam * 0.3, lam * 10.0)
-        conv = conv | (ok & (np.maximum(np.abs(da), np.abs(db)) < 1e-9))
-        if np.all(conv | (lam > 1e12)):
-            break
-    return a, alpha, chi
-
-
-def _fit_scatter(logk, d, s, a, alpha, chi2_red, rounds: int = 6):
-    """Refit with errors ``sqrt(s_k^2 + tau^2 m_k^2)``, ``tau`` such that chi^2 = n - 2; returns (a, alpha, tau).
-
-    ``tau`` is the relative scatter of the curve around the power law beyond
-    its standard errors (0 when the standard errors explain the residuals).
-    The weights use the model ``m_k``, not the observed values, so low points
-    do not pull the fit down.
-    """
-    if chi2_red <= 1:
-        return a, alpha, 0.0
-    dof = logk.size - 2
-    tau = 0.0
-    for _ in range(rounds):
-        m = np.exp(a - alpha * logk)
-        r2 = (d - m) ** 2
-        lo, hi = -12.0, 6.0  # bisection on log tau: sum r2 / (s^2 + tau^2 m^2) falls with tau
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            if np.sum(r2 / (s**2 + (math.exp(mid) * m) ** 2)) > dof:
-                lo = mid
-            else:
-                hi = mid
-        tau = math.exp((lo + hi) / 2)
-        a, alpha, _ = (float(v) for v in _power_law_fit(logk, d, np.sqrt(s**2 + (tau * m) ** 2), np.asarray(a), np.asarray(alpha)))
-    return a, alpha, tau
-
-
-def _exceedance_bounds(a, alpha, tols, ratios):
-    """Sorted ``u_j = floor(t_j)``, (B, ntol, n): ``m(k) ratio_j >= tol`` exactly for ``k <= t_j``.
-
-    ``m(k) = exp(a - alpha log k)``; a ratio <= 0 never exceeds (u = 0); a
-    non-decaying fit (alpha <= 0) always exceeds (u = inf).
-    """
-    a, alpha = a[:, None, None], alpha[:, None, None]
-    r = ratios[None, None, :]
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        log_t = (a + np.log(np.where(r > 0, r, 1.0)) - np.log(tols)[None, :, None]) / alpha
-        u = np.floor(np.exp(np.minimum(log_t, 35.0)))  # 35: beyond 1e15 k the count does not matter
-    u = np.where(r > 0, np.maximum(u, 0.0), 0.0)
-    u = np.where(alpha > 0, u, np.inf)
-    return np.sort(u, axis=-1)
-
-
-def _log_prob_settled(u, k):
-    """``log P(Delta_k' < tol for every k' >= k)`` (B, ntol) for i.i.d. ratios drawn from the n observed ones.
-
-    At integer ``k'`` a fraction ``#{j : u_j >= k'} / n`` of the ratios exceeds
-    tol; between consecutive sorted ``u`` that fraction is constant, so the
-    sum over ``k' >= k`` of ``log(1 - fraction)`` is a sum over n segments.
-    """
-    n = u.shape[-1]
-    never = np.isinf(u).any(-1)
-    u = np.where(np.isinf(u), 0.0, u)
-    lo = np.concatenate([np.zeros(u.shape[:-1] + (1,)), u[..., :-1]], axis=-1)
-    seg = np.maximum(0.0, u - np.maximum(lo, k[..., None] - 1.0))  # integers k' >= k in (u_(i-1), u_(i)]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_p = np.log(np.arange(n) / n)  # i ratios below tol: log(i / n); i = 0 -> -inf
-        terms = np.where(seg > 0, seg * log_p, 0.0)
-    return np.where(never, -np.inf, terms.sum(-1))
-
-
-def _mixture_quantile(u, q):
-    """Smallest integer k with ``mean_b P_b(K <= k) >= q`` for each tolerance (inf if none below 1e15)."""
-    ntol = u.shape[1]
-    lo, hi = np.zeros(ntol), np.full(ntol, 1e15)
-    for _ in range(60):  # bisection over integers: F(lo) < q <= F(hi)
-        mid = np.floor((lo + hi) / 2)
-        f = np.exp(_log_prob_settled(u, np.broadcast_to(mid, u.shape[:2]))).mean(0)
-        lo, hi = np.where(f >= q, lo, mid), np.where(f >= q, mid, hi)
-        if np.all(hi - lo <= 1):
-            break
-    f_top = np.exp(_log_prob_settled(u, np.broadcast_to(hi, u.shape[:2]))).mean(0)
-    return np.where(f_top >= q, np.maximum(hi, 1.0), np.inf)
-
-
-def _covariance(logk, s, a, alpha):
-    """Inverse Fisher matrix of (a, alpha) for the chi^2 fit (unscaled)."""
-    m = np.exp(a - alpha * logk)
-    ja, jb = m / s, -m * logk / s
-    h = np.array([[ja @ ja, ja @ jb], [ja @ jb, jb @ jb]])
-    return np.linalg.inv(h)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -373,25 +214,19 @@ def forecast_sufficient_k(
         st = s[sel]
         if np.any(st <= 0):
             raise ConfigError("standard errors must be > 0 in the fitted tail (pass stderr=None for an unweighted log-log fit)")
-        pos = dt > 0
-        if pos.sum() < 2:
+        if (dt > 0).sum() < 2:
             raise ConfigError(f"the tail k in [{kt[0]:g}, {kt[-1]:g}] has fewer than two positive values: no decay to fit")
-        w0 = np.where(pos, (np.where(pos, dt, 1.0) / st) ** 2, 0.0)
-        a0, al0 = _loglog_fit(logk, np.log(np.where(pos, dt, 1.0)), w0)
-        a, alpha, chi = (float(v) for v in _power_law_fit(logk, dt, st, np.asarray(a0), np.asarray(al0)))
-        dof = n - 2
-        chi2_red = chi / dof
-        gof_p = float(stats.chi2.sf(chi, dof))
-        a, alpha, scatter = _fit_scatter(logk, dt, st, a, alpha, chi2_red)
-        se_eff = np.sqrt(st**2 + (scatter * np.exp(a - alpha * logk)) ** 2)
-        cov = _covariance(logk, se_eff, a, alpha)
+        a, alpha, chi2_red, scatter = (float(v) for v in fit_power_law_tail(logk, dt, st))
+        gof_p = float(stats.chi2.sf(chi2_red * (n - 2), n - 2))
+        se_eff = effective_stderr(logk, st, a, alpha, scatter)
+        cov = covariance(logk, se_eff, a, alpha)
     else:
         if np.any(dt <= 0):
             raise ConfigError(
                 f"without standard errors the fit is on log Delta_k, but the tail has {int((dt <= 0).sum())} value(s) <= 0; "
                 "pass stderr= or a later tail"
             )
-        a, alpha = (float(v) for v in _loglog_fit(logk, np.log(dt), np.ones_like(dt)))
+        a, alpha = (float(v) for v in loglog_fit(logk, np.log(dt), np.ones_like(dt)))
         resid = np.log(dt) - (a - alpha * logk)
         chi2_red = float(resid @ resid / (n - 2))
         gof_p = float("nan")
@@ -408,26 +243,14 @@ def forecast_sufficient_k(
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((int(num_bootstrap), n))
     if s is not None:
-        sim = np.exp(a - alpha * logk) + se_eff * z
-        a_b, al_b = np.full(len(z), a), np.full(len(z), alpha)
-        for _ in range(3 if scatter > 0 else 1):
-            se_b = np.sqrt(st**2 + (scatter * np.exp(a_b[:, None] - al_b[:, None] * logk)) ** 2)
-            a_b, al_b, _ = _power_law_fit(logk, sim, se_b, a_b, al_b)
+        a_b, al_b = bootstrap_power_law(logk, st, a, alpha, scatter, z)
     else:
-        sim = (a - alpha * logk) + scatter * z
-        a_b, al_b = _loglog_fit(logk, sim, np.ones_like(sim))
+        a_b, al_b = loglog_fit(logk, (a - alpha * logk) + scatter * z, np.ones_like(z))
     tols1 = np.atleast_1d(tols)
     k_hat = power_law_k(a, alpha, tols1)
-    k_b = power_law_k(a_b[:, None], al_b[:, None], tols1[None, :])  # (B, ntol); inf where a refit does not decay
-    q = (1 - level) / 2
-    lower = np.quantile(k_b, q, axis=0, method="lower")
-    upper = np.quantile(k_b, 1 - q, axis=0, method="higher")
+    lower, upper = k_interval(a_b, al_b, tols1, level)
     # Definition 4 on a curve that scatters like this one: residual ratios D_k / m_k resampled along k
-    ratios = dt / np.exp(a - alpha * logk)
-    u_hat = _exceedance_bounds(np.asarray([a]), np.asarray([alpha]), tols1, ratios)
-    k_sc = _mixture_quantile(u_hat, 0.5)
-    u_b = _exceedance_bounds(a_b, al_b, tols1, ratios)
-    lower_sc, upper_sc = _mixture_quantile(u_b, q), _mixture_quantile(u_b, 1 - q)
+    k_sc, lower_sc, upper_sc = scatter_k(a, alpha, a_b, al_b, tols1, dt / np.exp(a - alpha * logk), level)
     kmax = float(kk.max())
     extrap = np.asarray(k_hat) / kmax
     scalar = np.ndim(tol) == 0
