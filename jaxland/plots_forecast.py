@@ -140,10 +140,12 @@ def plot_online_forecast(k, delta, tol: float, k_stop, forecast=None, *, unit: s
             ax.axvline(forecast["k_trend"], color="C1", ls=":", lw=1, label=f"fit crosses tol at k={forecast['k_trend']}")
         ax.axvspan(forecast["lower"], min(upper, kk[-1]), color="C1", alpha=0.15,
                    label=f"forecast K = {forecast['k']} [{forecast['lower']}, {'inf' if forecast['upper'] is None else forecast['upper']}]")
-    ax.set_yscale("log")
-    ax.set_xlabel(_k_label(unit))
-    ax.set_ylabel(r"$\Delta$")
-    ax.set_title("Algorithm 1: stop against the forecast from its first steps")
+    _log_delta_axes(ax, unit, "Algorithm 1: stop against the forecast from its first steps")
+    return fig
+
+
+def _log_delta_axes(ax, unit: str, title: str) -> None:
+    """Log-scale Delta axis against k, grid and a small legend."""
+    ax.set(yscale="log", xlabel=_k_label(unit), ylabel=r"$\Delta$", title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
-    return fig

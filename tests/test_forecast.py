@@ -19,6 +19,16 @@ def _definition4(curve, k, tol):
         return jl.sufficient_k(curve, tol, k=k)
 
 
+def _problem(widths, n, d=None):
+    """(model, w, x, y, subspace) of a small float64 MLP on random data; the subspace spans d random directions."""
+    model = jl.MLPConfig(widths)
+    w = model.init(jax.random.key(0)).astype(jnp.float64)
+    x = jax.random.normal(jax.random.key(1), (n, widths[0]), jnp.float64)
+    y = jnp.arange(n) % widths[-1]
+    sub = None if d is None else jl.Subspace(w, jl.random_directions(model, w, d, key=jax.random.key(2)))
+    return model, w, x, y, sub
+
+
 # ----------------------------------------------------------------------------- forecast
 
 
@@ -101,11 +111,7 @@ def test_scatter_beyond_the_standard_errors_widens_the_interval():
 
 
 def test_accepts_delta_result_theory_result_and_pairs(x64):
-    model = jl.MLPConfig((4, 5, 3))
-    w = model.init(jax.random.key(0)).astype(jnp.float64)
-    x = jax.random.normal(jax.random.key(1), (512, 4), jnp.float64)
-    y = jnp.arange(512) % 3
-    sub = jl.Subspace(w, jl.random_directions(model, w, 2, key=jax.random.key(2)))
+    model, w, x, y, sub = _problem((4, 5, 3), 512, d=2)
     mc = jl.delta_monte_carlo(model, sub, x, y, sigma=0.5, num_draws=64, key=jax.random.key(3), batch_size=4)
     f = forecast_sufficient_k(mc, 1e-7)
     g = forecast_sufficient_k(np.asarray(mc.delta), 1e-7, k=mc.k, stderr=np.asarray(mc.stderr))
@@ -164,10 +170,7 @@ def test_noisy_values_below_zero_are_fitted_with_stderr():
 
 
 def test_theta_free_term_matches_direct_prefix_means(x64):
-    model = jl.MLPConfig((4, 6, 3))
-    w = model.init(jax.random.key(0)).astype(jnp.float64)
-    x = jax.random.normal(jax.random.key(1), (50, 4), jnp.float64)
-    y = jnp.arange(50) % 3
+    model, w, x, y, _ = _problem((4, 6, 3), 50)
     for bs in (None, 8):
         k, tf = theta_free_term(model, w, x, y, batch_size=bs)
         m = 1 if bs is None else bs
@@ -178,11 +181,7 @@ def test_theta_free_term_matches_direct_prefix_means(x64):
 
 
 def test_split_sums_back_and_the_rest_vanishes_with_sigma(x64):
-    model = jl.MLPConfig((4, 6, 3))
-    w = model.init(jax.random.key(0)).astype(jnp.float64)
-    x = jax.random.normal(jax.random.key(1), (64, 4), jnp.float64)
-    y = jnp.arange(64) % 3
-    sub = jl.Subspace(w, jl.random_directions(model, w, 3, key=jax.random.key(2)))
+    model, w, x, y, sub = _problem((4, 6, 3), 64, d=3)
     for sigma in (1.0, 1e-4):
         mc = jl.delta_monte_carlo(model, sub, x, y, sigma=sigma, num_draws=256, key=jax.random.key(3), batch_size=4)
         s = delta_split(mc, model, w, x, y, batch_size=4)
