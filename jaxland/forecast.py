@@ -23,7 +23,11 @@ Interval. A parametric bootstrap: ``B`` curves ``m_k + sqrt(s_k^2 + tau^2 m_k^2)
 are refitted and ``K`` recomputed; the interval is the central ``level``
 quantile range, so it carries the Monte Carlo error, the scatter and the fit
 error. The draws of a Monte Carlo estimate are shared by every k, so its errors
-are correlated across k; the bootstrap treats them as independent.
+are correlated across k; the bootstrap treats them as independent. Measured
+coverage of the nominal 90% interval (``benchmarks/forecast_coverage.py``, 200
+synthetic power laws per setting): 0.89-0.985 with independent Gaussian errors
+(relative noise 0.05-0.3, 31-121 fitted k, K 2-20x beyond the data); 0.69 /
+0.86 / 0.94 at 2 / 5 / 20x with errors equicorrelated at 0.5.
 
 Definition 4 on a scattered curve (:mod:`jaxland.forecast_scatter`): a
 curve that keeps scattering around its trend last exceeds tol after the
