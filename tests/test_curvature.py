@@ -17,7 +17,7 @@ def tiny(mlp):
 def test_hvp_equals_dense_hessian(tiny):
     model, w, x, y = tiny
     v = jax.random.normal(jax.random.key(2), w.shape, jnp.float64)
-    H = jax.hessian(lambda w_: jl.mean_loss(model, w_, x, y))(w)
+    H = jax.jit(jax.hessian(lambda w_, x_, y_: jl.mean_loss(model, w_, x_, y_)))(w, x, y)
     np.testing.assert_allclose(jl.hvp(model, w, v, x, y), H @ v, rtol=1e-6, atol=1e-12)
     np.testing.assert_allclose(jl.dense_hessian(model, w, x, y), H, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(H, H.T, atol=1e-12)

@@ -58,7 +58,7 @@ def _problem(model, shape, n=13, seed=0):
 def test_hvp_and_eigenpairs_match_dense_hessian(x64, name, model, shape):
     w, x, y = _problem(model, shape)
     assert model.num_params < 400, model.num_params  # small enough for a dense reference
-    H = jax.hessian(lambda w_: jl.mean_loss(model, w_, x, y, 9))(w)
+    H = jax.jit(jax.hessian(lambda w_, x_, y_: jl.mean_loss(model, w_, x_, y_, 9)))(w, x, y)  # jitted: op-by-op dispatch of jacfwd takes 20 s here
     v = jax.random.normal(jax.random.key(5), w.shape, jnp.float64)
     np.testing.assert_allclose(jl.hvp(model, w, v, x, y, 9), H @ v, rtol=1e-8, atol=1e-12)
     evals, evecs = np.linalg.eigh(np.asarray(H))
