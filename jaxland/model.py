@@ -92,6 +92,20 @@ class Model:
     loss: Any = "cross_entropy"
     input_shape: tuple[int, ...] | None = None
 
+    # -- identity: subclasses that keep ``_key`` (everything that fixes the function) and ``_num_params``
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and self._key == other._key
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name}, D={self._num_params}, loss={_loss_name(self.loss)})"
+
+    @property
+    def num_params(self) -> int:
+        return self._num_params
+
     # -- losses
     @property
     def classification(self) -> bool:
@@ -207,19 +221,6 @@ class NNXModel(Model):
         self._spec.update(num_params=self._num_params, loss=_loss_name(loss))
         self._key = (graphdef, _fingerprint(rest), loss, self.name, self.input_shape, self._num_params)
 
-    def __hash__(self):
-        return hash(self._key)
-
-    def __eq__(self, other):
-        return isinstance(other, NNXModel) and self._key == other._key
-
-    def __repr__(self):
-        return f"NNXModel({self.name}, D={self._num_params}, loss={_loss_name(self.loss)})"
-
-    @property
-    def num_params(self) -> int:
-        return self._num_params
-
     @property
     def spec(self) -> dict:
         return dict(self._spec)
@@ -269,19 +270,6 @@ class FunctionModel(Model):
         treedef = jax.tree.structure(params)
         shapes = tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(params))
         self._key = (apply_fn, treedef, shapes, loss, self.name, self.input_shape)
-
-    def __hash__(self):
-        return hash(self._key)
-
-    def __eq__(self, other):
-        return isinstance(other, FunctionModel) and self._key == other._key
-
-    def __repr__(self):
-        return f"FunctionModel({self.name}, D={self._num_params}, loss={_loss_name(self.loss)})"
-
-    @property
-    def num_params(self) -> int:
-        return self._num_params
 
     @property
     def spec(self) -> dict:

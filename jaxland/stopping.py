@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from .errors import ConfigError
+from .validate import check_real
 
 __all__ = ["moving_mean", "ema", "sufficient_k"]
 
@@ -84,12 +85,7 @@ def sufficient_k(delta, tol: float, *, k=None, smooth: int | None = None):
     if not np.all(np.isfinite(curve)):
         bad = np.nonzero(~np.isfinite(curve))[0]
         raise ConfigError(f"delta has {bad.size} non-finite value(s) (first at index {bad[0]}); K is undefined on such a curve")
-    try:
-        tol_f = float(tol)
-    except (TypeError, ValueError):
-        raise ConfigError(f"tol must be a positive number, got {tol!r}") from None
-    if not (math.isfinite(tol_f) and tol_f > 0):
-        raise ConfigError(f"tol must be a positive finite number, got {tol!r}")
+    tol_f = check_real("tol", tol)
     ks = np.arange(1, curve.size + 1) if k is None else np.asarray(k)
     if ks.shape != curve.shape:
         raise ConfigError(f"k has shape {ks.shape} but delta has {curve.shape}")

@@ -73,13 +73,7 @@ def positive_int(name: str, value, default=None, *, minimum: int = 1) -> int:
 
 
 def check_sigma(sigma) -> float:
-    try:
-        s = float(sigma)
-    except (TypeError, ValueError):
-        raise ConfigError(f"sigma must be a positive number, got {sigma!r}") from None
-    if not (math.isfinite(s) and s > 0):
-        raise ConfigError(f"sigma must be a positive finite number (theta ~ N(0, sigma^2 I)), got {sigma!r}")
-    return s
+    return check_real("sigma (theta ~ N(0, sigma^2 I))", sigma)
 
 
 @functools.lru_cache(maxsize=256)
@@ -277,7 +271,7 @@ def check_seed(seed, name: str = "seed") -> int:
 
 
 def check_real(name: str, value, *, positive: bool = True) -> float:
-    """``value`` as a finite float (``> 0`` when ``positive``)."""
+    """``value`` as a finite float (``> 0`` when ``positive``); the error names ``name``."""
     try:
         v = float(value)
     except (TypeError, ValueError):
