@@ -45,7 +45,7 @@ from .spectrum import DChoice, Extremes, SpectralDensity, TraceEstimate, bottom_
 from .sharding import auto_chunk, device_mesh, initialize_distributed, is_main_process, map_rows
 from .io import atomic_write_bytes, atomic_write_text, run_metadata, write_json, write_npz
 
-__version__ = "0.2.0"
+from ._version import __version__
 
 
 def __getattr__(name):

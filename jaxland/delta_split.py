@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import ConfigError
+from .model import per_sample_losses
 
 __all__ = ["DeltaSplit", "delta_split", "theta_free_term"]
 
@@ -45,13 +46,7 @@ class DeltaSplit(NamedTuple):
 
 
 def _losses(model, w, x, y) -> np.ndarray:
-    if hasattr(model, "per_sample_losses"):  # the model protocol: per_sample_losses(w, x, y) -> (n,)
-        losses = model.per_sample_losses(w, x, y)
-    else:
-        from .model import per_sample_losses
-
-        losses = per_sample_losses(model, w, x, y)
-    return np.asarray(losses, dtype=np.float64)
+    return np.asarray(per_sample_losses(model, w, x, y), dtype=np.float64)
 
 
 def theta_free_term(model, w, x, y, *, batch_size: int | None = None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -9,7 +10,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import flax
+import jax
 import numpy as np
+import optax
+
+from ._version import __version__
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "write_json", "write_npz", "run_metadata"]
 
@@ -59,8 +65,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def write_npz(path: str | os.PathLike, **arrays) -> Path:
-    import io
-
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
     return atomic_write_bytes(path, buf.getvalue())
@@ -68,10 +72,6 @@ def write_npz(path: str | os.PathLike, **arrays) -> Path:
 
 def run_metadata() -> dict:
     """Package versions, backend and devices: what a reader needs to reproduce a number."""
-    import flax
-    import jax
-    import optax
-
     return {
         "versions": {
             "jaxland": _version(),
@@ -90,9 +90,5 @@ def run_metadata() -> dict:
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("jaxland")
-    except Exception:  # noqa: BLE001
-        return "unknown"
+    # the source's own version: an editable install's metadata keeps the version it was installed at
+    return __version__
