@@ -38,3 +38,10 @@ def test_readme_bring_your_own_model_runs():
     assert mc.info.kernel == "generic" and mc.delta.shape == th.second_order.shape == (3,)
     assert np.all(np.isfinite(mc.delta)) and np.all(mc.stderr > 0)
     assert ns["eig"].eigenvalues.shape == (10,)
+
+
+def test_readme_forecast_runs():
+    ns = _snippet("## How much more data?", [("limit=4096", "limit=1024"), ("epochs=5", "epochs=1"), ("num_draws=64", "num_draws=16"), ("pilot/4096", "pilot/1024")])
+    f = ns["f"]
+    assert len(f.tol) == 2 and np.all(np.isfinite(f.k_scatter)) and f.k_scatter[1] >= f.k_scatter[0]
+    assert np.all(np.asarray(f.lower_scatter) <= np.asarray(f.k_scatter)) and np.all(np.asarray(f.k_scatter) <= np.asarray(f.upper_scatter))
