@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import subprocess
 import sys
@@ -57,3 +58,61 @@ def run_with_devices():
         return r.stdout
 
     return run
+
+
+@dataclasses.dataclass(frozen=True)
+class Quadratic:
+    """``l_i(w) = c_i + g_i.w + w^T G_i w / 2``, with (c_i, g_i, G_i) packed in the row x_i: second order is exact."""
+
+    dim: int
+
+    @property
+    def num_params(self):
+        return self.dim
+
+    def per_sample_losses(self, w, x, y):
+        D = self.dim
+        c, g, G = x[:, 0], x[:, 1 : D + 1], x[:, D + 1 :].reshape(-1, D, D)
+        return c + g @ w + 0.5 * jnp.einsum("i,nij,j->n", w, G, w)
+
+
+@pytest.fixture
+def quadratic_problem(x64):
+    """Factory of exactly quadratic losses in float64: ``make(key, n, D, zero_order=True) -> (model, x, y)``.
+
+    Per sample ``c_i ~ N(0, 0.3^2)``, ``g_i ~ N(0, 0.5^2 I)`` (both zero when
+    ``zero_order=False``) and a symmetric indefinite ``G_i``, packed in ``x``
+    for :class:`Quadratic`.
+    """
+
+    def make(key, n: int, D: int, *, zero_order: bool = True):
+        kc, kg, kh = jax.random.split(key, 3)
+        c = jax.random.normal(kc, (n, 1), jnp.float64) * 0.3
+        g = jax.random.normal(kg, (n, D), jnp.float64) * 0.5
+        a = jax.random.normal(kh, (n, D, D), jnp.float64)
+        G = (a + jnp.swapaxes(a, 1, 2)) / 2  # indefinite: signs matter
+        if not zero_order:
+            c, g = 0 * c, 0 * g
+        return Quadratic(D), jnp.concatenate([c, g, G.reshape(n, -1)], axis=1), jnp.zeros(n, jnp.int32)
+
+    return make
+
+
+TINY_MLP_SETUP = """
+import jax, jax.numpy as jnp, numpy as np, jaxland as jl
+jax.config.update("jax_enable_x64", True)
+model = jl.MLPConfig((5, 6, 4, 3))
+w = model.init(jax.random.key(0)).astype(jnp.float64)
+x = jax.random.normal(jax.random.key(1), (23, 5), jnp.float64)
+y = jnp.arange(23) % 3
+sub = jl.Subspace(w, jax.random.normal(jax.random.key(2), (3, w.size), jnp.float64) * 0.3)
+"""
+
+
+@pytest.fixture
+def tiny_mlp_script():
+    """``script(body)``: source that builds the ``mlp`` fixture's float64 problem (model, w, x, y, sub), then runs ``body``.
+
+    For :func:`run_with_devices`, whose fresh interpreter cannot take fixtures.
+    """
+    return lambda body: TINY_MLP_SETUP + textwrap.dedent(body)

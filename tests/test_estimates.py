@@ -1,4 +1,3 @@
-import dataclasses
 import warnings
 
 import jax
@@ -11,33 +10,6 @@ from jaxland.kernels import loss_matrix
 from jaxland.errors import ConfigError
 
 
-@dataclasses.dataclass(frozen=True)
-class Quadratic:
-    """``l_i(w) = c_i + g_i.w + w^T G_i w / 2``, with (c_i, g_i, G_i) packed in the row x_i: second order is exact."""
-
-    dim: int
-
-    @property
-    def num_params(self):
-        return self.dim
-
-    def per_sample_losses(self, w, x, y):
-        D = self.dim
-        c, g, G = x[:, 0], x[:, 1 : D + 1], x[:, D + 1 :].reshape(-1, D, D)
-        return c + g @ w + 0.5 * jnp.einsum("i,nij,j->n", w, G, w)
-
-
-def _quadratic_data(key, n, D, *, zero_order=True):
-    kc, kg, kh = jax.random.split(key, 3)
-    c = jax.random.normal(kc, (n, 1), jnp.float64) * 0.3
-    g = jax.random.normal(kg, (n, D), jnp.float64) * 0.5
-    a = jax.random.normal(kh, (n, D, D), jnp.float64)
-    G = (a + jnp.swapaxes(a, 1, 2)) / 2  # indefinite: signs matter
-    if not zero_order:
-        c, g = 0 * c, 0 * g
-    return jnp.concatenate([c, g, G.reshape(n, -1)], axis=1), jnp.zeros(n, jnp.int32)
-
-
 def _sub(D, d, key):
     center = jax.random.normal(jax.random.fold_in(key, 1), (D,), jnp.float64) * 0.1
     dirs = jax.random.normal(key, (d, D), jnp.float64) / np.sqrt(D)
@@ -45,10 +17,9 @@ def _sub(D, d, key):
 
 
 @pytest.mark.parametrize("d,sigma", [(1, 0.5), (3, 1.0), (5, 2.0)])
-def test_monte_carlo_matches_exact_second_order_on_quadratic(x64, d, sigma):
+def test_monte_carlo_matches_exact_second_order_on_quadratic(quadratic_problem, d, sigma):
     D, n = 6, 6
-    model = Quadratic(D)
-    x, y = _quadratic_data(jax.random.key(d), n, D)
+    model, x, y = quadratic_problem(jax.random.key(d), n, D)
     sub = _sub(D, d, jax.random.key(10 + d))
     mc = jl.delta_monte_carlo(model, sub, x, y, sigma=sigma, num_draws=4000, key=jax.random.key(0))
     th = jl.theory_delta(jl.subspace_curvature(model, sub, x, y), sigma)
@@ -59,10 +30,9 @@ def test_monte_carlo_matches_exact_second_order_on_quadratic(x64, d, sigma):
     np.testing.assert_allclose(mc.delta_k2, mc.delta * mc.k**2)
 
 
-def test_subspace_curvature_is_exact_on_quadratic(x64):
+def test_subspace_curvature_is_exact_on_quadratic(quadratic_problem):
     D, n, d = 5, 7, 3
-    model = Quadratic(D)
-    x, y = _quadratic_data(jax.random.key(0), n, D)
+    model, x, y = quadratic_problem(jax.random.key(0), n, D)
     sub = _sub(D, d, jax.random.key(1))
     curv = jl.subspace_curvature(model, sub, x, y, chunk=3)  # chunk does not divide n
     P, w = sub.directions, sub.center
@@ -72,10 +42,9 @@ def test_subspace_curvature_is_exact_on_quadratic(x64):
     np.testing.assert_allclose(curv.G, jnp.einsum("ai,nij,bj->nab", P, G, P), rtol=1e-10, atol=1e-12)
 
 
-def test_sigma4_scaling_when_c_and_g_vanish(x64):
+def test_sigma4_scaling_when_c_and_g_vanish(quadratic_problem):
     D, n, d = 6, 5, 3
-    model = Quadratic(D)
-    x, y = _quadratic_data(jax.random.key(3), n, D, zero_order=False)
+    model, x, y = quadratic_problem(jax.random.key(3), n, D, zero_order=False)
     sub = jl.Subspace(jnp.zeros(D, jnp.float64), _sub(D, d, jax.random.key(4)).directions)
     res = {s: jl.delta_monte_carlo(model, sub, x, y, sigma=s, num_draws=3000, key=jax.random.key(5)) for s in (0.5, 1.0, 3.0)}
     for s in (0.5, 3.0):

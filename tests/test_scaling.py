@@ -95,57 +95,50 @@ def test_bf16_needs_a_low_precision_forward(x64):
         jl.per_sample_loss_matrix(Linear(), sub, jnp.ones((2, 2)), x, jnp.zeros(4), mesh="all")
 
 
-def test_sharded_estimates_match_single_device(run_with_devices):
-    out = run_with_devices(
+def test_sharded_estimates_match_single_device(run_with_devices, tiny_mlp_script):
+    out = run_with_devices(tiny_mlp_script(
         """
-        import jax, jax.numpy as jnp, numpy as np, jaxland as jl
         assert len(jax.devices()) == 8
-        with jax.enable_x64(True):
-            model = jl.MLPConfig((5, 6, 4, 3))
-            w = model.init(jax.random.key(0)).astype(jnp.float64)
-            x = jax.random.normal(jax.random.key(1), (23, 5), jnp.float64)
-            y = jnp.arange(23) % 3
-            sub = jl.Subspace(w, jax.random.normal(jax.random.key(2), (3, w.size), jnp.float64) * 0.3)
-            th = jl.draw_thetas(jax.random.key(1), 13, 3, 0.7, jnp.float64)
-            tol = dict(rtol=1e-11, atol=1e-14)
+        th = jl.draw_thetas(jax.random.key(1), 13, 3, 0.7, jnp.float64)
+        tol = dict(rtol=1e-11, atol=1e-14)
 
-            one = jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=1, chunk=3, sample_block=5)
-            for mesh in (None, 8, jl.device_mesh(3)):  # None: every visible device
-                got = jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=mesh, chunk=3, sample_block=5)
-                np.testing.assert_allclose(got, one, **tol)
-            assert len(jl.per_sample_loss_matrix(model, sub, th, x, y).sharding.device_set) == 8
+        one = jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=1, chunk=3, sample_block=5)
+        for mesh in (None, 8, jl.device_mesh(3)):  # None: every visible device
+            got = jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=mesh, chunk=3, sample_block=5)
+            np.testing.assert_allclose(got, one, **tol)
+        assert len(jl.per_sample_loss_matrix(model, sub, th, x, y).sharding.device_set) == 8
 
-            for kw in (dict(), dict(batch_size=4, orderings=3, ordering_key=jax.random.key(5))):
-                ref = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, mesh=1, **kw)
-                for mesh, budget in ((8, None), (8, 1), (3, 8 * 23 * 8 * 2)):  # 2 draws/device, 1 draw/pass, 2 draws/pass
-                    got = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, mesh=mesh, memory_budget=budget, **kw)
-                    np.testing.assert_allclose(got.delta, ref.delta, **tol)
-                    np.testing.assert_allclose(got.stderr, ref.stderr, rtol=1e-9)
+        for kw in (dict(), dict(batch_size=4, orderings=3, ordering_key=jax.random.key(5))):
+            ref = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, mesh=1, **kw)
+            for mesh, budget in ((8, None), (8, 1), (3, 8 * 23 * 8 * 2)):  # 2 draws/device, 1 draw/pass, 2 draws/pass
+                got = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, mesh=mesh, memory_budget=budget, **kw)
+                np.testing.assert_allclose(got.delta, ref.delta, **tol)
+                np.testing.assert_allclose(got.stderr, ref.stderr, rtol=1e-9)
 
-            c1 = jl.subspace_curvature(model, sub, x, y, mesh=1)
-            for mesh, chunk in ((8, None), (8, 2), (3, 5)):
-                c8 = jl.subspace_curvature(model, sub, x, y, mesh=mesh, chunk=chunk)
-                for a, b in zip(c8, c1):
-                    assert a.shape == b.shape
-                    np.testing.assert_allclose(a, b, **tol)
+        c1 = jl.subspace_curvature(model, sub, x, y, mesh=1)
+        for mesh, chunk in ((8, None), (8, 2), (3, 5)):
+            c8 = jl.subspace_curvature(model, sub, x, y, mesh=mesh, chunk=chunk)
+            for a, b in zip(c8, c1):
+                assert a.shape == b.shape
+                np.testing.assert_allclose(a, b, **tol)
 
-            sub2 = jl.Subspace(w, sub.directions[:2])
-            s1 = jl.loss_surface(model, sub2, x, y, [1, 3], grid=3, batch_size=5, mesh=1)
-            s8 = jl.loss_surface(model, sub2, x, y, [1, 3], grid=3, batch_size=5, mesh=8)
-            np.testing.assert_allclose(s8.loss, s1.loss, **tol)
-            np.testing.assert_allclose(s8.diff_sq, s1.diff_sq, rtol=1e-9, atol=1e-16)
+        sub2 = jl.Subspace(w, sub.directions[:2])
+        s1 = jl.loss_surface(model, sub2, x, y, [1, 3], grid=3, batch_size=5, mesh=1)
+        s8 = jl.loss_surface(model, sub2, x, y, [1, 3], grid=3, batch_size=5, mesh=8)
+        np.testing.assert_allclose(s8.loss, s1.loss, **tol)
+        np.testing.assert_allclose(s8.diff_sq, s1.diff_sq, rtol=1e-9, atol=1e-16)
 
-            # sharded_hvp over vectors: one compiled program, not a retrace per call
-            from jaxland import curvature
-            vs = jax.random.normal(jax.random.key(3), (5, w.size), jnp.float64)
-            ref = jl.hvp_batch(model, w, vs, x, y, 13)
-            np.testing.assert_allclose(jl.sharded_hvp(model, w, vs, x, y, 13, mesh=jl.device_mesh(8), over="vectors"), ref, rtol=1e-12)
-            size = curvature._vector_parallel_hvp._cache_size()
-            np.testing.assert_allclose(jl.sharded_hvp(model, w, 2 * vs, x, y, 13, mesh=jl.device_mesh(8), over="vectors"), 2 * ref, rtol=1e-12)
-            assert curvature._vector_parallel_hvp._cache_size() == size
+        # sharded_hvp over vectors: one compiled program, not a retrace per call
+        from jaxland import curvature
+        vs = jax.random.normal(jax.random.key(3), (5, w.size), jnp.float64)
+        ref = jl.hvp_batch(model, w, vs, x, y, 13)
+        np.testing.assert_allclose(jl.sharded_hvp(model, w, vs, x, y, 13, mesh=jl.device_mesh(8), over="vectors"), ref, rtol=1e-12)
+        size = curvature._vector_parallel_hvp._cache_size()
+        np.testing.assert_allclose(jl.sharded_hvp(model, w, 2 * vs, x, y, 13, mesh=jl.device_mesh(8), over="vectors"), 2 * ref, rtol=1e-12)
+        assert curvature._vector_parallel_hvp._cache_size() == size
         print("OK")
         """
-    )
+    ))
     assert "OK" in out
 
 

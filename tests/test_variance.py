@@ -1,7 +1,5 @@
 """Variance reduction for Monte Carlo Delta_k: control variate, antithetic and Sobol' draws."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,31 +13,12 @@ from jaxland.variance import VarianceReduction, curvature_coefficients, draw_uni
 METHODS = ["none", "cv", "antithetic", "sobol", "cv+antithetic", "cv+sobol", "antithetic+sobol", "cv+antithetic+sobol"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Quadratic:
-    """``l_i(w) = c_i + g_i.w + w^T G_i w / 2`` with (c_i, g_i, G_i) packed in x_i: the second-order model is exact."""
-
-    dim: int
-
-    @property
-    def num_params(self):
-        return self.dim
-
-    def per_sample_losses(self, w, x, y):
-        D = self.dim
-        c, g, G = x[:, 0], x[:, 1 : D + 1], x[:, D + 1 :].reshape(-1, D, D)
-        return c + g @ w + 0.5 * jnp.einsum("i,nij,j->n", w, G, w)
-
-
 @pytest.fixture
-def quadratic(x64):
+def quadratic(quadratic_problem):
     D, n, d = 5, 12, 3
-    kc, kg, kh, kp = jax.random.split(jax.random.key(0), 4)
-    a = jax.random.normal(kh, (n, D, D), jnp.float64)
-    x = jnp.concatenate([jax.random.normal(kc, (n, 1), jnp.float64) * 0.3, jax.random.normal(kg, (n, D), jnp.float64) * 0.5,
-                         ((a + jnp.swapaxes(a, 1, 2)) / 2).reshape(n, -1)], axis=1)
-    sub = jl.Subspace(jnp.full(D, 0.1, jnp.float64), jax.random.normal(kp, (d, D), jnp.float64) / np.sqrt(D))
-    return Quadratic(D), sub, x, jnp.zeros(n, jnp.int32)
+    model, x, y = quadratic_problem(jax.random.key(0), n, D)
+    sub = jl.Subspace(jnp.full(D, 0.1, jnp.float64), jax.random.normal(jax.random.key(4), (d, D), jnp.float64) / np.sqrt(D))
+    return model, sub, x, y
 
 
 def _mc(model, sub, x, y, vr, **kw):
@@ -153,25 +132,18 @@ def test_reported_errors_match_the_spread_over_seeds(mlp):
         assert np.all((ratio > 0.5) & (ratio < 2)), (vr, np.round(ratio, 2))
 
 
-def test_methods_on_two_devices_match_one(run_with_devices):
-    out = run_with_devices(
+def test_methods_on_two_devices_match_one(run_with_devices, tiny_mlp_script):
+    out = run_with_devices(tiny_mlp_script(
         """
-        import jax, jax.numpy as jnp, numpy as np, jaxland as jl
-        with jax.enable_x64(True):
-            model = jl.MLPConfig((5, 6, 4, 3))
-            w = model.init(jax.random.key(0)).astype(jnp.float64)
-            x = jax.random.normal(jax.random.key(1), (23, 5), jnp.float64)
-            y = jnp.arange(23) % 3
-            sub = jl.Subspace(w, jax.random.normal(jax.random.key(2), (3, w.size), jnp.float64) * 0.3)
-            cases = [("cv+antithetic", {}), ("cv+sobol", dict(batch_size=4, orderings=3))]
-            for vr, kw in cases:
-                kw.update(sigma=0.7, num_draws=96, key=jax.random.key(4), variance_reduction=vr)
-                one = jl.delta_monte_carlo(model, sub, x, y, mesh=1, **kw)
-                two = jl.delta_monte_carlo(model, sub, x, y, mesh=2, memory_budget=8 * 23 * 14 * 8, **kw)  # several passes
-                np.testing.assert_allclose(two.delta, one.delta, rtol=1e-10)
-                np.testing.assert_allclose(two.stderr, one.stderr, rtol=1e-8)
+        cases = [("cv+antithetic", {}), ("cv+sobol", dict(batch_size=4, orderings=3))]
+        for vr, kw in cases:
+            kw.update(sigma=0.7, num_draws=96, key=jax.random.key(4), variance_reduction=vr)
+            one = jl.delta_monte_carlo(model, sub, x, y, mesh=1, **kw)
+            two = jl.delta_monte_carlo(model, sub, x, y, mesh=2, memory_budget=8 * 23 * 14 * 8, **kw)  # several passes
+            np.testing.assert_allclose(two.delta, one.delta, rtol=1e-10)
+            np.testing.assert_allclose(two.stderr, one.stderr, rtol=1e-8)
         print("ok")
-        """,
+        """),
         n=2,
     )
     assert out.strip() == "ok"
