@@ -34,8 +34,9 @@ Convergence: pair i is converged when
 (the second term is the floating-point floor, which only matters for
 eigenvalues near zero). ``relative_residuals = residuals / |lambda_i|``.
 
-The pure solvers (:func:`lanczos`, :func:`block_lanczos`, :func:`power_iteration`,
-:func:`lobpcg`, :func:`dense_eigh`) are factories in the matfree style:
+The pure solvers (:func:`lanczos`, :func:`block_lanczos` in :mod:`jaxland.lanczos`;
+:func:`power_iteration`, :func:`lobpcg`, :func:`dense_eigh` in :mod:`jaxland.eigen_solvers`;
+the result type in :mod:`jaxland.eigen_result`) are factories in the matfree style:
 static settings in, a pure function ``solve(matvec, v0)`` out, which the caller
 may ``jit`` or ``vmap``. They never raise; a non-finite product gives NaN
 eigenvalues and ``converged=False``. The convenience entry points
@@ -56,14 +57,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from .curvature import hvp, hvp_batch
+from .eigen_result import EigResult
+from .eigen_solvers import dense_eigh, lobpcg, power_iteration
 from .errors import ConfigError, NumericalError
+from .lanczos import block_lanczos, lanczos
 from .model import Model
 from .validate import check_data, check_key, check_params, check_prefix, positive_int
 
@@ -83,380 +87,6 @@ __all__ = [
 METHODS = ("lanczos", "block", "lobpcg", "power", "dense")
 WHICH = ("largest", "smallest")
 DENSE_MAX_DIM = 4096
-
-
-class EigResult(NamedTuple):
-    """Top-d eigenpairs with their diagnostics (a leading batch axis when batched).
-
-    Attributes:
-      eigenvalues: (d,) signed, descending (largest algebraic first).
-      eigenvectors: (d, dim) unit rows; the sign is fixed so that each row's
-        largest-magnitude entry is positive.
-      residuals: (d,) ``||A v_i - lambda_i v_i||`` from real products.
-      relative_residuals: (d,) ``residuals / |lambda_i|``.
-      num_matvecs: operator-vector products used (a block of m counts m).
-      converged: every pair meets the tolerance (see the module docstring).
-    """
-
-    eigenvalues: jax.Array
-    eigenvectors: jax.Array
-    residuals: jax.Array
-    relative_residuals: jax.Array
-    num_matvecs: jax.Array
-    converged: jax.Array
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def _eps(dtype) -> float:
-    return float(jnp.finfo(dtype).eps)
-
-
-def _fix_signs(vecs):
-    idx = jnp.argmax(jnp.abs(vecs), axis=-1)
-    s = jnp.sign(jnp.take_along_axis(vecs, idx[:, None], axis=-1))
-    return vecs * jnp.where(s == 0, 1.0, s).astype(vecs.dtype)
-
-
-def _finish(theta, vecs, avecs, tol, num_matvecs, finite):
-    """Residuals from products ``avecs = A vecs``, sorting, signs, NaN on failure."""
-    res = jnp.linalg.norm(avecs - theta[:, None] * vecs, axis=1)
-    order = jnp.argsort(-theta)
-    theta, vecs, res = theta[order], vecs[order], res[order]
-    return _result(theta, _fix_signs(vecs), res, tol, num_matvecs, finite)
-
-
-def _result(theta, vecs, res, tol, num_matvecs, finite):
-    dtype = theta.dtype
-    tiny = jnp.finfo(dtype).tiny
-    floor = 100 * _eps(dtype) * jnp.max(jnp.abs(theta))
-    ok = jnp.all(res <= jnp.maximum(tol * jnp.abs(theta), floor)) & finite
-    ok &= jnp.all(jnp.isfinite(theta)) & jnp.all(jnp.isfinite(res))
-    nan = jnp.asarray(jnp.nan, dtype)
-    theta = jnp.where(finite, theta, nan)
-    res = jnp.where(finite, res, nan)
-    return EigResult(
-        eigenvalues=theta,
-        eigenvectors=jnp.where(finite, vecs, nan),
-        residuals=res,
-        relative_residuals=res / jnp.maximum(jnp.abs(theta), tiny),
-        num_matvecs=jnp.asarray(num_matvecs, jnp.int32),
-        converged=ok,
-    )
-
-
-def _orthonormal_rows(z):
-    if z.shape[0] == 1:  # Lanczos: a norm, not a QR (cheaper to compile and run)
-        return z / jnp.linalg.norm(z)
-    q, _ = jnp.linalg.qr(z.T)
-    return q.T
-
-
-# ----------------------------------------------------------------------------- Krylov
-
-
-class _KrylovState(NamedTuple):
-    """Loop state of :func:`_block_krylov` (``nmax`` = steps x block size)."""
-
-    step: jax.Array  # blocks done
-    Q: jax.Array  # (nmax, dim) orthonormal basis rows
-    W: jax.Array  # (nmax, dim) stored products A Q
-    T: jax.Array  # (nmax, nmax) upper triangle of Q^T A Q
-    next_block: jax.Array  # (b, dim) orthonormal block to multiply next
-    gram: jax.Array  # (b, b) Gram matrix of the orthogonalised last products
-    done: jax.Array
-    finite: jax.Array
-    theta: jax.Array  # (d,) current top Ritz values
-    S: jax.Array  # (nmax, d) their coefficients in the basis
-
-
-def _block_krylov(matmat, V0, d: int, tol, max_matvecs: int, basis_dtype=None):
-    """Block Lanczos with full reorthogonalisation and Rayleigh-Ritz after each block.
-
-    Keeps ``Q`` (orthonormal rows), ``W = A Q`` and ``T = Q^T A Q`` (entries
-    ``<q_i, A q_j>`` for ``i <= j``, mirrored). With ``(theta, s)`` an eigenpair of
-    ``T``, ``A (Q^T s) = W^T s`` and the residual outside ``span Q`` is
-    ``R_last^T s_last`` (R_last: the orthogonalised last products).
-
-    ``basis_dtype`` (default: the dtype of ``V0``, the operator's): the
-    precision of ``Q``, ``W``, the reorthogonalisation and Rayleigh-Ritz. A
-    wider basis than the operator removes the basis' rounding (which, in
-    float32, stalls relative residuals near 1e-5..1e-4); what remains is the
-    operator's own rounding. Results come back in the operator's dtype.
-    """
-    b, dim = V0.shape
-    op_dtype = V0.dtype
-    dtype = jnp.dtype(basis_dtype) if basis_dtype is not None else op_dtype
-    if dtype != op_dtype:
-        matmat = (lambda mm: lambda V: mm(V.astype(op_dtype)).astype(dtype))(matmat)
-        V0 = V0.astype(dtype)
-    eps = _eps(dtype)
-    steps = max(1, min(max_matvecs, dim) // b)
-    nmax = steps * b
-    idx = jnp.arange(nmax)
-    restart = jax.random.normal(jax.random.key(1), (b, dim), dtype)
-
-    def ritz(T, filled):
-        tfull = jnp.triu(T) + jnp.triu(T, 1).T
-        mask = idx < filled
-        tfull = jnp.where(mask[:, None] & mask[None, :], tfull, 0.0)
-        pad = -2.0 * jnp.linalg.norm(tfull) - jnp.finfo(dtype).tiny
-        evals, S = jnp.linalg.eigh(tfull + jnp.diag(jnp.where(mask, 0.0, pad)))
-        return evals[::-1][:d], S[:, ::-1][:, :d]
-
-    def body(st: _KrylovState) -> _KrylovState:
-        j, Q, W, T, Qj = st.step, st.Q, st.W, st.T, st.next_block
-        cols = j * b
-        Wj = matmat(Qj)
-        fin = jnp.all(jnp.isfinite(Wj))
-        Wj = jnp.where(fin, Wj, 0.0)
-        Q = jax.lax.dynamic_update_slice(Q, Qj, (cols, jnp.zeros_like(cols)))
-        W = jax.lax.dynamic_update_slice(W, Wj, (cols, jnp.zeros_like(cols)))
-        C = Q @ Wj.T
-        R = Wj - C.T @ Q
-        C2 = Q @ R.T
-        R = R - C2.T @ Q
-        T = jax.lax.dynamic_update_slice(T, C + C2, (jnp.zeros_like(cols), cols))
-        G = R @ R.T
-        filled = cols + b
-        # next block: the residuals, with (near-)zero rows replaced by random
-        # directions (invariant subspace found: restart inside the complement)
-        scale = jnp.max(jnp.linalg.norm(Wj, axis=1))
-        small = jnp.sqrt(jnp.clip(jnp.diag(G), 0.0)) <= 1e3 * eps * scale + jnp.finfo(dtype).tiny
-        rnd = jnp.roll(restart, j * 7919 + 1, axis=1)  # differs per step; no RNG in the loop
-        Z = jnp.where(small[:, None], rnd, R)
-        for _ in range(2):
-            Z = Z - (Z @ Q.T) @ Q
-            Z = _orthonormal_rows(Z)
-        theta, S = ritz(T, filled)
-        s_last = jax.lax.dynamic_slice(S, (cols, jnp.zeros_like(cols)), (b, d))
-        res = jnp.sqrt(jnp.clip(jnp.einsum("bi,bc,ci->i", s_last, G, s_last), 0.0))
-        floor = 100 * eps * jnp.max(jnp.abs(theta))
-        # never stop on a breakdown step: an invariant Krylov space has exact Ritz
-        # pairs but may miss copies of repeated eigenvalues; continue from the restart
-        done = (filled >= d) & jnp.all(res <= jnp.maximum(tol * jnp.abs(theta), floor))
-        done &= ~jnp.any(small) | (filled + b > dim)
-        if dtype != op_dtype:
-            # the estimate assumes A Q = W exactly; with a narrower operator its rounding
-            # is not in it, so confirm with the residuals of the stored products
-            def explicit(_):
-                r = jnp.linalg.norm(S.T @ W - theta[:, None] * (S.T @ Q), axis=1)
-                return jnp.all(r <= jnp.maximum(tol * jnp.abs(theta), floor))
-
-            done = jax.lax.cond(done, explicit, lambda _: jnp.asarray(False), None)
-        return _KrylovState(j + 1, Q, W, T, Z, G, done, st.finite & fin, theta, S)
-
-    def cond(st: _KrylovState):
-        return (st.step < steps) & ~st.done & st.finite
-
-    z = jnp.zeros((nmax, dim), dtype)
-    init = _KrylovState(
-        step=jnp.asarray(0, jnp.int32), Q=z, W=z, T=jnp.zeros((nmax, nmax), dtype),
-        next_block=_orthonormal_rows(V0), gram=jnp.zeros((b, b), dtype), done=jnp.asarray(False),
-        finite=jnp.asarray(True), theta=jnp.zeros((d,), dtype), S=jnp.zeros((nmax, d), dtype),
-    )
-    st = jax.lax.while_loop(cond, body, init)
-    filled = st.step * b
-    vecs = st.S.T @ st.Q
-    # Rayleigh quotients of the (normalised) Ritz vectors from the stored products
-    avecs = st.S.T @ st.W
-    res = _finish(st.theta, vecs, avecs, tol, filled, st.finite)
-    if dtype != op_dtype:
-        res = res._replace(**{f: getattr(res, f).astype(op_dtype) for f in ("eigenvalues", "eigenvectors", "residuals", "relative_residuals")})
-    return res
-
-
-def lanczos(d: int, *, tol: float = 1e-3, max_matvecs: int | None = None, basis_dtype: Any = None):
-    """Lanczos (full reorthogonalisation) for the top-d eigenpairs: ``solve(matvec, v0) -> EigResult``.
-
-    ``matvec: (dim,) -> (dim,)`` symmetric; ``v0: (dim,)`` start vector (its
-    dtype is the operator's precision). Stops after the first product at which
-    all top-d Ritz pairs satisfy ``||A y - theta y|| <= tol |theta|``, or after
-    ``max_matvecs`` products (default ``min(dim, max(6 d, d + 50))``; memory and the cost of each reorthogonalisation grow with it).
-    Memory: two ``(max_matvecs, dim)`` arrays of ``basis_dtype``.
-
-    ``basis_dtype``: precision of the Krylov basis, reorthogonalisation and
-    Rayleigh-Ritz (default: ``v0.dtype``). ``jnp.float64`` with a float32
-    operator reaches relative residuals near 1e-6 where a float32 basis stalls
-    near 1e-5..1e-4; it needs x64 enabled while tracing (``jax.enable_x64(True)``;
-    :func:`top_eigenpairs` does that itself).
-    """
-
-    def solve(matvec: Callable, v0: jax.Array) -> EigResult:
-        mm = _default_max(v0.shape[-1], d, max_matvecs)
-        return _block_krylov(lambda V: matvec(V[0])[None], v0[None], d, tol, mm, basis_dtype)
-
-    return solve
-
-
-def block_lanczos(d: int, *, block_size: int | None = None, tol: float = 1e-3, max_matvecs: int | None = None,
-                  basis_dtype: Any = None):
-    """Block Lanczos for the top-d eigenpairs: ``solve(matmat, V0) -> EigResult``.
-
-    ``matmat: (b, dim) -> (b, dim)`` applies the operator to each row (e.g.
-    :func:`jaxland.hvp_batch`); ``V0: (b, dim)`` start block. Each step costs
-    one batched product of ``b`` vectors. ``basis_dtype`` as in :func:`lanczos`.
-    """
-
-    def solve(matmat: Callable, V0: jax.Array) -> EigResult:
-        b, dim = V0.shape
-        mm = _default_max(dim, d, max_matvecs, b)
-        return _block_krylov(matmat, V0, d, tol, mm, basis_dtype)
-
-    return solve
-
-
-def _default_max(dim: int, d: int, max_matvecs: int | None, b: int = 1) -> int:
-    if max_matvecs is None:
-        max_matvecs = max(6 * d, d + 50) + (10 * b if b > 1 else 0)
-    return min(int(max_matvecs), dim)
-
-
-# ----------------------------------------------------------------------------- power
-
-
-class _PowerState(NamedTuple):
-    """Loop state of one power-iteration run; ``lam``, ``res``, ``av`` belong to ``v``."""
-
-    next_v: jax.Array  # the next iterate
-    v: jax.Array  # the vector last multiplied
-    av: jax.Array  # A v
-    lam: jax.Array  # Rayleigh quotient v.A v
-    res: jax.Array  # ||A v - lam v||
-    norm_av: jax.Array
-    count: jax.Array  # products so far (all runs)
-    done: jax.Array
-    finite: jax.Array
-
-
-def power_iteration(d: int, *, tol: float = 1e-3, max_matvecs: int | None = None):
-    """The paper's deflated power iteration, signed: ``solve(matvec, v0) -> EigResult``.
-
-    Phase 0 runs plain power iteration to find the dominant eigenvalue
-    ``mu``. If ``mu >= 0`` it is ``lambda_1`` and the shift is 0; otherwise
-    the iteration runs on ``A - sigma I`` with ``sigma = 1.01 mu`` (or
-    ``-1.01 ||A v||`` if phase 0 did not settle, e.g. ``lambda_max = -lambda_min``),
-    whose dominant eigenvalue is the top algebraic one. Then for i = 1..d:
-    start from ``v0`` with the converged vectors projected out, iterate
-    ``v <- P (A - sigma I) v / ||.||`` (P: projector deflating the converged
-    vectors) until ``||A v - (v.Av) v|| <= tol |v.Av|``; if deflation leaves a
-    negative eigenvalue dominant, that vector's run is repeated on ``A - 1.01
-    lambda I`` so the top algebraic eigenvalue is found. ``max_matvecs`` is the
-    total budget (default ``1000 (d + 1)``: the paper's 1000 per vector), split
-    evenly between phase 0 and the d vectors.
-    """
-
-    def solve(matvec: Callable, v0: jax.Array) -> EigResult:
-        dim = v0.shape[-1]
-        dtype = v0.dtype
-        eps = _eps(dtype)
-        budget = int(max_matvecs) if max_matvecs is not None else 1000 * (d + 1)
-        per_run = max(1, budget // (d + 1))
-
-        def run(v, sigma, V, count, scale):
-            def body(st: _PowerState) -> _PowerState:
-                v = st.next_v
-                w = matvec(v)
-                fin = jnp.all(jnp.isfinite(w))
-                w = jnp.where(fin, w, 0.0)
-                lam = jnp.vdot(v, w)
-                res = jnp.linalg.norm(w - lam * v)
-                floor = 100 * eps * jnp.maximum(jnp.abs(lam), scale)
-                done = res <= jnp.maximum(tol * jnp.abs(lam), floor)
-                z = w - sigma * v
-                z = z - (V @ z) @ V
-                nz = jnp.linalg.norm(z)
-                vn = jnp.where(nz > 0, z / jnp.where(nz > 0, nz, 1.0), v)
-                return _PowerState(vn, v, w, lam, res, jnp.linalg.norm(w), st.count + 1, done, st.finite & fin)
-
-            def cond(st: _PowerState):
-                return ~st.done & (st.count < stop) & st.finite
-
-            z = jnp.asarray(0.0, dtype)
-            stop = count + per_run
-            init = _PowerState(v, v, jnp.zeros_like(v), z, jnp.asarray(jnp.inf, dtype), z, count,
-                               jnp.asarray(False), jnp.asarray(True))
-            return jax.lax.while_loop(cond, body, init)
-
-        def start(v, V):
-            v = v - (V @ v) @ V
-            v = v - (V @ v) @ V
-            return v / jnp.linalg.norm(v)
-
-        V = jnp.zeros((d, dim), dtype)
-        count0 = jnp.asarray(0, jnp.int32)
-        dom = run(start(v0, V), jnp.asarray(0.0, dtype), V, count0, 0.0)
-        mu, conv0 = dom.lam, dom.done
-        sigma = jnp.where(conv0, jnp.where(mu >= 0, 0.0, 1.01 * mu), -1.01 * dom.norm_av).astype(dtype)
-        reuse = conv0 & (mu >= 0)
-
-        def pair(i, st):
-            V, AV, lams, count, finite = st
-            v = jnp.where((i == 0) & reuse, dom.v, v0)
-            scale = jnp.max(jnp.abs(lams))
-            r = run(start(v, V), sigma, V, count, scale)
-            # Deflation can leave a negative eigenvalue dominant (|lambda| largest among the rest)
-            # while smaller positive ones remain: then every remaining eigenvalue is >= r.lam, and
-            # the iteration on A - 1.01 r.lam I converges to the largest algebraic one instead.
-            redo = (sigma == 0) & (r.lam < 0) & r.finite
-            r = jax.lax.cond(redo, lambda: run(start(v, V), (1.01 * r.lam).astype(dtype), V, r.count, scale), lambda: r)
-            return V.at[i].set(r.v), AV.at[i].set(r.av), lams.at[i].set(r.lam), r.count, finite & r.finite
-
-        zero = jnp.zeros((d,), dtype)
-        V, AV, lams, count, finite = jax.lax.fori_loop(0, d, pair, (V, jnp.zeros_like(V), zero, dom.count, dom.finite))
-        # Rayleigh-Ritz on span(V) with the stored products (no extra products):
-        # removes the coupling a slightly inexact deflated vector leaves in the next ones
-        T = V @ AV.T
-        theta, S = jnp.linalg.eigh(0.5 * (T + T.T))
-        return _finish(theta, S.T @ V, S.T @ AV, tol, count, finite)
-
-    return solve
-
-
-# ----------------------------------------------------------------------------- lobpcg, dense
-
-
-def lobpcg(d: int, *, tol: float = 1e-3, max_iters: int = 200):
-    """LOBPCG via :func:`jax.experimental.sparse.linalg.lobpcg_standard`: ``solve(matmat, V0)``.
-
-    ``V0: (b, dim)`` with ``d <= b`` and ``5 b < dim`` (a JAX restriction).
-    JAX's stopping rule is ``||r|| < tol' * 10 dim (theta + ||A v||)``; we pass
-    ``tol' = tol / (20 dim)`` so it approximates ``||r|| <= tol |theta|`` for
-    positive ``theta``, then recompute the residuals with one more batched
-    product (counted). JAX does not report its product count: we report the
-    upper bound ``b (3 iterations + 1) + b``.
-    """
-    from jax.experimental.sparse.linalg import lobpcg_standard
-
-    def solve(matmat: Callable, V0: jax.Array) -> EigResult:
-        b, dim = V0.shape
-        jtol = tol / (20.0 * dim)  # no eps floor: JAX's rule scales with dim
-        op = lambda X: matmat(X.T).T
-        theta, U, iters = lobpcg_standard(op, V0.T, m=max_iters, tol=jtol)
-        vecs = U.T[:d]
-        avecs = matmat(U.T)[:d]
-        theta = jnp.sum(vecs * avecs, axis=1)  # Rayleigh quotients of unit vectors
-        count = b * (3 * iters + 1) + b
-        return _finish(theta, vecs, avecs, tol, count, jnp.all(jnp.isfinite(avecs)))
-
-    return solve
-
-
-def dense_eigh(d: int, *, tol: float = 1e-3):
-    """Exact reference: ``eigh`` of the matrix built from ``dim`` products: ``solve(matvec, v0)``."""
-
-    def solve(matvec: Callable, v0: jax.Array) -> EigResult:
-        dim = v0.shape[-1]
-        A = jax.lax.map(matvec, jnp.eye(dim, dtype=v0.dtype))
-        finite = jnp.all(jnp.isfinite(A))
-        A = jnp.where(finite, 0.5 * (A + A.T), 0.0)
-        evals, U = jnp.linalg.eigh(A)
-        theta, vecs = evals[::-1][:d], U[:, ::-1][:, :d].T
-        return _finish(theta, vecs, vecs @ A, tol, dim, finite)
-
-    return solve
-
 
 # ----------------------------------------------------------------------------- entry points
 
@@ -496,17 +126,23 @@ def _solve_jit(matvec, matmat, method, d, tol, max_matvecs, block_size, key, dty
     return res._replace(eigenvalues=sign * res.eigenvalues)
 
 
-def _basis_name(basis_dtype, method):
-    """Validated name of a Krylov basis dtype (a static jit argument), or None."""
-    if basis_dtype is None:
+def _float_name(arg, value):
+    """Validated name of a float dtype argument (a static jit argument), or None."""
+    if value is None:
         return None
     try:
-        name = jnp.dtype(basis_dtype).name
+        name = jnp.dtype(value).name
     except TypeError:
-        name = str(basis_dtype)
+        name = str(value)
     if name not in ("float32", "float64"):
-        raise ConfigError(f"basis_dtype must be 'float32' or 'float64', got {basis_dtype!r}")
-    if method not in ("lanczos", "block"):
+        raise ConfigError(f"{arg} must be 'float32' or 'float64', got {value!r}")
+    return name
+
+
+def _basis_name(basis_dtype, method):
+    """Validated name of a Krylov basis dtype, or None."""
+    name = _float_name("basis_dtype", basis_dtype)
+    if name is not None and method not in ("lanczos", "block"):
         raise ConfigError(f"basis_dtype applies to method='lanczos' or 'block', not {method!r}; drop it or change method")
     return name
 
@@ -645,6 +281,36 @@ def _hessian_ops(model: Model):
     return mv, mm
 
 
+def _hessian_solve(model, ws, x, y, d, k, batch_size, method="lanczos", key=None, tol=1e-3, max_matvecs=None,
+                   block_size=None, require_convergence=False, which="largest", basis_dtype=None, hvp_dtype=None):
+    """Checks, then the compiled solve for one ``w`` (``ws.ndim == 1``) or each row of ``ws``."""
+    batched = ws.ndim == 2
+    check_prefix(k, check_data(model, x, y, min_samples=1))
+    for w in (ws if batched else ws[None]):
+        check_params(model, w, "ws[i]" if batched else "w")
+    key = None if key is None else check_key(key)
+    d, b, max_matvecs = _validate(ws.shape[-1], d, method, tol, max_matvecs, block_size, which)
+    basis, hd = _basis_name(basis_dtype, method), _float_name("hvp_dtype", hvp_dtype)
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    key = jax.random.key(0) if key is None else key
+    k = None if k is None else jnp.asarray(k)
+    with _x64_if("float64" if "float64" in (basis, hd) else None):
+        if hd is not None:
+            # the products in hd; floating inputs (weights, images) are cast, labels kept
+            ws = ws.astype(hd)
+            x = x.astype(hd) if jnp.issubdtype(x.dtype, jnp.floating) else x
+        if batched:
+            keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(ws.shape[0]))
+            res = _batch_jit(model, ws, x, y, k, keys, d, method, float(tol), max_matvecs, b, int(batch_size),
+                             which, basis)
+        else:
+            mv, mm = _hessian_ops(model)
+            res = _solve_jit(mv, mm, method, d, float(tol), max_matvecs, b, key, ws, (ws, x, y, k),
+                             basis_dtype=basis, which=which)
+    return _check(res, method, require_convergence)
+
+
 def hessian_eigenpairs(
     model: Model,
     w: jax.Array,
@@ -661,24 +327,26 @@ def hessian_eigenpairs(
     require_convergence: bool = False,
     which: str = "largest",
     basis_dtype: Any = None,
+    hvp_dtype: Any = None,
 ) -> EigResult:
     """Top-d eigenpairs of ``H_k(w)``, the Hessian of ``L_k`` (full data when ``k`` is None).
 
     ``w, x, y, k`` are inputs of one compiled program: a new ``w`` or ``k``
     (same shapes) does not recompile. Other arguments as :func:`top_eigenpairs`:
     ``which="smallest"`` gives the bottom of the spectrum (``lambda_min`` first),
-    ``basis_dtype="float64"`` tight eigenpairs (relative residuals ~1e-6) from float32 HVPs.
+    ``basis_dtype="float64"`` a float64 Krylov basis around float32 HVPs.
+
+    ``hvp_dtype="float64"``: the products themselves in float64 (``w`` and a
+    floating ``x`` are cast; x64 is switched on for the solve; the result is
+    float64). Use it for residuals below ~3e-6 relative to the exact Hessian: a
+    float32 HVP's own rounding differs from the exact product by about
+    ``1e-7 ||H||`` (on the reference MLP, 3.6e-6 relative for an eigenvalue at
+    ``lambda_max / 6``), which no solver driven by it can get below. On a CPU a
+    float64 HVP costs about twice a float32 one.
     """
-    check_prefix(k, check_data(model, x, y, min_samples=1))
-    check_params(model, w)
-    key = None if key is None else check_key(key)
-    mv, mm = _hessian_ops(model)
-    k = None if k is None else jnp.asarray(k)
-    return top_eigenpairs(
-        mv, w.shape[0], d, method=method, key=key, tol=tol, max_matvecs=max_matvecs, block_size=block_size,
-        matmat=mm, operands=(w, x, y, k), dtype=w.dtype, require_convergence=require_convergence,
-        which=which, basis_dtype=basis_dtype,
-    )
+    return _hessian_solve(model, jnp.asarray(w), x, y, d, k, 1, method=method, key=key, tol=tol,
+                          max_matvecs=max_matvecs, block_size=block_size, require_convergence=require_convergence,
+                          which=which, basis_dtype=basis_dtype, hvp_dtype=hvp_dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "d", "method", "tol", "max_matvecs", "block_size", "batch_size",
@@ -694,24 +362,12 @@ def _batch_jit(model, ws, x, y, k, keys, d, method, tol, max_matvecs, block_size
     return jax.lax.map(one, (ws, keys), batch_size=batch_size)
 
 
-def hessian_eigenpairs_batch(
-    model: Model,
-    ws: jax.Array,
-    x: jax.Array,
-    y: jax.Array,
-    d: int,
-    k: jax.Array | int | None = None,
-    *,
-    method: str = "lanczos",
-    key: jax.Array | None = None,
-    tol: float = 1e-3,
-    max_matvecs: int | None = None,
-    block_size: int | None = None,
-    batch_size: int = 1,
-    require_convergence: bool = False,
-    which: str = "largest",
-    basis_dtype: Any = None,
-) -> EigResult:
+_OPTIONS = ("method", "key", "tol", "max_matvecs", "block_size", "require_convergence", "which", "basis_dtype",
+            "hvp_dtype")
+
+
+def hessian_eigenpairs_batch(model: Model, ws: jax.Array, x: jax.Array, y: jax.Array, d: int,
+                             k: jax.Array | int | None = None, *, batch_size: int = 1, **options) -> EigResult:
     """:func:`hessian_eigenpairs` for each row of ``ws`` (B, D), in one compiled program.
 
     For the spectrum figure (top-32 eigenvalues averaged over independently
@@ -720,22 +376,14 @@ def hessian_eigenpairs_batch(
     until the slowest of them converges; memory grows with it); the default 1
     solves them one after another (``lax.map``). Network i uses the start key
     ``jax.random.fold_in(key, i)``. Every field gets a leading (B,) axis.
-    ``which`` and ``basis_dtype`` as in :func:`top_eigenpairs`.
+    ``options``: the keyword arguments of :func:`hessian_eigenpairs` (``method``,
+    ``key``, ``tol``, ``max_matvecs``, ``block_size``, ``require_convergence``,
+    ``which``, ``basis_dtype``, ``hvp_dtype``), with the same defaults.
     """
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise ConfigError(f"hessian_eigenpairs_batch got unknown options {unknown}; allowed: {_OPTIONS} and batch_size")
     ws = jnp.asarray(ws)
     if ws.ndim != 2:
         raise ConfigError(f"ws must be a (B, D) stack of flat parameter vectors, got shape {ws.shape}")
-    check_prefix(k, check_data(model, x, y, min_samples=1))
-    for w in ws:
-        check_params(model, w, "ws[i]")
-    key = None if key is None else check_key(key)
-    d, b, max_matvecs = _validate(ws.shape[1], d, method, tol, max_matvecs, block_size, which)
-    basis = _basis_name(basis_dtype, method)
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    key = jax.random.key(0) if key is None else key
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(ws.shape[0]))
-    k = None if k is None else jnp.asarray(k)
-    with _x64_if(basis):
-        res = _batch_jit(model, ws, x, y, k, keys, d, method, float(tol), max_matvecs, b, int(batch_size), which, basis)
-    return _check(res, method, require_convergence)
+    return _hessian_solve(model, ws, x, y, d, k, batch_size, **options)

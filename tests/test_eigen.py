@@ -245,3 +245,26 @@ def test_smallest_eigenpairs(x64, method):
     assert bool(res.converged)
     with pytest.raises(jl.ConfigError, match="which"):
         jl.top_eigenpairs(matmul, 120, 3, which="middle", operands=(A,))
+
+
+def test_float64_hvp_reaches_exact_hessian_where_float32_hvp_cannot(small_trained):
+    # float32 weights and data; the reference is the exact Hessian at those same (rounded) weights
+    model, w, x, y, _ = small_trained
+    w32, x32 = w.astype(jnp.float32), x.astype(jnp.float32)
+    with jax.enable_x64(True):
+        H = np.asarray(jl.dense_hessian(model, w32.astype(jnp.float64), x32.astype(jnp.float64), y))
+    relres = {}
+    for hd in ("float32", "float64"):
+        res = jl.hessian_eigenpairs(model, w32, x32, y, 4, tol=1e-10 if hd == "float64" else 1e-6, hvp_dtype=hd,
+                                    basis_dtype="float64", max_matvecs=w.size - 1)
+        assert res.eigenvalues.dtype == jnp.dtype(hd)
+        V, lam = np.asarray(res.eigenvectors, np.float64), np.asarray(res.eigenvalues, np.float64)
+        relres[hd] = np.max(np.linalg.norm(V @ H - lam[:, None] * V, axis=1) / np.abs(lam))
+    assert relres["float64"] < 1e-9 < relres["float32"]
+    batch = jl.hessian_eigenpairs_batch(model, w32[None], x32, y, 4, tol=1e-10, hvp_dtype="float64",
+                                        max_matvecs=w.size - 1)
+    np.testing.assert_allclose(batch.eigenvalues[0], res.eigenvalues, rtol=1e-9)
+    with pytest.raises(jl.ConfigError, match="hvp_dtype"):
+        jl.hessian_eigenpairs(model, w32, x32, y, 2, hvp_dtype="float16")
+    with pytest.raises(jl.ConfigError, match="unknown options"):
+        jl.hessian_eigenpairs_batch(model, w32[None], x32, y, 2, tol_=1e-3)
