@@ -147,8 +147,8 @@ def lanczos(d: int, *, tol: float = 1e-3, max_matvecs: int | None = None, basis_
 
     ``basis_dtype``: precision of the Krylov basis, reorthogonalisation and
     Rayleigh-Ritz (default: ``v0.dtype``). ``jnp.float64`` with a float32
-    operator reaches relative residuals near 1e-6 where a float32 basis stalls
-    near 1e-5..1e-4; it needs x64 enabled while tracing (``jax.enable_x64(True)``;
+    operator reaches relative residuals near 1e-6 (measured with that operator;
+    its own rounding is the floor) where a float32 basis stalls near 1e-5..1e-4; it needs x64 enabled while tracing (``jax.enable_x64(True)``;
     :func:`top_eigenpairs` does that itself).
     """
 
