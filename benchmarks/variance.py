@@ -69,6 +69,19 @@ def valid_draws(t: int, method: str) -> int:
     return int(-(-t // m) * m)
 
 
+def confirmed_draws_ratio(row: dict, plain_draws: int):
+    """Draws-for-equal-error ratio confirmed by the rerun: ``T_plain / (T_eq (SE_eq / SE_plain)^2)`` (None if not rerun).
+
+    The fixed-draws ratio divides two *estimated* standard errors; with a
+    heavy-tailed integrand the smaller run's SE is biased low, so the rerun,
+    which should land on ``SE_eq / SE_plain = 1``, is the check.
+    """
+    tp = row["to_plain_error"]
+    if not tp.get("measured"):
+        return None
+    return plain_draws / (tp["draws"] * tp["stderr_over_plain_median"] ** 2)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--draws", type=int, default=512, help="fixed draws for every method")
@@ -130,6 +143,7 @@ def main(argv=None):
                 tp = row["to_plain_error"]
                 tp["time_ratio"] = plain_s / tp["wall_s"]
                 tp["error_per_second"] = float(np.median(1 / (se_plain**2 * tp["wall_s"])))  # at (about) the plain error
+                row["draws_ratio_confirmed"] = confirmed_draws_ratio(row, args.plain_draws)
                 cell["methods"][vr] = row
                 print(f"  {vr:14s} T={t_fix}: draws ratio {q[1]:.2f} [{q[0]:.2f}, {q[2]:.2f}] -> T_eq={t_eq}: "
                       f"{tp['wall_s']:.1f} s ({'measured' if tp['measured'] else 'scaled'}), time ratio {tp['time_ratio']:.2f}, "
@@ -146,6 +160,7 @@ def main(argv=None):
             "to_plain_error": "a rerun at T_eq = T_plain / median draws_ratio; wall time excludes compilation and includes "
                               "the control variate's curvature pass; time_ratio = plain wall / this wall",
             "error_per_second": "median over k of 1 / (SE^2 * wall seconds)",
+            "draws_ratio_confirmed": "T_plain / (T_eq * (SE_eq / SE_plain)^2) from the rerun at T_eq (None when not rerun)",
         },
         "cells": cells,
         "load_average": {"start": load_start, "end": os.getloadavg()},
