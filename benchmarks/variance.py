@@ -6,7 +6,7 @@ For each cell and each method of :func:`jaxland.delta_monte_carlo`'s
 ``variance_reduction``, side by side in one run:
 
 1. plain Monte Carlo at T = 1,024 (the target standard error ``SE_plain``);
-2. each method at ``--draws`` (default 512): its standard error, and the
+2. each method at ``--draws`` (default 256): its standard error, and the
    draws-for-equal-error ratio per k, ``(SE_plain_k^2 * 1024) / (SE_k^2 * T)``
    (how many times fewer draws the method needs for the same error),
    summarised by its median and quartiles over k;
@@ -16,7 +16,7 @@ For each cell and each method of :func:`jaxland.delta_monte_carlo`'s
    ``curvature=`` is passed), and the error it reached (median over k of
    ``SE / SE_plain``). A method that does not help needs more draws than
    plain; its time is the fixed run's scaled to ``T_eq`` (``measured: false``),
-   which keeps the whole table within about 30 minutes on a loaded 2-core CPU.
+   which keeps the whole table near 20 minutes on a loaded 2-core CPU.
 
 Wall times exclude compilation: every call's tracing, lowering and XLA
 compile durations are collected with ``jax.monitoring`` and subtracted
@@ -24,7 +24,7 @@ compile durations are collected with ``jax.monitoring`` and subtracted
 scramblings have 15 degrees of freedom, so a single ratio per k is noisy;
 the median over the 155 k is not.
 
-    python -m benchmarks.variance [--draws 512] [--sigmas 0.1,1,5] [--methods none,cv,...]
+    python -m benchmarks.variance [--draws 256] [--sigmas 0.1,1,5] [--methods none,cv,...]
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def confirmed_draws_ratio(row: dict, plain_draws: int):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--draws", type=int, default=512, help="fixed draws for every method")
+    ap.add_argument("--draws", type=int, default=256, help="fixed draws for every method")
     ap.add_argument("--plain-draws", type=int, default=1024)
     ap.add_argument("--sigmas", default="0.1,1,5")
     ap.add_argument("--methods", default=",".join(METHODS))

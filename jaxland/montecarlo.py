@@ -330,7 +330,8 @@ def delta_monte_carlo(
     scramblings), any ``+``-joined combination, or a
     :class:`~jaxland.variance.VarianceReduction`. ``info.variance_reduction`` and
     ``info.effective_draws`` record the method and its worth in plain draws.
-    Default ``"none"``: see :data:`DEFAULT_VARIANCE_REDUCTION` for the measurement.
+    Default ``"none"``: on the reference problem no method gave more than about 2x fewer draws for
+    the same error at sigma = 1 (:data:`~jaxland.variance.DEFAULT_VARIANCE_REDUCTION` has the measurement).
 
     ``orderings``: None (the data order, shared by every draw), an int R (R
     random permutations from ``ordering_key``, default
