@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxland import delta_monte_carlo
+from jaxland.variance import DEFAULT_VARIANCE_REDUCTION
 from jaxland.plots import plot_delta
 from jaxland.subspace import Subspace, random_directions
 
@@ -44,11 +45,12 @@ def run(cfg: Config, ctx) -> Outcome:
     key = jax.random.key(cfg.seed)
     eig = ctx.eigenpairs("eigenpairs", model, w, x, y, cfg.d, tol=cfg.eig_tol)
 
-    def mc(dirs):
+    def mc(dirs):  # the library's default variance reduction; the parts' key records it
         r = delta_monte_carlo(model, Subspace(w, dirs), x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=cfg.k_batch_size)
-        return {"k": r.k, "delta": r.delta, "stderr": r.stderr}
+        return {"k": r.k, "delta": r.delta, "stderr": r.stderr, "method": r.info.variance_reduction, "effective_draws": r.info.effective_draws}
 
-    h = ctx.part("delta_hessian", lambda: mc(jnp.asarray(eig["eigenvectors"])))
+    h = ctx.part("delta_hessian", lambda: mc(jnp.asarray(eig["eigenvectors"])), key=DEFAULT_VARIANCE_REDUCTION)
+    draws = f"T={cfg.num_draws}, {h['method']}: {h['effective_draws']:,.0f} effective draws"
     curves = {f"top-{cfg.d} Hessian eigenvectors": (h["delta"], h["stderr"])}
     arrays = {"k": h["k"], "delta": h["delta"], "stderr": h["stderr"], "eigenvalues": eig["eigenvalues"]}
     claims = [bounded_k2(h["k"], h["delta"], f"top-{cfg.d} Hessian directions")]
@@ -60,10 +62,12 @@ def run(cfg: Config, ctx) -> Outcome:
         "delta_last": float(h["delta"][-1]),
         "delta_k2_last": float(h["delta"][-1] * h["k"][-1] ** 2),
         "mean_delta_hessian": float(np.mean(h["delta"])),
+        "variance_reduction": h["method"],
+        "effective_draws_hessian": float(h["effective_draws"]),
         "train_accuracy": getattr(ctx, "train_accuracy", None),
     }
     if cfg.compare_random:
-        r = ctx.part("delta_random", lambda: mc(random_directions(model, w, cfg.d, key=jax.random.fold_in(key, 100 + cfg.d))))
+        r = ctx.part("delta_random", lambda: mc(random_directions(model, w, cfg.d, key=jax.random.fold_in(key, 100 + cfg.d))), key=DEFAULT_VARIANCE_REDUCTION)
         curves[f"{cfg.d} random directions"] = (r["delta"], r["stderr"])
         arrays["delta_random"], arrays["stderr_random"] = r["delta"], r["stderr"]
         summary["mean_delta_random"] = float(np.mean(r["delta"]))
@@ -71,9 +75,10 @@ def run(cfg: Config, ctx) -> Outcome:
         claims.append(Claim(
             "Delta_k is higher on the Hessian directions than on random directions",
             bool(frac >= 0.9),
-            f"Hessian > random for {frac:.0%} of k (held if >= 90%); mean Delta_k {summary['mean_delta_hessian']:.3g} vs {summary['mean_delta_random']:.3g}",
+            f"Hessian > random for {frac:.0%} of k (held if >= 90%); mean Delta_k {summary['mean_delta_hessian']:.3g} vs {summary['mean_delta_random']:.3g} "
+            f"({draws}; random directions {r['effective_draws']:,.0f})",
         ))
-    ctx.figure(plot_delta(h["k"], curves, title=f"Delta_k in the top-{cfg.d} Hessian subspace (sigma={cfg.sigma:g}, T={cfg.num_draws})", unit=cfg.k_unit, logy_k2=False), "delta_hessian")
+    ctx.figure(plot_delta(h["k"], curves, title=f"Delta_k in the top-{cfg.d} Hessian subspace (sigma={cfg.sigma:g}, {draws})", unit=cfg.k_unit, logy_k2=False), "delta_hessian")
     return Outcome(arrays, summary, claims)
 
 

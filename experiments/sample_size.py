@@ -27,6 +27,7 @@ from jaxland.errors import ConfigError, DataError, DataNotFoundError
 from jaxland import delta_monte_carlo, subspace_curvature, sufficient_k, theory_delta
 from jaxland.plots import plot_sufficient_k
 from jaxland.subspace import Subspace
+from jaxland.variance import DEFAULT_VARIANCE_REDUCTION
 
 from ._cli import main_for
 from ._config import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig
@@ -110,14 +111,16 @@ def run(cfg: Config, ctx) -> Outcome:
                 t_train = time.perf_counter() - t0
                 eig = jl.hessian_eigenpairs(model, res.params, x, y, cfg.d, key=jax.random.fold_in(key, 1000), tol=cfg.eig_tol)
                 sub = Subspace(res.params, jnp.asarray(eig.eigenvectors))
+                # the library's default variance reduction; the part's key records it
                 mc = delta_monte_carlo(model, sub, x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=rcfg.k_batch_size)
                 th = theory_delta(subspace_curvature(model, sub, x, y), cfg.sigma, batch_size=rcfg.k_batch_size)
                 jax.block_until_ready(th.second_order)
                 return {"k": mc.k, "delta": mc.delta, "stderr": mc.stderr, "theory_exact": th.second_order, "theory_paper": th.theorem1,
                         "eigenvalues": eig.eigenvalues, "train_accuracy": res.train_accuracy, "params": model.num_params,
+                        "method": mc.info.variance_reduction, "effective_draws": mc.info.effective_draws,
                         "seconds": time.perf_counter() - t0, "train_seconds": t_train}
 
-            r = ctx.part(tag, compute)
+            r = ctx.part(tag, compute, key=DEFAULT_VARIANCE_REDUCTION)
             K = _K(r["delta"], r["k"], tol, cfg.smooth)
             K_th = _K(r["theory_exact"], r["k"], tol, cfg.smooth)
             K_paper = _K(r["theory_paper"], r["k"], tol, cfg.smooth)
@@ -127,6 +130,7 @@ def run(cfg: Config, ctx) -> Outcome:
                 "K_samples": K * cfg.batch_size if K > 0 and cfg.k_unit == "batches" else K,
                 "available": int(r["k"][-1]) + 1, "train_accuracy": float(r["train_accuracy"]),
                 "wall_s": float(r["seconds"]), "train_s": float(r["train_seconds"]),
+                "variance_reduction": r["method"], "effective_draws": float(r["effective_draws"]),
                 "paper_K": PAPER_K.get((ds_name, _label(arch))),
             })
             curves[f"{ds_name}, {_label(arch)} (tol {tol:g})"] = (r["k"], r["delta"], K if K > 0 else None)
@@ -136,7 +140,8 @@ def run(cfg: Config, ctx) -> Outcome:
     if not rows:
         raise DataNotFoundError("no requested dataset is available here:\n  " + "\n  ".join(notes))
     tols = {lab: float(lab.split("tol ")[1].rstrip(")")) for lab in curves}
-    ctx.figure(plot_sufficient_k(curves, tols, unit=cfg.k_unit, title=f"Sufficient sample size K (Monte Carlo Delta_k, top-{cfg.d} Hessian subspace)"), "sample_size")
+    ctx.figure(plot_sufficient_k(curves, tols, unit=cfg.k_unit, title=f"Sufficient sample size K (Monte Carlo Delta_k, top-{cfg.d} Hessian subspace; T={cfg.num_draws}, "
+                                                                  f"{rows[0]['variance_reduction']}: {np.median([r['effective_draws'] for r in rows]):,.0f} effective draws)"), "sample_size")
     claims = []
     for r in rows:
         if r["paper_K"] is not None:
@@ -146,7 +151,8 @@ def run(cfg: Config, ctx) -> Outcome:
             else:
                 ok = 0.5 * r["paper_K"] <= r["K_monte_carlo"] <= 2 * r["paper_K"]
                 claims.append(Claim(f"tol {r['tol']} gives K = {r['paper_K']} batches ({r['dataset']}, {r['model']})", bool(ok),
-                                    f"K = {r['K_monte_carlo']} (Monte Carlo), {r['K_theory_exact']} (exact theory), {r['K_theory_paper']} (paper's theory); held if within a factor 2 of {r['paper_K']}"))
+                                    f"K = {r['K_monte_carlo']} (Monte Carlo: T={cfg.num_draws}, {r['variance_reduction']}, {r['effective_draws']:,.0f} effective draws), "
+                                    f"{r['K_theory_exact']} (exact theory), {r['K_theory_paper']} (paper's theory); held if within a factor 2 of {r['paper_K']}"))
     found = [r for r in rows if r["K_monte_carlo"] > 0]
     claims.append(Claim("a sufficient sample size exists (Delta_k settles below the tolerance)", len(found) == len(rows),
                         f"{len(found)} of {len(rows)} rows reach the tolerance within the available data"))
