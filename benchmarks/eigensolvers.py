@@ -140,7 +140,7 @@ def high_accuracy(model, w, x, y):
     for tol in (1e-5, 1e-6):
         runs[f"lanczos_f64hvp_tol{tol:g}"], _ = run_jaxland(model, w, x, y, "lanczos", tol, hvp_dtype="float64")
     for hd in ("float32", "float64"):
-        for tol in (1e-5, 0.0):
+        for tol in (1e-5, 1e-6, 0.0):
             runs[f"arpack_{hd}hvp_tol{tol:g}"] = run_arpack(model, w, x, y, tol, hd)
     families = {"jaxland": "lanczos_f64", "arpack": "arpack"}
     summary = {}
