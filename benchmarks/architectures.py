@@ -2,32 +2,38 @@
 
 For each shipped architecture (``mlp`` = the reference 784-256-256-10,
 ``lenet5``, ``resnet``, ``vit``, defaults of :func:`jaxland.build_model`) on the
-first 9,984 MNIST training images (:mod:`benchmarks.common` data), trained
-with Adam 1e-3, batch 64 for ``--epochs`` epochs (cached), and d = 10 top
-Hessian directions (Lanczos, ``--eig-tol``):
+first ``n`` MNIST training images (:mod:`benchmarks.common` data), trained with
+Adam 1e-3, batch 64 for ``--epochs`` epochs (cached), and d = 10 top Hessian
+directions (Lanczos, ``--eig-tol``, on the Hessian of the first
+``eig_samples`` images):
 
 1. one full-data HVP: jaxland ``jl.hvp`` (jvp of grad, jitted; median of
    repeats, compile time apart) against torch double backward on the twin
    (:func:`benchmarks.torch_models.torch_twin`, or ``torch_mlp`` for the MLP),
    with the relative difference of the two products;
-2. Monte Carlo ``Delta_k`` per draw (sigma = 1, T = ``--draws`` >= 256, k in
-   batches of 64): ``jl.delta_monte_carlo`` (warm, timed before and after the
-   torch loop so that both see the same load) against the per-draw no-grad
-   loop :func:`benchmarks.torch_delta.module_batch_losses` (deep copy, perturb
-   along all d directions, fixed data order, batches of 64) on the first
-   ``--torch-draws`` of the same draws; the ratio is per draw;
-3. agreement on the same draws: ``max_k |Delta_jax - Delta_torch| /
+2. Monte Carlo ``Delta_k`` per draw (sigma = 1, T draws, k in batches of 64):
+   ``jl.delta_monte_carlo`` (a first call that compiles, then the timed call)
+   against the per-draw no-grad loop
+   :func:`benchmarks.torch_delta.module_batch_losses` (deep copy, perturb along
+   all d directions, fixed data order, batches of 64), timed between the two
+   jaxland calls, on the SAME T draws and data; the ratio is per draw;
+3. agreement on those draws: ``max_k |Delta_jax - Delta_torch| /
    sqrt(SE_jax^2 + SE_torch^2)`` (the two should differ by float rounding only).
 
-Writes ``benchmarks/results/architectures.json`` with the load average before
-and after every architecture and the versions.
+On this CPU XLA's convolutions run at a few GFLOP/s (a full-data HVP on 9,984
+images takes ~95 s for the ResNet), so the data size, T and eigensolve size are
+set per architecture (:data:`SETTINGS`, overridable for all with ``--n``,
+``--draws``, ``--eig-samples``) to keep the whole run near 20 minutes; each
+choice is recorded in the JSON. Writes ``benchmarks/results/architectures.json``
+with the load average before and after every architecture and the versions.
 
-    python -m benchmarks.architectures [--archs mlp,lenet5,resnet,vit] [--draws 256] [--torch-draws 16]
+    python -m benchmarks.architectures [--archs mlp,lenet5,resnet,vit] [--draws T] [--n N]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -39,7 +45,7 @@ import numpy as np
 import jaxland as jl
 
 from . import torch_delta
-from .common import block, timeit, write_result
+from .common import RESULTS, block, timeit, write_result
 from .torch_models import flat_to_torch_order, nnx_flat_to_torch, torch_mlp, torch_twin
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -77,15 +83,17 @@ def torch_hvp(net, layout, x, y, v, repeats: int) -> tuple[dict, np.ndarray]:
     """Timing and the product (flattened, twin order) of torch's double-backward HVP of the mean cross-entropy."""
     import torch
 
-    xt, yt = torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y)).long()
+    xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y)).long()
     params = list(net.parameters())
     vt = layout(v)
 
     def run():
-        loss = torch.nn.functional.cross_entropy(net(xt), yt)
-        grads = torch.autograd.grad(loss, params, create_graph=True)
-        dot = sum((g * t).sum() for g, t in zip(grads, vt))
-        return torch.autograd.grad(dot, params)
+        # the math attention kernel: torch's fused CPU attention has no double backward
+        with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+            loss = torch.nn.functional.cross_entropy(net(xt), yt)
+            grads = torch.autograd.grad(loss, params, create_graph=True)
+            dot = sum((g * t).sum() for g, t in zip(grads, vt))
+            return torch.autograd.grad(dot, params)
 
     out = run()
     return timeit(run, repeats=repeats, warmup=0), np.concatenate([o.detach().numpy().ravel() for o in out])
@@ -97,6 +105,17 @@ def agreement(a_delta, a_se, b_delta, b_se) -> dict:
     return {"max_abs_diff_over_combined_se": float(z.max()), "max_rel_diff": float(np.max(np.abs(a_delta - b_delta) / np.abs(b_delta)))}
 
 
+# Per architecture: images, Monte Carlo draws (both sides), images behind the eigensolve's Hessian.
+# The MLP gets the paper's 9,984 images and T = 256; the convolutional and attention networks fewer
+# images (XLA CPU convolutions at a few GFLOP/s) and the ResNet, ~5 MFLOP per image, fewer draws.
+SETTINGS = {
+    "mlp": {"n": 9984, "draws": 256, "eig_samples": 9984},
+    "lenet5": {"n": 2048, "draws": 256, "eig_samples": 2048},
+    "vit": {"n": 1024, "draws": 128, "eig_samples": 256},
+    "resnet": {"n": 1024, "draws": 64, "eig_samples": 128},
+}
+
+
 def best_threads(net, dirs, thetas, x, y, bs) -> tuple[int, dict]:
     """torch thread count (1 or 2) with the lower per-draw time on two draws: OpenMP spin-waits collapse on a busy CPU."""
     probe = {}
@@ -106,15 +125,27 @@ def best_threads(net, dirs, thetas, x, y, bs) -> tuple[int, dict]:
     return min(probe, key=probe.get), {str(k): v for k, v in probe.items()}
 
 
+def settings(arch: str, args) -> dict:
+    s = dict(SETTINGS.get(arch, SETTINGS["lenet5"]))
+    for name in ("n", "draws", "eig_samples"):
+        if getattr(args, name) is not None:
+            s[name] = getattr(args, name)
+    s["eig_samples"] = min(s["eig_samples"], s["n"])
+    return s
+
+
 def bench_arch(arch: str, args, key) -> dict:
-    load0 = os.getloadavg()
-    model, w, x, y, info = problem(arch, args.n, args.epochs)
-    bs = args.batch_size
+    load0, t_arch = os.getloadavg(), time.perf_counter()
+    st = settings(arch, args)
+    n, T, bs = st["n"], st["draws"], args.batch_size
+    model, w, x, y, info = problem(arch, n, args.epochs)
     t = time.perf_counter()
-    eig = jl.hessian_eigenpairs(model, w, x, y, args.d, key=jax.random.fold_in(key, 1), tol=args.eig_tol)
+    m = st["eig_samples"]  # sliced, not a prefix k: a traced prefix would still cost a pass over all n images
+    eig = jl.hessian_eigenpairs(model, w, x[:m], y[:m], args.d, key=jax.random.fold_in(key, 1), tol=args.eig_tol)
     sub = jl.Subspace(w, jnp.asarray(eig.eigenvectors))
     eig_s = time.perf_counter() - t
-    print(f"[{arch}] {model.num_params} params, train acc {info['train_accuracy']:.3f}; top-{args.d} eig {eig_s:.1f} s ({int(eig.num_matvecs)} HVPs)", flush=True)
+    print(f"[{arch}] {model.num_params} params, n = {n}, T = {T}, train acc {info['train_accuracy']:.3f}; top-{args.d} eig on "
+          f"{st['eig_samples']} images {eig_s:.1f} s ({int(eig.num_matvecs)} HVPs)", flush=True)
 
     # 1. one full-data HVP
     v = jax.random.normal(jax.random.fold_in(key, 2), w.shape, w.dtype)
@@ -129,50 +160,44 @@ def bench_arch(arch: str, args, key) -> dict:
     print(f"[{arch}] HVP jaxland {jax_hvp['median_s'] * 1e3:.0f} ms (first call {hvp_first:.1f} s), torch {th_hvp['median_s'] * 1e3:.0f} ms, "
           f"rel diff {hvp_rel:.1e}", flush=True)
 
-    # 2. Monte Carlo Delta_k per draw, same draws
-    thetas = jl.draw_thetas(jax.random.fold_in(key, 3), args.draws, args.d, 1.0)
-    mc = lambda th: jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, batch_size=bs)
+    # 2. Monte Carlo Delta_k per draw on the same T draws: jaxland (compile), torch, jaxland (timed)
+    thetas = jl.draw_thetas(jax.random.fold_in(key, 3), T, args.d, 1.0)
+    mc = lambda: jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=thetas, batch_size=bs)
     t = time.perf_counter()
-    block(mc(thetas).delta)
+    block(mc().delta)
     mc_first = time.perf_counter() - t
-    t = time.perf_counter()
-    res_jax = mc(thetas)
-    block(res_jax.delta)
-    jax_walls = [time.perf_counter() - t]
-
-    tb = min(args.torch_draws, args.draws)
     th_np = np.asarray(thetas, np.float64)
     dirs = [layout(p) for p in np.asarray(sub.directions)]
     threads, probe = best_threads(net, dirs, th_np, x, y, bs)
-    res_torch = torch_delta.run_module(net, dirs, th_np[:tb], x, y, batch_size=bs, threads=threads)
-
+    res_torch = torch_delta.run_module(net, dirs, th_np, x, y, batch_size=bs, threads=threads)
     t = time.perf_counter()
-    block(mc(thetas).delta)
-    jax_walls.append(time.perf_counter() - t)
-    same = mc(thetas[:tb])  # jaxland on exactly the torch draws
-    jax_per_draw = float(np.mean(jax_walls)) / args.draws
-    torch_per_draw = res_torch["wall_s"] / tb
-    agree = agreement(same.delta, same.stderr, res_torch["delta"], res_torch["stderr"])
-    print(f"[{arch}] Delta_k per draw: jaxland {jax_per_draw * 1e3:.1f} ms (T = {args.draws}, first call {mc_first:.1f} s), "
-          f"torch {torch_per_draw * 1e3:.1f} ms (T = {tb}, {threads} threads) -> {torch_per_draw / jax_per_draw:.2f}x; "
-          f"agreement {agree['max_abs_diff_over_combined_se']:.2e} SE", flush=True)
+    res_jax = mc()
+    block(res_jax.delta)
+    jax_per_draw = (time.perf_counter() - t) / T
+    torch_per_draw = res_torch["wall_s"] / T
+    agree = agreement(res_jax.delta, res_jax.stderr, res_torch["delta"], res_torch["stderr"])
+    print(f"[{arch}] Delta_k per draw: jaxland {jax_per_draw * 1e3:.1f} ms (first call {mc_first:.1f} s), "
+          f"torch {torch_per_draw * 1e3:.1f} ms ({threads} threads) -> {torch_per_draw / jax_per_draw:.2f}x; "
+          f"agreement {agree['max_abs_diff_over_combined_se']:.2e} SE; {time.perf_counter() - t_arch:.0f} s for {arch}", flush=True)
     return {
         "params": int(model.num_params),
         # the MLP: 2 FLOPs per weight (biases included, 0.2% high)
         "mflop_per_image": 2 * model.num_params / 1e6 if arch == "mlp" else jl.architectures.flops_per_sample(arch) / 1e6,
+        "n": n, "draws": T, "eig_samples": st["eig_samples"],
         "train_epochs": args.epochs,
         **info,
-        "eigensolve": {"wall_s": eig_s, "num_matvecs": int(eig.num_matvecs), "eigenvalues": np.asarray(eig.eigenvalues).tolist(), "tol": args.eig_tol},
+        "eigensolve": {"wall_s": eig_s, "num_matvecs": int(eig.num_matvecs), "eigenvalues": np.asarray(eig.eigenvalues).tolist(), "tol": args.eig_tol,
+                       "images": st["eig_samples"]},
         "hvp": {"jaxland": jax_hvp, "jaxland_first_call_s": hvp_first, "torch_double_backward": th_hvp,
                 "ratio_torch_over_jaxland": th_hvp["median_s"] / jax_hvp["median_s"], "rel_diff_of_products": hvp_rel},
         "delta_per_draw": {
-            "jaxland_s": jax_per_draw, "jaxland_draws": args.draws, "jaxland_walls_s": jax_walls, "jaxland_first_call_s": mc_first,
-            "jaxland_kernel": res_jax.info.kernel,
-            "torch_s": torch_per_draw, "torch_draws": tb, "torch_threads": threads, "torch_thread_probe_s_per_draw": probe,
+            "jaxland_s": jax_per_draw, "jaxland_first_call_s": mc_first, "jaxland_kernel": res_jax.info.kernel,
+            "torch_s": torch_per_draw, "torch_threads": threads, "torch_thread_probe_s_per_draw": probe,
             "ratio_torch_over_jaxland": torch_per_draw / jax_per_draw,
         },
-        "agreement_same_draws": {"draws": tb, **agree},
+        "agreement_same_draws": {"draws": T, **agree},
         "delta_k2_tail_mean_jaxland": float(np.mean(np.asarray(res_jax.delta_k2)[len(res_jax.k) // 2:])),
+        "wall_s": time.perf_counter() - t_arch,
         "load_avg_before": list(load0),
         "load_avg_after": list(os.getloadavg()),
     }
@@ -180,24 +205,26 @@ def bench_arch(arch: str, args, key) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--archs", default="mlp,lenet5,resnet,vit")
-    ap.add_argument("--n", type=int, default=9984)
+    ap.add_argument("--archs", default="mlp,lenet5,vit,resnet")
+    ap.add_argument("--n", type=int, default=None, help="images for every architecture (default: SETTINGS per architecture)")
+    ap.add_argument("--draws", type=int, default=None, help="Monte Carlo draws T for both sides (default: SETTINGS)")
+    ap.add_argument("--eig-samples", type=int, default=None, help="images behind the eigensolve's Hessian (default: SETTINGS)")
     ap.add_argument("--epochs", type=int, default=3, help="training epochs (Adam 1e-3, batch 64; weights cached)")
     ap.add_argument("--d", type=int, default=10)
     ap.add_argument("--eig-tol", type=float, default=1e-2)
-    ap.add_argument("--draws", type=int, default=256)
-    ap.add_argument("--torch-draws", type=int, default=16)
-    ap.add_argument("--hvp-repeats", type=int, default=5)
+    ap.add_argument("--hvp-repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the other architectures' entries of an existing result file")
     args = ap.parse_args(argv)
-    if args.draws < 256:
-        print(f"note: --draws {args.draws} < 256, below the benchmark's specification")
     key = jax.random.key(args.seed)
     results, t0 = {}, time.perf_counter()
+    path = Path(args.out) if args.out else RESULTS / "architectures.json"
+    if args.keep and path.exists():
+        results = json.loads(path.read_text()).get("architectures", {})
     for arch in [a.strip() for a in args.archs.split(",") if a.strip()]:
-        results[arch] = bench_arch(arch, args, jax.random.fold_in(key, len(results)))
+        results[arch] = bench_arch(arch, args, jax.random.fold_in(key, jl.MODEL_NAMES.index(arch)))
         # partial results survive an interrupted run
         write_result("architectures", _payload(results, args, t0), args.out)
     summary = {a: {"hvp_ratio": round(r["hvp"]["ratio_torch_over_jaxland"], 2), "delta_ratio": round(r["delta_per_draw"]["ratio_torch_over_jaxland"], 2),
@@ -209,8 +236,10 @@ def _payload(results, args, t0) -> dict:
     import torch
 
     return {
-        "setup": {"n": args.n, "d": args.d, "sigma": 1.0, "batch_size": args.batch_size, "draws": args.draws, "torch_draws": args.torch_draws,
+        "setup": {"per_architecture": {a: {k: r[k] for k in ("n", "draws", "eig_samples")} for a, r in results.items()},
+                  "d": args.d, "sigma": 1.0, "batch_size": args.batch_size,
                   "train_epochs": args.epochs, "eig_tol": args.eig_tol, "hvp_repeats": args.hvp_repeats, "torch_version": torch.__version__,
+                  "timing": "per draw on the same T draws and data for both sides; jaxland timed after a compiling call, torch between the two",
                   "target": "jaxland >= 2x faster than the torch twin (ratio_torch_over_jaxland >= 2)"},
         "architectures": results,
         "ratios": {a: {"hvp": r["hvp"]["ratio_torch_over_jaxland"], "delta_per_draw": r["delta_per_draw"]["ratio_torch_over_jaxland"]} for a, r in results.items()},
