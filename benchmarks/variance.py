@@ -17,6 +17,10 @@ For each cell and each method of :func:`jaxland.delta_monte_carlo`'s
    ``SE / SE_plain``). A method that does not help needs more draws than
    plain; its time is the fixed run's scaled to ``T_eq`` (``measured: false``),
    which keeps the whole table near 20 minutes on a loaded 2-core CPU.
+4. (``--interleaved RESULT``, a second short run) at sigma = 1 on the Hessian
+   directions, plain at T = 1,024 and each method that helped at its
+   confirmed ``T_eq``, timed alternately (A B .. B A) so that the time ratios
+   do not mix load levels.
 
 Wall times exclude compilation: every call's tracing, lowering and XLA
 compile durations are collected with ``jax.monitoring`` and subtracted
@@ -25,6 +29,7 @@ scramblings have 15 degrees of freedom, so a single ratio per k is noisy;
 the median over the 155 k is not.
 
     python -m benchmarks.variance [--draws 256] [--sigmas 0.1,1,5] [--methods none,cv,...]
+    python -m benchmarks.variance --interleaved benchmarks/results/variance.json
 """
 
 from __future__ import annotations
@@ -82,6 +87,58 @@ def confirmed_draws_ratio(row: dict, plain_draws: int):
     return plain_draws / (tp["draws"] * tp["stderr_over_plain_median"] ** 2)
 
 
+def interleaved_timing(run, plan: dict, repeats: int = 2) -> dict:
+    """Wall time of ``run(T, method, seed)`` for each (method, T) in ``plan``, in A B .. B A order after a compiling call.
+
+    The fixed/rerun table times each method minutes apart, under whatever load
+    the shared machine had then; here the runs alternate, so their ratios
+    survive a load that drifts. Returns per method the draws, the median
+    wall time and ``time_ratio`` = plain's median / this median.
+    """
+    order = list(plan.items())
+    for vr, t in order:  # compile
+        timed(lambda: run(t, vr, 60))
+    walls = {vr: [] for vr in plan}
+    for r in range(repeats):
+        for vr, t in (order if r % 2 == 0 else order[::-1]):
+            walls[vr].append(timed(lambda: run(t, vr, 61 + r))[1])
+    med = {vr: float(np.median(w)) for vr, w in walls.items()}
+    return {vr: {"draws": plan[vr], "wall_s": med[vr], "walls": walls[vr], "time_ratio": med["none"] / med[vr]} for vr in plan}
+
+
+def add_interleaved(path, sigma: float = 1.0, kind: str = "hessian", repeats: int = 2, seed: int = 0):
+    """Add ``interleaved`` to an existing result: plain at T_plain and each helping method at its confirmed T_eq."""
+    import json
+
+    payload = json.loads(open(path).read())
+    payload.pop("meta", None)
+    payload.pop("benchmark", None)
+    cell = next(c for c in payload["cells"] if c["kind"] == kind and c["sigma"] == sigma)
+    t_plain = payload["setup"]["plain_draws"]
+    plan = {"none": t_plain}
+    for vr, row in cell["methods"].items():
+        ratio = row.get("draws_ratio_confirmed")
+        if ratio is not None and ratio > 0:
+            plan[vr] = valid_draws(int(np.ceil(t_plain / ratio)), vr)
+    load_start = os.getloadavg()
+    model, w, x, y, _ = reference_problem()
+    key = jax.random.key(seed)
+    if kind == "hessian":
+        sub = jl.hessian_subspace(model, w, x, y, payload["setup"]["d"], key=jax.random.fold_in(key, 1), tol=1e-4)[0]
+    else:
+        sub = jl.Subspace(w, jl.random_directions(model, w, payload["setup"]["d"], key=jax.random.fold_in(key, 2)))
+    run = lambda t, vr, s: jl.delta_monte_carlo(model, sub, x, y, sigma=sigma, num_draws=t, key=jax.random.fold_in(key, s),
+                                                batch_size=payload["setup"]["batch_size"], variance_reduction=vr)
+    res = interleaved_timing(run, plan, repeats)
+    for vr, r in res.items():
+        print(f"  {vr:14s} T={r['draws']}: {r['wall_s']:.2f} s, time ratio {r['time_ratio']:.2f}", flush=True)
+    payload["interleaved"] = {"kind": kind, "sigma": sigma, "repeats": repeats, "methods": res,
+                              "definition": "each method at T_eq = T_plain / draws_ratio_confirmed (the plain error), run in "
+                                            "A B .. B A order after a compiling call; curvature pass included for cv",
+                              "load_average": {"start": load_start, "end": os.getloadavg()}}
+    write_result("variance", payload, path)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--draws", type=int, default=256, help="fixed draws for every method")
@@ -92,7 +149,11 @@ def main(argv=None):
     ap.add_argument("--max-eq-draws", type=int, default=4096, help="cap on the rerun at T_eq")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--interleaved", default=None, metavar="RESULT_JSON",
+                    help="only add the interleaved timing at sigma = 1, Hessian directions, to this existing result")
     args = ap.parse_args(argv)
+    if args.interleaved:
+        return add_interleaved(args.interleaved)
     methods = [m for m in args.methods.split(",") if m]
     sigmas = [float(s) for s in args.sigmas.split(",")]
     bs, d = 64, 10
