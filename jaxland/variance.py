@@ -78,6 +78,9 @@ cv+antithetic      0.97  0.68  0.55  3.87  <1    <1
 cv+sobol           1.55  2.19  1.89  4.03  1.72  1.83
 
 (H: top-10 Hessian eigenvectors; R: filter-normalised random directions.)
+Wall time to the plain T = 1,024 error at sigma = 1 on H, timed alternately
+(``--interleaved``, curvature pass included): sobol 1.9x and cv+sobol 2.0x
+less than plain, cv 0.7x, cv+antithetic 1.0x (load 7-9, about +-30%).
 No method comes near the 10x target; the gains are 1-2x with wide spread over
 k, and at sigma >= 1 the second-order model at w* (ReLU, cross-entropy)
 explains little of f, so the control variate's curvature pass is not repaid.
