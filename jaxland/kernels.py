@@ -88,14 +88,24 @@ def chunk_stats(q, valid):
     return n, mean, jnp.sum(v * (q - mean) ** 2, 0)
 
 
-def merge_stats(a, b):
-    """Chan et al.'s pairwise merge of two (count, mean, M2) triples."""
-    na, ma, sa = a
-    nb, mb, sb = b
+def _chan_merge(a, b, outer):
+    """Chan et al.'s pairwise merge of (count, mean, M2) where M2 sums ``outer(x - mean)``.
+
+    ``count`` may carry leading axes of its own (one count per half); it is
+    broadcast over the trailing axes of the mean and of M2.
+    """
+    na, ma, ca = a
+    nb, mb, cb = b
     n = na + nb
     delta = mb - ma
     frac = nb / jnp.maximum(n, 1)
-    return n, ma + delta * frac, sa + sb + delta * delta * na * frac
+    lift = lambda c, like: jnp.reshape(c, jnp.shape(c) + (1,) * (jnp.ndim(like) - jnp.ndim(c)))
+    return n, ma + delta * lift(frac, ma), ca + cb + outer(delta) * lift(na * frac, ca)
+
+
+def merge_stats(a, b):
+    """Merge two (count, mean, M2) triples of per-k values (M2: sums of squared deviations)."""
+    return _chan_merge(a, b, lambda d: d * d)
 
 
 def psum_stats(stats, axis):
@@ -136,14 +146,8 @@ def moment_stats(values, valid, halves):
 
 
 def merge_moments(a, b):
-    """Chan et al.'s pairwise merge of two per-half (count, mean, co-moment) triples."""
-    na, ma, ca = a
-    nb, mb, cb = b
-    n = na + nb
-    delta = mb - ma
-    frac = nb / jnp.maximum(n, 1)
-    outer = delta[..., :, None] * delta[..., None, :]
-    return n, ma + delta * frac[:, None, None], ca + cb + outer * (na * frac)[:, None, None, None]
+    """Merge two per-half (count, mean, co-moment) triples: the co-moment sums outer products of deviations."""
+    return _chan_merge(a, b, lambda d: d[..., :, None] * d[..., None, :])
 
 
 def psum_moments(stats, axis):

@@ -88,10 +88,7 @@ class DeltaResult(NamedTuple):
     stderr_k2: jax.Array
     info: DeltaInfo
 
-    @property
-    def unit(self) -> str:
-        """What k counts (``info.unit``)."""
-        return self.info.unit
+    unit = property(lambda self: self.info.unit, doc="What k counts (``info.unit``).")
 
 
 def draw_thetas(key: jax.Array, num_draws: int, d: int, sigma: float, dtype=jnp.float32) -> jax.Array:

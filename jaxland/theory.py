@@ -81,9 +81,7 @@ class TheoryResult(NamedTuple):
     ritz_values: jax.Array
     info: TheoryInfo
 
-    @property
-    def unit(self) -> str:
-        return self.info.unit
+    unit = property(lambda self: self.info.unit, doc="What k counts (``info.unit``).")
 
 
 class EigensolverTheory(NamedTuple):
