@@ -45,3 +45,10 @@ def test_readme_forecast_runs():
     f = ns["f"]
     assert len(f.tol) == 2 and np.all(np.isfinite(f.k_scatter)) and f.k_scatter[1] >= f.k_scatter[0]
     assert np.all(np.asarray(f.lower_scatter) <= np.asarray(f.k_scatter)) and np.all(np.asarray(f.k_scatter) <= np.asarray(f.upper_scatter))
+
+
+def test_readme_spectrum_runs():
+    ns = _snippet("## The whole Hessian spectrum", [("limit=9984", "limit=256"), ('"mnist_10k/9984"', '"mnist_10k/256"'), ("num_probes=60", "num_probes=12"),
+                                                    ("lanczos_steps=60", "lanczos_steps=8"), ("y, 32, key", "y, 12, key")])
+    tr, ch = ns["tr"], ns["ch"]
+    assert np.isfinite(tr.trace) and tr.stderr > 0 and len(ch.eigenvalues) == 12 and ch.d_eigengap >= 1
