@@ -193,7 +193,7 @@ def _row(cfg: Config, ds_name: str, arch: str, r: dict) -> dict:
     row.update({f"S_d{d}": level[d][0] for d in cfg.ds})
     row.update({f"S_d{d}_se": level[d][1] for d in cfg.ds})
     row.update({
-        f"S_ratio_d{dmax}_d{d0}": s_ratio, f"S_ratio_se": s_ratio_se,
+        f"S_ratio_d{dmax}_d{d0}": s_ratio, "S_ratio_se": s_ratio_se,
         f"curvature_share_top{d0}_of_{dmax}": top_share(r["eigenvalues"], d0),
         f"d{d0}_suffices": bool(d_suffices(K[d0], K[dmax], s_ratio)),
     })

@@ -82,7 +82,7 @@ def run(cfg: Config, ctx) -> Outcome:
     model, res, x, y = ctx.reference()
     w = res.params
     key = jax.random.key(cfg.seed)
-    arrays, curves, splits = {}, {}, {}
+    arrays, curves = {}, {}
     dirs_cache = {}
     for conv in cfg.conventions:
         for d, s in settings(cfg):

@@ -25,7 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .io import atomic_write_bytes
-from .stopping import ema, moving_mean
+from .stopping import moving_mean
 
 __all__ = [
     "save_figure",

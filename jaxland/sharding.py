@@ -48,8 +48,6 @@ number of rows; :func:`auto_chunk` picks the chunk from a byte budget.
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import Callable, Sequence
 
 import jax

@@ -8,7 +8,6 @@ and the stopping rule share.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np

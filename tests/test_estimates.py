@@ -1,5 +1,3 @@
-import warnings
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,7 +34,7 @@ def test_subspace_curvature_is_exact_on_quadratic(quadratic_problem):
     sub = _sub(D, d, jax.random.key(1))
     curv = jl.subspace_curvature(model, sub, x, y, chunk=3)  # chunk does not divide n
     P, w = sub.directions, sub.center
-    c, g, G = x[:, 0], x[:, 1 : D + 1], x[:, D + 1 :].reshape(n, D, D)
+    g, G = x[:, 1 : D + 1], x[:, D + 1 :].reshape(n, D, D)
     np.testing.assert_allclose(curv.c, model.per_sample_losses(w, x, y), rtol=1e-12)
     np.testing.assert_allclose(curv.g, (g + jnp.einsum("nij,j->ni", G, w)) @ P.T, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(curv.G, jnp.einsum("ai,nij,bj->nab", P, G, P), rtol=1e-10, atol=1e-12)

@@ -1,6 +1,5 @@
 """The model protocol: every estimate for any NNX module or pure function, against exact references."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
