@@ -48,8 +48,9 @@ class BaseConfig:
 
     def __post_init__(self):
         # the singular spellings are accepted; results and records carry the plural, as DeltaResult.unit does
-        if self.k_unit in ("batch", "sample"):
-            object.__setattr__(self, "k_unit", self.k_unit + "es" if self.k_unit == "batches" else "samples")
+        plural = {"batch": "batches", "sample": "samples"}.get(self.k_unit)
+        if plural:
+            object.__setattr__(self, "k_unit", plural)
 
     def validate(self) -> None:
         positive_fields(self, "n_samples", "epochs", "batch_size")

@@ -155,3 +155,12 @@ def test_bad_type_is_an_argparse_error(tmp_path):
     r = _cli("experiments.spectrum", "--num_models", "many", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "invalid" in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("given, stored", [("batch", "batches"), ("batches", "batches"), ("sample", "samples"), ("samples", "samples")])
+def test_k_unit_singular_spelling_is_stored_as_the_plural(given, stored):
+    from experiments._config import BaseConfig
+
+    cfg = BaseConfig(k_unit=given)
+    assert cfg.k_unit == stored
+    assert cfg.k_batch_size == (cfg.batch_size if stored == "batches" else None)
