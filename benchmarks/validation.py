@@ -64,6 +64,33 @@ def _median(ts):
     return float(np.median(ts))
 
 
+def _abba(call, module, checks, rounds: int) -> tuple[list, list]:
+    """Wall times of ``call`` with its checks (on) and without (off), in A B B A order.
+
+    The order alternates each round so that a load drifting during the run hits both arms alike.
+    """
+    on, off = [], []
+    arms = ((contextlib.nullcontext, on), (lambda: unchecked(module, checks), off))
+    for r in range(rounds):
+        for ctx, ts in (arms if r % 2 == 0 else arms[::-1]):
+            with ctx():
+                t = time.perf_counter()
+                call()
+                ts.append(time.perf_counter() - t)
+    return on, off
+
+
+def _alone(checks, repeats: int = 20) -> list:
+    """Wall times of the checks by themselves (after one warm-up call)."""
+    checks()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        checks()
+        ts.append(time.perf_counter() - t)
+    return ts
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--draws", type=int, default=256)
@@ -82,15 +109,7 @@ def main(argv=None):
     compile_s = time.perf_counter() - t
     with unchecked(montecarlo_module, _MC_CHECKS):
         same = np.array_equal(np.asarray(run()), ref)  # the same program: only the checks differ
-    on, off = [], []
-    for r in range(args.rounds):  # A B B A ...: a load that drifts during the run hits both arms alike
-        arms = (("checked", on), ("unchecked", off))
-        for arm, ts in (arms if r % 2 == 0 else arms[::-1]):
-            ctx = unchecked(montecarlo_module, _MC_CHECKS) if arm == "unchecked" else contextlib.nullcontext()
-            with ctx:
-                t = time.perf_counter()
-                run()
-                ts.append(time.perf_counter() - t)
+    on, off = _abba(run, montecarlo_module, _MC_CHECKS, args.rounds)
 
     def mc_checks():
         validate.check_sigma(1.0)
@@ -99,25 +118,13 @@ def main(argv=None):
         validate.num_groups(n, 64)
         validate.finite_result("Delta_k", (ref, ref))
 
-    mc_checks()
-    alone = []
-    for _ in range(20):
-        t = time.perf_counter()
-        mc_checks()
-        alone.append(time.perf_counter() - t)
+    alone = _alone(mc_checks)
 
     # one full-data HVP: the smallest public call, where the checks weigh most
     v = jax.random.normal(jax.random.fold_in(key, 3), w.shape, w.dtype)
     hv = lambda: block(jl.hvp(model, w, v, x, y))
     hv()
-    hvp_on, hvp_off = [], []
-    for r in range(args.rounds * 2):
-        arms = ((contextlib.nullcontext, hvp_on), (lambda: unchecked(curvature_module, _HVP_CHECKS), hvp_off))
-        for ctx, ts in (arms if r % 2 == 0 else arms[::-1]):
-            with ctx():
-                t = time.perf_counter()
-                hv()
-                ts.append(time.perf_counter() - t)
+    hvp_on, hvp_off = _abba(hv, curvature_module, _HVP_CHECKS, args.rounds * 2)
 
     def hvp_checks():
         n = validate.check_data(model, x, y, min_samples=1)
@@ -125,12 +132,7 @@ def main(argv=None):
         validate.check_vectors(model, v, "v", like=w)
         validate.check_prefix(None, n)
 
-    hvp_checks()
-    hvp_alone = []
-    for _ in range(20):
-        t = time.perf_counter()
-        hvp_checks()
-        hvp_alone.append(time.perf_counter() - t)
+    hvp_alone = _alone(hvp_checks)
 
     payload = {
         "setup": {
