@@ -24,7 +24,7 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 import jaxland as jl
-from jaxland.architectures import ARCHITECTURES, flops_per_sample
+from jaxland.models.architectures import ARCHITECTURES, flops_per_sample
 
 from .common import timeit, write_result
 

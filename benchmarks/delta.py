@@ -30,18 +30,18 @@ import jax
 import numpy as np
 
 import jaxland as jl
-from jaxland.kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK
+from jaxland.landscape.kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK
 from benchmarks import torch_delta
 from benchmarks.common import block, reference_problem, timeit, write_result
 
 
 def hessian_directions(model, w, x, y, d, key):
-    """Top-d eigenvectors of H(w*): jaxland.eigen if present, else scipy eigsh with a jitted HVP."""
+    """Top-d eigenvectors of H(w*): jaxland.curvature.eigenpairs if present, else scipy eigsh with a jitted HVP."""
     t0 = time.perf_counter()
     try:
         sub, res = jl.hessian_subspace(model, w, x, y, d, key=key, tol=1e-4)
         info = {
-            "solver": "jaxland.eigen lanczos (tol 1e-4)",
+            "solver": "jaxland.curvature.eigenpairs lanczos (tol 1e-4)",
             "eigenvalues": np.asarray(res.eigenvalues).tolist(),
             "num_matvecs": int(np.asarray(res.num_matvecs)),
             "converged": np.asarray(res.converged).tolist(),
@@ -54,7 +54,7 @@ def hessian_directions(model, w, x, y, d, key):
         vals, vecs = sla.eigsh(op, k=d, which="LA", tol=1e-4, v0=np.ones(w.size, np.float32))
         order = np.argsort(vals)[::-1]
         sub = jl.Subspace(w, jax.numpy.asarray(vecs[:, order].T))
-        info = {"solver": "scipy.sparse.linalg.eigsh (jaxland.eigen unavailable)", "eigenvalues": vals[order].tolist()}
+        info = {"solver": "scipy.sparse.linalg.eigsh (jaxland.curvature.eigenpairs unavailable)", "eigenvalues": vals[order].tolist()}
     info["wall_s"] = time.perf_counter() - t0
     return sub, info
 

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxland as jl
-from jaxland import eigen
+from jaxland.curvature import eigenpairs
+from jaxland.linalg import eigen
 
 from .common import reference_problem, write_result
 
@@ -65,7 +66,7 @@ def verify(model, w, x, y, vals, vecs):
 
 
 def run_jaxland(model, w, x, y, method, tol=1e-3, max_matvecs=None, block_size=None, basis_dtype=None, hvp_dtype=None):
-    mv, mm = eigen._hessian_ops(model)
+    mv, mm = eigenpairs._hessian_ops(model)
     d, b, mmax = eigen._validate(w.shape[0], D, method, tol, max_matvecs, block_size)
     with eigen._x64_if("float64" if "float64" in (basis_dtype, hvp_dtype) else None):
         wo, xo = (w, x) if hvp_dtype is None else (w.astype(hvp_dtype), x.astype(hvp_dtype))

@@ -3,14 +3,14 @@
 Trend interval (``KForecast.lower, upper``): curves ``Delta_k = C k^-alpha + s_k z_k``
 with ``s_k = noise * C k^-alpha`` and z standard normal, observed for k = 1..k_max
 (the fit uses the tail rule's k >= k_max / 4); the true K is Definition 4 on the
-noiseless power law (:func:`jaxland.forecast.power_law_k`), at tolerances where
+noiseless power law (:func:`jaxland.sample_size.forecast.power_law_k`), at tolerances where
 it lies 2, 5 and 20 times beyond k_max. 200 trials per setting, the nominal
 90% interval; the binomial standard error of a coverage near 0.9 is 0.021.
 One setting draws errors correlated across k (as the draws of a Monte Carlo
 estimate are shared by every k), which the bootstrap assumes independent.
 
 The trials are fitted together with the building blocks that
-:func:`jaxland.forecast.forecast_sufficient_k` runs on one curve
+:func:`jaxland.sample_size.forecast.forecast_sufficient_k` runs on one curve
 (``fit_power_law_tail``, ``bootstrap_power_law``, ``k_interval``) and the same
 bootstrap normals (seed = trial index); the first trial of every setting is
 checked against the public function, and its per-call time is the baseline.
@@ -31,8 +31,8 @@ import warnings
 import numpy as np
 
 import jaxland as jl
-from jaxland.forecast import forecast_sufficient_k
-from jaxland.forecast_fit import bootstrap_power_law, fit_power_law_tail, k_interval, power_law_k
+from jaxland.sample_size.forecast import forecast_sufficient_k
+from jaxland.sample_size.fit import bootstrap_power_law, fit_power_law_tail, k_interval, power_law_k
 
 from .common import write_result
 

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxland as jl
-from jaxland import curvature
+from jaxland.curvature import products as curvature
 
 from .common import reference_problem, timeit, write_result
 

@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxland as jl
-from jaxland.kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK
+from jaxland.landscape.kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK
 from benchmarks.common import _SHARED, block, reference_problem, timeit, write_result
 
 D = 10

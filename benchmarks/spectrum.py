@@ -44,7 +44,8 @@ import jax
 import numpy as np
 
 import jaxland as jl
-from jaxland import spectrum as sp
+from jaxland.curvature import spectrum as sp
+from jaxland.linalg import stochastic
 
 from .common import RESULTS, reference_problem, write_result
 

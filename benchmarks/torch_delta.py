@@ -5,7 +5,7 @@ along *all* d directions (``p += sum_j theta_tj P_j``; the original applied
 only the first), run a ``DataLoader`` over the fixed data order (the
 original reshuffled per pass) in batches of 64, and collect the batch
 losses. ``Delta_k`` then follows from cumulative means of the batch losses,
-exactly as in :mod:`jaxland.montecarlo`. Used by :mod:`benchmarks.delta`
+exactly as in :mod:`jaxland.landscape.montecarlo`. Used by :mod:`benchmarks.delta`
 (the MLP) and :mod:`benchmarks.architectures` (any torch module:
 :func:`module_batch_losses`) with the same weights, data and draws as jaxland.
 """
@@ -43,7 +43,7 @@ def module_batch_losses(net, directions, thetas, x, y, *, batch_size: int = 64, 
     (in that order); draw t perturbs every parameter by ``sum_j theta_tj P_j``
     along all d directions. The data order is fixed (no reshuffling) and the
     last incomplete batch is dropped, so batch b is samples ``b*bs .. (b+1)*bs - 1``
-    for every draw, as in :mod:`jaxland.montecarlo`.
+    for every draw, as in :mod:`jaxland.landscape.montecarlo`.
     """
     device = torch.device(device or "cpu")
     base = net.eval().to(device)

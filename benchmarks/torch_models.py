@@ -54,7 +54,7 @@ def torch_to_flat(model, tensors) -> np.ndarray:
     return np.asarray(flat)
 
 
-# --------------------------------------------------------------------------- twins of jaxland.architectures
+# --------------------------------------------------------------------------- twins of jaxland.models.architectures
 #
 # A twin's parameter names mirror the NNX state paths ('blocks.0.attn.query.weight'
 # for ('blocks', 0, 'attn', 'query', 'kernel')), so one rule maps every leaf:
@@ -144,7 +144,7 @@ def torch_twin(module, w=None):
     import torch
     from flax import nnx
 
-    from jaxland.architectures import LeNet5, ResNet, ViT
+    from jaxland.models.architectures import LeNet5, ResNet, ViT
 
     classes = _twin_classes()
     kind = {LeNet5: "LeNet5", ResNet: "ResNet", ViT: "ViT"}.get(type(module))

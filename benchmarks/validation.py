@@ -27,8 +27,8 @@ import jax
 import numpy as np
 
 import jaxland as jl
-import jaxland.montecarlo as montecarlo_module
-import jaxland.curvature as curvature_module
+import jaxland.landscape.montecarlo as montecarlo_module
+import jaxland.curvature.products as curvature_module
 from jaxland import validate
 from benchmarks.common import block, reference_problem, write_result
 

@@ -20,10 +20,10 @@ import traceback
 from pathlib import Path
 
 from jaxland.errors import ConfigError, DataError, JaxlandError
-from jaxland.validate import check_output_dir, user_os_error
+from jaxland.validate import check_output_dir
 
 from . import EXPERIMENTS, get_spec
-from ._cli import resolve_config
+from ._cli import resolve_config, user_os_error
 from ._runner import run_experiment
 
 
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
             failures[spec.name] = f"{type(e).__name__}: {e}"
             traceback.print_exc()
     total = time.perf_counter() - t0
-    from jaxland.report import write_report
+    from ._report import write_report
 
     header = (f"<p>Mode: <b>{mode}</b> ({'papers’ reference configurations' if mode == 'full' else 'quick presets on the embedded data' if mode == 'quick' else 'tiny smoke-test settings'}); "
               f"total wall time {total:.0f} s. Command: <code>python -m experiments {html.escape(' '.join(argv if argv is not None else sys.argv[1:]))}</code></p>")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import dataclasses
 import sys
 import types
@@ -87,7 +88,7 @@ def cli(spec: Spec, argv=None) -> int:
     data, an ``--out`` that is a file or not writable, a full disk) prints one
     line on stderr and returns 2; anything else is a bug and keeps its traceback.
     """
-    from jaxland.validate import check_output_dir, user_os_error
+    from jaxland.validate import check_output_dir
 
     parser = build_parser(spec)
     args = vars(parser.parse_args(argv))
@@ -126,3 +127,10 @@ def main_for(spec: Spec):
         return cli(spec, argv)
 
     return main
+
+
+def user_os_error(e: BaseException) -> bool:
+    """Whether ``e`` is an OS error the user can fix: permissions, a path that is a file, a full or read-only disk."""
+    return isinstance(e, (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)) or (
+        isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
+    )

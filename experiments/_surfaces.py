@@ -14,7 +14,7 @@ import numpy as np
 from jaxland import loss_surface
 from jaxland.errors import ConfigError
 from jaxland.plots import plot_surfaces
-from jaxland.subspace import Subspace
+from jaxland.landscape.subspace import Subspace
 
 from ._config import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig
 from ._runner import Claim, Outcome

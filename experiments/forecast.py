@@ -4,7 +4,7 @@ For each pilot set (the first 1,000, 2,000 and 5,000 images of MNIST and
 Fashion-MNIST) train w* on the pilot, take the top-d Hessian directions,
 estimate ``Delta_k`` by Monte Carlo (k in batches of 64) and forecast
 Definition 4's ``K(tol)`` at several tolerances with
-:func:`jaxland.forecast.forecast_sufficient_k` (power law fitted to the tail,
+:func:`jaxland.sample_size.forecast.forecast_sufficient_k` (power law fitted to the tail,
 interval for Definition 4 on a curve that scatters like the observed one).
 Then measure K directly on the largest set the data allows (all 60,000
 training images with the real files; 9,984 embedded MNIST images without):
@@ -31,8 +31,8 @@ import numpy as np
 
 import jaxland as jl
 from jaxland.errors import ConfigError, DataError, DataNotFoundError
-from jaxland.forecast import forecast_sufficient_k
-from jaxland.plots_forecast import plot_forecast_curves, plot_forecast_vs_measured
+from jaxland.sample_size.forecast import forecast_sufficient_k
+from jaxland.plots.forecast import plot_forecast_curves, plot_forecast_vs_measured
 
 from ._cli import main_for
 from ._config import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxland import delta_monte_carlo
-from jaxland.variance import DEFAULT_VARIANCE_REDUCTION
+from jaxland.landscape.variance import DEFAULT_VARIANCE_REDUCTION
 from jaxland.plots import plot_delta
-from jaxland.subspace import Subspace, random_directions
+from jaxland.landscape.subspace import Subspace, random_directions
 
 from ._claims import bounded_k2
 from ._cli import main_for

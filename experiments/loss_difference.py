@@ -33,7 +33,7 @@ import numpy as np
 import jaxland as jl
 from jaxland.errors import ConfigError, DataError, DataNotFoundError
 from jaxland.plots import plot_bound_vs_measured, plot_loss_difference
-from jaxland.stopping import ema
+from jaxland.sample_size.stopping import ema
 
 from ._claims import loglog_slope
 from ._cli import main_for

@@ -11,7 +11,7 @@ accuracy reached, against a network trained (``epochs`` epochs) on all the data.
 
 Forecast: after the first ``forecast_steps`` steps, the whole curve
 ``Delta_k`` (k = 1..m-1, same estimator) at the network of that step is
-extrapolated with :func:`jaxland.forecast.forecast_sufficient_k`; the report
+extrapolated with :func:`jaxland.sample_size.forecast.forecast_sufficient_k`; the report
 shows where Algorithm 1 stopped against that forecast.
 
 Test data: the dataset's test split when a source has it, else the samples
@@ -34,9 +34,9 @@ from tqdm.auto import tqdm
 
 import jaxland as jl
 from jaxland.errors import ConfigError, DataNotFoundError
-from jaxland.forecast import forecast_sufficient_k
+from jaxland.sample_size.forecast import forecast_sufficient_k
 from jaxland.plots import plot_online_stop
-from jaxland.plots_forecast import plot_online_forecast
+from jaxland.plots.forecast import plot_online_forecast
 
 from ._cli import main_for
 from ._config import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig

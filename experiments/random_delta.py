@@ -27,10 +27,10 @@ import jax
 import numpy as np
 
 import jaxland as jl
-from jaxland.delta_split import delta_split
+from jaxland.landscape.split import delta_split
 from jaxland.errors import ConfigError
 from jaxland.plots import plot_delta
-from jaxland.plots_forecast import plot_delta_split
+from jaxland.plots.forecast import plot_delta_split
 
 from ._claims import k2_growth
 from ._cli import main_for

@@ -15,7 +15,7 @@ import sys
 
 import jax
 
-from jaxland.subspace import random_directions
+from jaxland.landscape.subspace import random_directions
 
 from ._cli import main_for
 from ._runner import Outcome, Spec

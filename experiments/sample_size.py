@@ -26,8 +26,8 @@ import jaxland as jl
 from jaxland.errors import ConfigError, DataError, DataNotFoundError
 from jaxland import delta_monte_carlo, subspace_curvature, sufficient_k, theory_delta
 from jaxland.plots import plot_sufficient_k
-from jaxland.subspace import Subspace
-from jaxland.variance import DEFAULT_VARIANCE_REDUCTION
+from jaxland.landscape.subspace import Subspace
+from jaxland.landscape.variance import DEFAULT_VARIANCE_REDUCTION
 
 from ._cli import main_for
 from ._config import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig

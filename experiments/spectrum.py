@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from jaxland.errors import ConfigError
 from jaxland.plots import plot_spectrum
-from jaxland.plots_spectrum import plot_spectral_density
+from jaxland.plots.spectrum import plot_spectral_density
 
 from ._cli import main_for
 from ._config import QUICK_REFERENCE, TINY_REFERENCE, BaseConfig

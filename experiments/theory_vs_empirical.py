@@ -32,8 +32,8 @@ from jaxland.errors import ConfigError
 from jaxland import delta_monte_carlo, subspace_curvature, theory_delta
 from jaxland import moving_mean
 from jaxland.plots import plot_theory_vs_empirical
-from jaxland.subspace import Subspace
-from jaxland.variance import DEFAULT_VARIANCE_REDUCTION
+from jaxland.landscape.subspace import Subspace
+from jaxland.landscape.variance import DEFAULT_VARIANCE_REDUCTION
 
 from ._cli import main_for
 from ._config import QUICK_REFERENCE, TINY_REFERENCE, HessianDeltaConfig

@@ -1,57 +1,83 @@
 """jaxland: when does more data stop changing a neural network's loss landscape?
 
-The public API, grouped along the pipeline
-data -> model -> train -> curvature -> eigen -> subspace -> estimates.
-Plotting and the HTML report are submodules (``jaxland.plots``,
-``jaxland.report``), imported on first use so that ``import jaxland`` does
-not load matplotlib.
+The pipeline a notebook needs, one name per step::
+
+    data -> models -> training -> curvature -> landscape -> sample_size -> plots
+
+The building blocks sit one import away in their stage's subpackage
+(``jaxland.linalg.lanczos``, ``jaxland.landscape.variance``, ...).
+``jaxland.plots`` is imported on first use, so ``import jaxland`` does not load
+matplotlib.
 """
 
-# errors and validation
-from .errors import ConfigError, DataError, DataNotFoundError, JaxlandError, NumericalError, TrainingError
-
-# data
-from .data import DATASETS, NORMALIZATIONS, Dataset, load_dataset, normalize_images, read_idx
-
-# models: the protocol, the MLP, the shipped architectures
-from .model import LOSSES, Model, accuracy, as_model, cross_entropy, mean_loss, mse, per_sample_losses
-from .mlp import ACTIVATIONS, MLP, Layer, MLPConfig, reference_mlp
-from .architectures import ARCHITECTURES, MODEL_NAMES, LeNet5, ResNet, ViT, build_model
-
-# training and the weight cache
-from .train import DIVERGENCE_FACTOR, TrainResult, load_params, save_params, train, train_epoch
-from .cache import cached_train, default_cache_dir
-
-# curvature and eigenpairs
-from .curvature import dense_hessian, hessian_matvec, hvp, hvp_batch, loss_and_grad, sharded_hvp
-from .eigen import EigResult, block_lanczos, dense_eigh, hessian_eigenpairs, hessian_eigenpairs_batch, lanczos, lobpcg, power_iteration, top_eigenpairs
-
-# subspaces
-from .subspace import Subspace, hessian_subspace, normalize_filters, random_directions
-
-# estimates: Monte Carlo, theory, stopping, surfaces
-from .prefix import batch_means, cumulative_means, loss_increments
-from .montecarlo import DeltaInfo, DeltaResult, StreamPlan, delta_from_losses, delta_monte_carlo, draw_thetas, per_sample_loss_matrix, stream_plan
-from .theory import CumulativeCurvature, EigensolverTheory, SubspaceCurvature, TheoryInfo, TheoryResult, cumulative_curvature, subspace_curvature, theory_delta, theory_delta_eigensolver
-from .stopping import ema, moving_mean, sufficient_k
-from .surfaces import LossDifferenceResult, SurfaceResult, loss_differences, loss_surface
-from .delta_split import DeltaSplit, delta_split, theta_free_term
-from .forecast import KForecast, forecast_sufficient_k, power_law_k
-
-# the whole spectrum: trace, density, extremes, the choice of d
-from .spectrum import DChoice, Extremes, SpectralDensity, TraceEstimate, bottom_eigenpairs, choose_d, density_moments, extreme_eigenvalues, hessian_trace, positive_trace, smooth_density, spectral_density
-
-# devices, hosts and results on disk
-from .sharding import auto_chunk, device_mesh, initialize_distributed, is_main_process, map_rows
-from .io import atomic_write_bytes, atomic_write_text, run_metadata, write_json, write_npz
+import importlib as _importlib
 
 from ._version import __version__
+from .errors import ConfigError, DataError, DataNotFoundError, JaxlandError, NumericalError, TrainingError
+
+from .data import Dataset, load_dataset
+from .models import Model, accuracy, as_model, build_model, mean_loss, MLPConfig, per_sample_losses, reference_mlp
+from .training import TrainResult, cached_train, load_params, save_params, train
+from .curvature import (bottom_eigenpairs, choose_d, extreme_eigenvalues, hessian_eigenpairs, hessian_eigenpairs_batch,
+                        hessian_trace, hvp, loss_and_grad, spectral_density)
+from .linalg import EigResult, top_eigenpairs
+from .landscape import (DeltaResult, Subspace, delta_monte_carlo, delta_split, hessian_subspace, loss_differences,
+                        loss_surface, random_directions, subspace_curvature, theory_delta, theory_delta_eigensolver)
+from .sample_size import KForecast, forecast_sufficient_k, sufficient_k
+from .sharding import device_mesh, initialize_distributed
+from .io import run_metadata, write_json
+
+__all__ = [
+    "__version__",
+    # errors
+    "JaxlandError", "ConfigError", "DataError", "DataNotFoundError", "NumericalError", "TrainingError",
+    # data
+    "Dataset", "load_dataset",
+    # models
+    "Model", "as_model", "MLPConfig", "reference_mlp", "build_model", "per_sample_losses", "mean_loss", "accuracy",
+    # training
+    "TrainResult", "train", "cached_train", "save_params", "load_params",
+    # curvature
+    "loss_and_grad", "hvp", "EigResult", "top_eigenpairs", "hessian_eigenpairs", "hessian_eigenpairs_batch",
+    "bottom_eigenpairs", "extreme_eigenvalues", "hessian_trace", "spectral_density", "choose_d",
+    # landscape
+    "Subspace", "hessian_subspace", "random_directions", "DeltaResult", "delta_monte_carlo", "subspace_curvature",
+    "theory_delta", "theory_delta_eigensolver", "delta_split", "loss_surface", "loss_differences",
+    # sample size
+    "sufficient_k", "KForecast", "forecast_sufficient_k",
+    # devices and results on disk
+    "device_mesh", "initialize_distributed", "write_json", "run_metadata",
+]
+
+# Names that lived at the top level before the stage subpackages: they keep
+# working (resolved on first use) but are not part of the pipeline above.
+_MOVED = {
+    "read_idx": "data", "normalize_images": "data", "DATASETS": "data", "NORMALIZATIONS": "data",
+    "LOSSES": "models", "cross_entropy": "models", "mse": "models", "ACTIVATIONS": "models", "MLP": "models",
+    "Layer": "models", "ARCHITECTURES": "models", "MODEL_NAMES": "models", "LeNet5": "models", "ResNet": "models",
+    "ViT": "models",
+    "DIVERGENCE_FACTOR": "training", "train_epoch": "training", "default_cache_dir": "training",
+    "dense_hessian": "curvature", "hessian_matvec": "curvature", "hvp_batch": "curvature", "sharded_hvp": "curvature",
+    "SpectralDensity": "curvature", "TraceEstimate": "curvature", "Extremes": "curvature", "DChoice": "curvature",
+    "density_moments": "curvature", "positive_trace": "curvature",
+    "block_lanczos": "linalg", "dense_eigh": "linalg", "lanczos": "linalg", "lobpcg": "linalg",
+    "power_iteration": "linalg", "smooth_density": "linalg",
+    "normalize_filters": "landscape", "batch_means": "landscape", "cumulative_means": "landscape",
+    "loss_increments": "landscape", "DeltaInfo": "landscape", "StreamPlan": "landscape",
+    "delta_from_losses": "landscape", "draw_thetas": "landscape", "per_sample_loss_matrix": "landscape",
+    "stream_plan": "landscape", "CumulativeCurvature": "landscape", "EigensolverTheory": "landscape",
+    "SubspaceCurvature": "landscape", "TheoryInfo": "landscape", "TheoryResult": "landscape",
+    "cumulative_curvature": "landscape", "LossDifferenceResult": "landscape", "SurfaceResult": "landscape",
+    "DeltaSplit": "landscape", "theta_free_term": "landscape",
+    "ema": "sample_size", "moving_mean": "sample_size", "power_law_k": "sample_size",
+    "auto_chunk": "sharding", "is_main_process": "sharding", "map_rows": "sharding",
+    "atomic_write_bytes": "io", "atomic_write_text": "io", "write_npz": "io",
+}
 
 
 def __getattr__(name):
-    # plots and report load matplotlib: import them on first use
-    import importlib
-
-    if name in ("plots", "plots_spectrum", "plots_forecast", "report"):
-        return importlib.import_module(f".{name}", __name__)
+    if name == "plots":  # loads matplotlib: only when asked for
+        return _importlib.import_module(".plots", __name__)
+    if name in _MOVED:
+        return getattr(_importlib.import_module(f".{_MOVED[name]}", __name__), name)
     raise AttributeError(f"module 'jaxland' has no attribute {name!r}")

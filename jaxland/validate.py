@@ -10,7 +10,6 @@ finite-result guard on the output (:func:`finite_result`) still applies.
 
 from __future__ import annotations
 
-import errno
 import functools
 import math
 import os
@@ -40,7 +39,6 @@ __all__ = [
     "check_vectors",
     "check_curvature",
     "check_output_dir",
-    "user_os_error",
 ]
 
 
@@ -331,10 +329,3 @@ def check_output_dir(path, name: str = "--out") -> Path:
     except OSError as e:
         raise ConfigError(f"{name} {path}: cannot write in {anc} ({e.strerror}); choose a writable folder") from None
     return p
-
-
-def user_os_error(e: BaseException) -> bool:
-    """Whether ``e`` is an OS error the user can fix: permissions, a path that is a file, a full or read-only disk."""
-    return isinstance(e, (PermissionError, NotADirectoryError, IsADirectoryError, FileExistsError)) or (
-        isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES)
-    )

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
-from jaxland.architectures import ARCHITECTURES, LeNet5, ResNet, ViT, flops_per_sample
+from jaxland.models.architectures import ARCHITECTURES, LeNet5, ResNet, ViT, flops_per_sample
 from jaxland.errors import ConfigError
 
 # Small variants keep the file fast; defaults are covered by the shape and count tests.

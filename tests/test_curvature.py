@@ -6,7 +6,7 @@ import pytest
 import jaxland as jl
 
 
-from jaxland.curvature import _hvp
+from jaxland.curvature.products import _hvp
 
 
 @pytest.fixture

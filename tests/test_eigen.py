@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import jaxland as jl
-from jaxland import eigen
+from jaxland.curvature import eigenpairs
+from jaxland.linalg import eigen
 
 ITERATIVE = ("lanczos", "block", "lobpcg", "power")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import jaxland as jl
-from jaxland.kernels import loss_matrix
+from jaxland.landscape.kernels import loss_matrix
 from jaxland.errors import ConfigError
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import jaxland as jl
-from jaxland.delta_split import delta_split, theta_free_term
+from jaxland.landscape.split import delta_split, theta_free_term
 from jaxland.errors import ConfigError
-from jaxland.forecast import forecast_sufficient_k, power_law_k
-from jaxland.forecast_fit import bootstrap_power_law, fit_power_law_tail, k_interval
+from jaxland.sample_size.forecast import forecast_sufficient_k, power_law_k
+from jaxland.sample_size.fit import bootstrap_power_law, fit_power_law_tail, k_interval
 
 
 def _definition4(curve, k, tol):

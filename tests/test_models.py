@@ -8,9 +8,9 @@ import pytest
 from flax import nnx
 
 import jaxland as jl
-from jaxland.curvature import _hvp
+from jaxland.curvature.products import _hvp
 from jaxland.errors import ConfigError
-from jaxland.kernels import delta_stream
+from jaxland.landscape.kernels import delta_stream
 
 
 class TinyCNN(nnx.Module):

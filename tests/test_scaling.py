@@ -129,7 +129,7 @@ def test_sharded_estimates_match_single_device(run_with_devices, tiny_mlp_script
         np.testing.assert_allclose(s8.diff_sq, s1.diff_sq, rtol=1e-9, atol=1e-16)
 
         # sharded_hvp over vectors: one compiled program, not a retrace per call
-        from jaxland import curvature
+        from jaxland.curvature import products as curvature
         vs = jax.random.normal(jax.random.key(3), (5, w.size), jnp.float64)
         ref = jl.hvp_batch(model, w, vs, x, y, 13)
         np.testing.assert_allclose(jl.sharded_hvp(model, w, vs, x, y, 13, mesh=jl.device_mesh(8), over="vectors"), ref, rtol=1e-12)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import jaxland as jl
-from jaxland import spectrum as sp
+from jaxland.curvature import spectrum as sp
+from jaxland.linalg import stochastic
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +99,9 @@ def test_choose_d_known_spectra(x64):
     # dominate its variance (relative SE ~ sqrt(2 sum lambda^2) / tr / sqrt(probes)): at 4096 probes the
     # shares 0.83 / 0.94 sit about 6 standard errors from the target 0.885
     A = _known(evals)
-    run = jax.jit(lambda A, key: sp.slq(lambda v: A @ v, key, 120, jnp.float64, num_probes=4096, lanczos_steps=30, batch_size=512))
+    run = jax.jit(lambda A, key: stochastic.slq(lambda v: A @ v, key, 120, jnp.float64, num_probes=4096, lanczos_steps=30, batch_size=512))
     nodes, weights = run(A, jax.random.key(0))
-    grid, rho, sigma = sp.smooth_density(nodes, weights)
+    grid, rho, sigma = stochastic.smooth_density(nodes, weights)
     dn = sp.SpectralDensity(nodes, weights, grid, rho, sigma, 120, 4096 * 30)
     tp, se = sp.positive_trace(dn)
     assert abs(tp - 16.96) < 4 * se and se < 0.015 * 16.96

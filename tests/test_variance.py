@@ -7,8 +7,8 @@ import pytest
 
 import jaxland as jl
 from jaxland.errors import ConfigError
-from jaxland.prefix import loss_increments, prefix_increments
-from jaxland.variance import VarianceReduction, curvature_coefficients, draw_units, parse_variance_reduction, quadratic_features
+from jaxland.landscape.prefix import loss_increments, prefix_increments
+from jaxland.landscape.variance import VarianceReduction, curvature_coefficients, draw_units, parse_variance_reduction, quadratic_features
 
 METHODS = ["none", "cv", "antithetic", "sobol", "cv+antithetic", "cv+sobol", "antithetic+sobol", "cv+antithetic+sobol"]
 

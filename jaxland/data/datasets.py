@@ -35,8 +35,8 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from .errors import DataError, DataNotFoundError
-from .validate import check_key
+from ..errors import DataError, DataNotFoundError
+from ..validate import check_key
 
 __all__ = ["Dataset", "DATASETS", "NORMALIZATIONS", "load_dataset", "read_idx", "normalize_images"]
 
@@ -225,7 +225,7 @@ def _load_tfds(name: str, split: str, limit: int | None, errors: list[str]):
 
 
 def _load_embedded() -> tuple[np.ndarray, np.ndarray]:
-    root = resources.files("jaxland") / "_data"
+    root = resources.files("jaxland.data") / "embedded"
     with resources.as_file(root / _EMBEDDED[0]) as img, resources.as_file(root / _EMBEDDED[1]) as lab:
         return _read_idx_pair(Path(img), Path(lab))
 

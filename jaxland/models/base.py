@@ -27,7 +27,7 @@ uses its stored statistics, Dropout is off). So ``l_i(w)`` depends on sample i
 alone and ``L_k`` is a mean of per-sample losses that does not depend on which
 other samples are present -- the quantity the papers study. A network trained
 with batch statistics is analysed with the running averages it holds; jaxland's
-own :func:`~jaxland.train` also trains in inference mode (BatchNorm then acts
+own :func:`~jaxland.training.loop` also trains in inference mode (BatchNorm then acts
 as a fixed affine layer with the statistics the module holds).
 
 **Losses.** ``"cross_entropy"`` (softmax cross-entropy, integer labels; the
@@ -49,7 +49,7 @@ import optax
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["Model", "as_model", "LOSSES", "cross_entropy", "mse", "per_sample_losses", "mean_loss", "accuracy"]
 

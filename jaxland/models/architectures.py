@@ -34,9 +34,9 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn.attention import dot_product_attention_weights
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .mlp import MLPConfig
-from .model import Model, as_model
+from .base import Model, as_model
 
 __all__ = ["LeNet5", "ResNet", "ViT", "ARCHITECTURES", "flops_per_sample", "build_model", "MODEL_NAMES"]
 

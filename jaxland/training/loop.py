@@ -14,11 +14,11 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from .errors import ConfigError, DataError, DataNotFoundError, TrainingError
-from .io import atomic_write_bytes
-from .mlp import MLPConfig
-from .model import Model, accuracy, mean_loss, spec_json
-from .validate import check_data, check_key, check_params, check_real, positive_int
+from ..errors import ConfigError, DataError, DataNotFoundError, TrainingError
+from ..io import atomic_write_bytes
+from ..models.mlp import MLPConfig
+from ..models.base import Model, accuracy, mean_loss, spec_json
+from ..validate import check_data, check_key, check_params, check_real, positive_int
 
 __all__ = ["TrainResult", "train", "train_epoch", "save_params", "load_params", "DIVERGENCE_FACTOR"]
 

@@ -1,4 +1,4 @@
-"""Lanczos and block Lanczos with full reorthogonalisation: the Krylov machinery of :mod:`jaxland.eigen`.
+"""Lanczos and block Lanczos with full reorthogonalisation: the Krylov machinery of :mod:`jaxland.curvature.eigenpairs`.
 
 Each solver is a factory in the matfree style: static settings in, a pure
 ``solve(matvec, v0) -> EigResult`` out, one ``lax.while_loop`` over the
@@ -12,7 +12,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .eigen_result import EigResult, _eps, _finish
+from .result import EigResult, _eps, _finish
 
 __all__ = ["lanczos", "block_lanczos"]
 

@@ -23,8 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .errors import ConfigError
-from .model import per_sample_losses
+from ..errors import ConfigError
+from ..models.base import per_sample_losses
 
 __all__ = ["DeltaSplit", "delta_split", "theta_free_term"]
 

@@ -31,7 +31,7 @@ combination is allowed (:class:`VarianceReduction`):
 Statistics are streamed over *units* (one draw, an antithetic pair, or one
 scrambling): per k the count, means and co-moments of (F, H), per half,
 merged with Chan's update across chunks, passes and devices
-(:mod:`jaxland.kernels`). With Sobol' draws beta is fitted on individual draws
+(:mod:`jaxland.landscape.kernels`). With Sobol' draws beta is fitted on individual draws
 (a half holds only S/2 units); otherwise on units.
 """
 
@@ -43,9 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .theory import SubspaceCurvature, theory_delta
-from .validate import check_sigma, positive_int
+from ..validate import check_sigma, positive_int
 
 __all__ = [
     "DEFAULT_VARIANCE_REDUCTION",
@@ -217,7 +217,7 @@ def quadratic_features(thetas: jax.Array) -> jax.Array:
 def curvature_coefficients(curv: SubspaceCurvature) -> jax.Array:
     """Per-sample ``[c_i, g_i, sym(G_i)_ab (a <= b)]``: (N, 1 + d + d(d+1)/2), linear in the sample.
 
-    Prefix increments of these rows (:func:`jaxland.prefix.prefix_increments`)
+    Prefix increments of these rows (:func:`jaxland.landscape.prefix.prefix_increments`)
     are the ``[c_k, g_k, A_k]`` of the quadratic model of ``L_{k+1} - L_k``.
     """
     c, g, G = (jnp.asarray(a) for a in curv)
@@ -277,7 +277,7 @@ def estimate_from_moments(unit_stats, draw_stats, control_mean_k=None, *, fit_on
 
     ``unit_stats`` / ``draw_stats``: (count (2,), mean (2, K, V), co-moment
     (2, K, V, V)) over units and over single draws (V = 1: f; V = 2: f and h),
-    from :func:`jaxland.kernels.delta_stream`; ``draw_stats`` None when units
+    from :func:`jaxland.landscape.kernels.delta_stream`; ``draw_stats`` None when units
     are single draws. Without ``control_mean_k``: the pooled unit mean and
     ``std / sqrt(U)``. With it (``E[h_k]``): the cross-fitted control-variate
     estimate of the module docstring, beta fitted on draws when

@@ -1,7 +1,7 @@
-"""Deflated power iteration, LOBPCG and the dense reference: the non-Krylov solvers of :mod:`jaxland.eigen`.
+"""Deflated power iteration, LOBPCG and the dense reference: the non-Krylov solvers of :mod:`jaxland.curvature.eigenpairs`.
 
 Factories in the matfree style: static settings in, a pure ``solve(matvec, v0)``
-(or ``solve(matmat, V0)``) returning :class:`~jaxland.eigen_result.EigResult` out.
+(or ``solve(matmat, V0)``) returning :class:`~jaxland.linalg.result.EigResult` out.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental.sparse.linalg import lobpcg_standard
 
-from .eigen_result import EigResult, _eps, _finish
+from .result import EigResult, _eps, _finish
 
 __all__ = ["power_iteration", "lobpcg", "dense_eigh"]
 

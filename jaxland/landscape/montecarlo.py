@@ -6,7 +6,7 @@ subspace ``w(theta) = w* + theta @ P`` (:class:`~jaxland.Subspace`), and
     Delta_k = E_theta[(L_{k+1}(w(theta)) - L_k(w(theta)))^2],  theta ~ N(0, sigma^2 I_d).
 
 One draw's per-sample losses on all N samples give every ``L_k`` by prefix
-means (:mod:`jaxland.prefix`), so all k cost one pass over the data per draw.
+means (:mod:`jaxland.landscape.prefix`), so all k cost one pass over the data per draw.
 k counts samples, or batches of ``batch_size`` consecutive samples.
 
 The sample order is the order of ``x`` and is shared by every draw. Averaging
@@ -26,11 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK, delta_stream, has_fast_kernel, loss_matrix, squared_increments
-from .sharding import AXIS, DEFAULT_MEMORY_BUDGET, auto_chunk, ceil_div, gather, pad_rows, replicate, resolve_mesh
+from ..sharding import AXIS, DEFAULT_MEMORY_BUDGET, auto_chunk, ceil_div, gather, pad_rows, replicate, resolve_mesh
 from .theory import SubspaceCurvature, subspace_curvature
-from .validate import check_data, check_sigma, check_subspace, finite_result, num_groups, positive_int, unit
+from ..validate import check_data, check_sigma, check_subspace, finite_result, num_groups, positive_int, unit
 from .variance import DEFAULT_VARIANCE_REDUCTION, control_inputs, draw_or_check_units, estimate_from_moments, parse_variance_reduction
 
 __all__ = [
@@ -54,7 +54,7 @@ class DeltaInfo(NamedTuple):
     samples); ``num_orderings``: R; ``unit``: ``"samples"`` or ``"batches"``;
     ``kernel``: ``"specialised"`` (e.g. the MLP first-layer precompute) or
     ``"generic"``; ``variance_reduction``: the method's name
-    (:class:`~jaxland.variance.VarianceReduction`, e.g. ``"cv+antithetic"``);
+    (:class:`~jaxland.landscape.variance.VarianceReduction`, e.g. ``"cv+antithetic"``);
     ``effective_draws``: the median over k of ``var(f_k) / stderr_k^2``, the
     number of plain draws that would give the same standard error (T for
     plain Monte Carlo, up to noise).
@@ -77,7 +77,7 @@ class DeltaResult(NamedTuple):
     ``delta[j]`` is ``Delta_{k[j]}``, ``stderr`` its Monte Carlo standard error
     (plain draws: ``std_t / sqrt(T)``, ddof = 1, of the per-draw squared
     increment averaged over orderings; with variance reduction, the spread of
-    its independent units, see :mod:`jaxland.variance`), ``delta_k2 = delta * k^2`` and
+    its independent units, see :mod:`jaxland.landscape.variance`), ``delta_k2 = delta * k^2`` and
     ``stderr_k2`` likewise; ``info`` (:class:`DeltaInfo`) says how it was made.
     """
 
@@ -166,7 +166,7 @@ def per_sample_loss_matrix(
     """``l_i(w* + theta_t @ P)`` for every draw t and sample i: shape (T, N).
 
     One jitted program (data are arguments, never constants): sample blocks
-    outside, draws chunked inside (:mod:`jaxland.kernels`). Defaults: ``chunk
+    outside, draws chunked inside (:mod:`jaxland.landscape.kernels`). Defaults: ``chunk
     = 16`` draws, ``sample_block = max(512, 8 d)`` samples (measured on 2 CPU
     cores, reference MLP).
 
@@ -318,17 +318,17 @@ def delta_monte_carlo(
     and used for the control variate's mean, so the rows must be N(0, sigma^2 I)).
     k counts samples, or batches of ``batch_size`` consecutive samples.
 
-    ``variance_reduction`` (:mod:`jaxland.variance`): ``"none"`` (None),
+    ``variance_reduction`` (:mod:`jaxland.landscape.variance`): ``"none"`` (None),
     ``"cv"`` (the exact second-order model as a control variate; costs one
     per-sample curvature pass, or pass it as ``curvature=``, the
     :func:`~jaxland.subspace_curvature` of the same model, subspace and data),
     ``"antithetic"`` (pairs ``(theta, -theta)``), ``"sobol"`` (scrambled
     Sobol' sets; the standard error comes from the spread between
     scramblings), any ``+``-joined combination, or a
-    :class:`~jaxland.variance.VarianceReduction`. ``info.variance_reduction`` and
+    :class:`~jaxland.landscape.variance.VarianceReduction`. ``info.variance_reduction`` and
     ``info.effective_draws`` record the method and its worth in plain draws.
     Default ``"none"``: on the reference problem no method gave more than about 2x fewer draws for
-    the same error at sigma = 1 (:data:`~jaxland.variance.DEFAULT_VARIANCE_REDUCTION` has the measurement).
+    the same error at sigma = 1 (:data:`~jaxland.landscape.variance.DEFAULT_VARIANCE_REDUCTION` has the measurement).
 
     ``orderings``: None (the data order, shared by every draw), an int R (R
     random permutations from ``ordering_key``, default

@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .eigen import hessian_eigenpairs
-from .errors import ConfigError
+from ..curvature.eigenpairs import hessian_eigenpairs
+from ..errors import ConfigError
 from .prefix import cumulative_means, prefix_increments
-from .sharding import ceil_div, gather, map_rows, replicate, resolve_mesh
-from .validate import (check_curvature, check_data, check_key, check_params, check_sigma, check_subspace, finite_result,
+from ..sharding import ceil_div, gather, map_rows, replicate, resolve_mesh
+from ..validate import (check_curvature, check_data, check_key, check_params, check_sigma, check_subspace, finite_result,
                        num_groups, positive_int, unit)
 
 __all__ = [

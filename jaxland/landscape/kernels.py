@@ -1,4 +1,4 @@
-"""The compiled Monte Carlo programs behind :mod:`jaxland.montecarlo` and :mod:`jaxland.surfaces`.
+"""The compiled Monte Carlo programs behind :mod:`jaxland.landscape.montecarlo` and :mod:`jaxland.landscape.surfaces`.
 
 Everything starts from per-sample losses ``l_i(w* + theta_t @ P)`` of draws t
 on blocks of samples: an outer ``lax.map`` (or ``scan``) over blocks of
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from .prefix import batch_means, loss_increments, prefix_increments
-from .sharding import AXIS, ceil_div, map_rows, pad_rows, shard_rows
+from ..sharding import AXIS, ceil_div, map_rows, pad_rows, shard_rows
 from .variance import quadratic_features
 
 # Measured on 2 CPU cores, reference MLP, d = 10 (benchmarks/delta.py): a block
@@ -172,8 +172,8 @@ def joint_increments(losses, perms, batch_size, feats, coef):
     """Per draw, ``f = (L_{k+1} - L_k)^2`` and the quadratic model's ``h``, averaged over orderings: (T, K-1, V).
 
     ``feats`` (T, F) and ``coef`` (N, F) (None: V = 1, f only) are the draws'
-    :func:`jaxland.variance.quadratic_features` and the per-sample
-    :func:`jaxland.variance.curvature_coefficients`; ``feats @ inc.T`` with
+    :func:`jaxland.landscape.variance.quadratic_features` and the per-sample
+    :func:`jaxland.landscape.variance.curvature_coefficients`; ``feats @ inc.T`` with
     ``inc`` the prefix increments of the (permuted) coefficients is the
     quadratic model of ``L_{k+1} - L_k``.
     """

@@ -11,7 +11,7 @@ so that for ``alpha > 0`` the curve falls below ``tol`` for good at
 ``k* = (C / tol)^(1/alpha)`` and ``K = floor(k*) + 1`` (k counts samples or
 batches, whatever the curve counts).
 
-Fit (:mod:`jaxland.forecast_fit`). With standard errors ``s_k`` (Monte
+Fit (:mod:`jaxland.sample_size.fit`). With standard errors ``s_k`` (Monte
 Carlo, :class:`DeltaResult`) the fit minimises
 ``chi^2 = sum_k ((Delta_k - C k^-alpha) / s_k)^2``, widened by a relative
 scatter ``tau`` where the curve scatters around its trend by more than its
@@ -29,7 +29,7 @@ synthetic power laws per setting): 0.89-0.985 with independent Gaussian errors
 (relative noise 0.05-0.3, 31-121 fitted k, K 2-20x beyond the data); 0.69 /
 0.86 / 0.94 at 2 / 5 / 20x with errors equicorrelated at 0.5.
 
-Definition 4 on a scattered curve (:mod:`jaxland.forecast_scatter`): a
+Definition 4 on a scattered curve (:mod:`jaxland.sample_size.scatter`): a
 curve that keeps scattering around its trend last exceeds tol after the
 trend crosses it; ``k_scatter`` and its interval model that from the observed
 residual ratios, mixed over the bootstrap fits.
@@ -47,9 +47,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
-from .errors import ConfigError
-from .forecast_fit import bootstrap_power_law, covariance, effective_stderr, fit_power_law_tail, k_interval, loglog_fit, power_law_k
-from .forecast_scatter import scatter_k
+from ..errors import ConfigError
+from .fit import bootstrap_power_law, covariance, effective_stderr, fit_power_law_tail, k_interval, loglog_fit, power_law_k
+from .scatter import scatter_k
 
 __all__ = ["KForecast", "forecast_sufficient_k", "power_law_k"]
 

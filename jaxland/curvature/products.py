@@ -21,10 +21,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from .errors import ConfigError
-from .model import mean_loss
-from .sharding import AXIS, map_rows, pad_rows, replicate, resolve_mesh, shard_rows
-from .validate import check_data, check_params, check_prefix, check_vectors
+from ..errors import ConfigError
+from ..models.base import mean_loss
+from ..sharding import AXIS, map_rows, pad_rows, replicate, resolve_mesh, shard_rows
+from ..validate import check_data, check_params, check_prefix, check_vectors
 
 __all__ = ["loss_and_grad", "hvp", "hvp_batch", "sharded_hvp", "hessian_matvec", "dense_hessian"]
 

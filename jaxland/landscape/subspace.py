@@ -22,9 +22,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .eigen import EigResult, hessian_eigenpairs
-from .errors import ConfigError
-from .validate import check_key, check_params, check_vectors, positive_int
+from ..curvature.eigenpairs import EigResult, hessian_eigenpairs
+from ..errors import ConfigError
+from ..validate import check_key, check_params, check_vectors, positive_int
 
 __all__ = ["Subspace", "random_directions", "normalize_filters", "hessian_subspace"]
 

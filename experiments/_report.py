@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .io import atomic_write_text
+from jaxland.io import atomic_write_text
 
 __all__ = ["write_report", "load_results"]
 

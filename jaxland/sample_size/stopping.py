@@ -12,8 +12,8 @@ import warnings
 
 import numpy as np
 
-from .errors import ConfigError
-from .validate import check_real
+from ..errors import ConfigError
+from ..validate import check_real
 
 __all__ = ["moving_mean", "ema", "sufficient_k"]
 

@@ -24,8 +24,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .io import atomic_write_bytes
-from .stopping import moving_mean
+from ..io import atomic_write_bytes
+from ..sample_size.stopping import moving_mean
 
 __all__ = [
     "save_figure",

@@ -20,9 +20,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from .model import Model
-from .train import TrainResult, load_params, save_params, train
-from .validate import check_data, check_output_dir, check_seed
+from ..models.base import Model
+from .loop import TrainResult, load_params, save_params, train
+from ..validate import check_data, check_output_dir, check_seed
 
 __all__ = ["default_cache_dir", "cached_train", "cache_path"]
 
@@ -70,7 +70,7 @@ def cached_train(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> TrainResult:
-    """:func:`jaxland.train` with ``key = jax.random.key(seed)``, cached on disk.
+    """:func:`jaxland.training.loop` with ``key = jax.random.key(seed)``, cached on disk.
 
     ``data_tag`` names the data (e.g. ``"mnist_10k/train/9984/standard"``); a
     fingerprint of ``x`` and ``y`` is added to the cache key so a different

@@ -2,7 +2,7 @@
 
 Every function here is batched over leading axes (one curve or many), so a
 coverage study can fit many synthetic curves with the same code that
-:func:`jaxland.forecast.forecast_sufficient_k` runs on one.
+:func:`jaxland.sample_size.forecast.forecast_sufficient_k` runs on one.
 
 Fit. With standard errors ``s_k`` the fit minimises
 ``chi^2 = sum_k ((Delta_k - C k^-alpha) / s_k)^2`` (Levenberg-Marquardt, started
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["power_law_k", "fit_power_law_tail", "bootstrap_power_law", "k_interval"]
 

@@ -9,10 +9,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .montecarlo import orderings_array, per_sample_loss_matrix
 from .prefix import cumulative_means, loss_increments
-from .validate import check_data, check_key, check_params, check_real, check_subspace, finite_result, num_groups, positive_int, unit
+from ..validate import check_data, check_key, check_params, check_real, check_subspace, finite_result, num_groups, positive_int, unit
 
 __all__ = ["SurfaceResult", "LossDifferenceResult", "loss_surface", "loss_differences"]
 

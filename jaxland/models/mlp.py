@@ -1,6 +1,6 @@
 """Fully connected networks: the papers' model, and its fast Monte Carlo kernel.
 
-:class:`MLPConfig` implements the model protocol (:mod:`jaxland.model`) for
+:class:`MLPConfig` implements the model protocol (:mod:`jaxland.models.base`) for
 ``Linear -> act -> ... -> Linear`` networks. It is a frozen dataclass, so it is
 hashable by value: the same sizes give the same compiled programs and the same
 weight-cache entry::
@@ -27,8 +27,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
-from .errors import ConfigError
-from .model import Model, _loss_fn, _loss_name
+from ..errors import ConfigError
+from .base import Model, _loss_fn, _loss_name
 
 __all__ = ["MLP", "MLPConfig", "Layer", "ACTIVATIONS", "reference_mlp"]
 
@@ -94,7 +94,7 @@ class MLPConfig(Model):
       sizes: layer widths, input first, outputs last, e.g. ``(784, 256, 256, 10)``.
       activation: a key of :data:`ACTIVATIONS`.
       use_bias: the companion paper uses bias-free networks (``False``).
-      loss: ``"cross_entropy"`` (default), ``"mse"`` or a callable (see :mod:`jaxland.model`).
+      loss: ``"cross_entropy"`` (default), ``"mse"`` or a callable (see :mod:`jaxland.models.base`).
     """
 
     sizes: tuple[int, ...] = (784, 256, 256, 10)

@@ -1,0 +1,18 @@
+"""Matrix-free linear algebra on a symmetric matvec, with no model inside.
+
+Eigensolvers in the matfree style (a factory fixes the static settings and
+returns a pure ``solve(matvec, v0)``): Lanczos and block Lanczos with full
+reorthogonalisation, deflated power iteration, LOBPCG, dense ``eigh``; and the
+stochastic estimators: Hutchinson / Hutch++ traces and stochastic Lanczos
+quadrature. :mod:`jaxland.curvature` drives them with a model's Hessian, GGN or
+empirical Fisher.
+"""
+
+from .eigen import METHODS, top_eigenpairs
+from .lanczos import block_lanczos, lanczos
+from .result import EigResult
+from .solvers import dense_eigh, lobpcg, power_iteration
+from .stochastic import slq, smooth_density, trace_estimate
+
+__all__ = ["EigResult", "METHODS", "top_eigenpairs", "lanczos", "block_lanczos", "power_iteration", "lobpcg",
+           "dense_eigh", "trace_estimate", "slq", "smooth_density"]
