@@ -168,7 +168,7 @@ def bench_arch(arch: str, args, key) -> dict:
 
     # 2. Monte Carlo Delta_k per draw on the same T draws: jaxland (compile), torch, jaxland (timed)
     thetas = jl.draw_thetas(jax.random.fold_in(key, 3), T, args.d, 1.0)
-    mc = lambda: jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=thetas, batch_size=bs)
+    mc = lambda: jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=thetas, samples_per_k=bs)
     t = time.perf_counter()
     block(mc().delta)
     mc_first = time.perf_counter() - t
@@ -184,7 +184,7 @@ def bench_arch(arch: str, args, key) -> dict:
     if arch != "mlp":
         # blocks of 64 samples, 4 draws vmapped: the default 512-sample block (tuned on the MLP) spills the cache on
         # conv and attention activations; measured 2x per draw for the ViT, 1.5x for LeNet-5
-        mct = lambda: jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=thetas, batch_size=bs, sample_block=TUNED["sample_block"], chunk=TUNED["chunk"])
+        mct = lambda: jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=thetas, samples_per_k=bs, sample_block=TUNED["sample_block"], chunk_size=TUNED["chunk"])
         block(mct().delta)
         t = time.perf_counter()
         block(mct().delta)

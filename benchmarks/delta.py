@@ -86,7 +86,7 @@ def main(argv=None):
     # 1. jaxland: compile, then warm wall time of the whole all-k estimate
     def jax_run(th=thetas, fast=True):
         losses = jl.per_sample_loss_matrix(model, sub, th, x, y, fast_kernel=fast)
-        res = jl.delta_from_losses(losses, batch_size=bs, sigma=args.sigma)
+        res = jl.delta_from_losses(losses, samples_per_k=bs, sigma=args.sigma)
         block(res.delta)
         return res
 
@@ -145,7 +145,7 @@ def main(argv=None):
 
     # 4. theory: all-k curvature pass vs the paper's per-k eigensolves
     def curv_run():
-        th = jl.theory_delta(jl.subspace_curvature(model, sub, x, y), args.sigma, batch_size=bs)
+        th = jl.theory_delta(jl.subspace_curvature(model, sub, x, y), sigma=args.sigma, samples_per_k=bs)
         block(th.second_order)
         return th
 

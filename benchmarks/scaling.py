@@ -105,7 +105,7 @@ def worker_devices(args):
     mesh = jl.device_mesh(n_dev)
 
     def mc():
-        block(jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, batch_size=64, mesh=mesh).delta)
+        block(jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, samples_per_k=64, mesh=mesh).delta)
 
     t0 = time.perf_counter()
     mc()
@@ -179,7 +179,7 @@ def run_size(args):
 
     def time_delta(n, t):
         x, y, th = xall[:n], yall[:n], th_all[:t]
-        f = lambda: block(jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, batch_size=None, mesh=1).delta)
+        f = lambda: block(jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, samples_per_k=None, mesh=1).delta)
         t0 = time.perf_counter()
         f()
         first = time.perf_counter() - t0
@@ -238,7 +238,7 @@ def run_ceiling(args):
     flops = kernel_flops(s, D, args.c_n, args.c_draws, blk)
 
     kern = lambda: block(jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=1))
-    full = lambda: block(jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, batch_size=64, mesh=1).delta)
+    full = lambda: block(jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, samples_per_k=64, mesh=1).delta)
     mms, mm_flops = dominant_matmuls(s, chunk, blk)
     mm_reps = 20
     bm = lambda: [block(mms["batched"]()) for _ in range(mm_reps)]
@@ -297,7 +297,7 @@ def run_bf16(args):
                      "directions": "top-10 Hessian eigenvectors (jaxland lanczos, tol 1e-4)", "eigensolve_s": eig_s, **info}}
     res = {}
     for name, dt in (("float32", None), ("bfloat16", jnp.bfloat16)):
-        f = lambda: jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, batch_size=64, mesh=1, matmul_dtype=dt)
+        f = lambda: jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, samples_per_k=64, mesh=1, matmul_dtype=dt)
         r = f()
         block(r.delta)
         tm = timeit(lambda: block(f().delta), repeats=1, warmup=0)
@@ -363,7 +363,7 @@ def worker_memory(args):
     reset = reset_peak()
     before = rss_mib()
     t0 = time.perf_counter()
-    r = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, batch_size=64, mesh=1)
+    r = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, samples_per_k=64, mesh=1)
     block(r.delta)
     wall = time.perf_counter() - t0
     peak = rss_mib()

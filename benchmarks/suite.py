@@ -204,8 +204,8 @@ def measure_delta(model, sub, x, y, size):
     dtypes = {"float32": None, "bf16": "bf16"}
 
     def mc(dt, th=thetas):
-        return jl.delta_monte_carlo(model, sub, x, y, sigma=size.sigma, thetas=th, batch_size=size.batch_size,
-                                    chunk=size.chunk, sample_block=blk, mesh=1, matmul_dtype=dt)
+        return jl.delta_monte_carlo(model, sub, x, y, sigma=size.sigma, thetas=th, samples_per_k=size.batch_size,
+                                    chunk_size=size.chunk, sample_block=blk, mesh=1, matmul_dtype=dt)
 
     fns, firsts, results = {}, {}, {}
     for name, dt in dtypes.items():
@@ -255,7 +255,7 @@ def measure_torch_delta(model, w, sub, x, y, thetas, size, torch_dev):
     best = min(probe, key=probe.get)
     with torch_threads(best):
         tr = torch_delta.run(model, w_np, sub.directions, th, x, y, batch_size=size.batch_size, device=torch_dev)
-    ours = jl.delta_monte_carlo(model, sub, x, y, sigma=size.sigma, thetas=thetas[:bd], batch_size=size.batch_size, mesh=1)
+    ours = jl.delta_monte_carlo(model, sub, x, y, sigma=size.sigma, thetas=thetas[:bd], samples_per_k=size.batch_size, mesh=1)
     comb = np.sqrt(np.asarray(ours.stderr) ** 2 + tr["stderr"] ** 2)
     z = np.abs(np.asarray(ours.delta) - tr["delta"]) / comb
     return {"draws": bd, "wall_s": tr["wall_s"], "ms_per_draw": 1e3 * tr["wall_s"] / bd, "device": torch_dev,

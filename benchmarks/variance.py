@@ -128,7 +128,7 @@ def add_interleaved(path, sigma: float = 1.0, kind: str = "hessian", repeats: in
     else:
         sub = jl.Subspace(w, jl.random_directions(model, w, payload["setup"]["d"], key=jax.random.fold_in(key, 2)))
     run = lambda t, vr, s: jl.delta_monte_carlo(model, sub, x, y, sigma=sigma, num_draws=t, key=jax.random.fold_in(key, s),
-                                                batch_size=payload["setup"]["batch_size"], variance_reduction=vr)
+                                                samples_per_k=payload["setup"]["batch_size"], variance_reduction=vr)
     res = interleaved_timing(run, plan, repeats)
     for vr, r in res.items():
         print(f"  {vr:14s} T={r['draws']}: {r['wall_s']:.2f} s, time ratio {r['time_ratio']:.2f}", flush=True)
@@ -171,7 +171,7 @@ def main(argv=None):
     for kind, sub in subspaces.items():
         for sigma in sigmas:
             run = lambda t, vr, s: jl.delta_monte_carlo(model, sub, x, y, sigma=sigma, num_draws=t, key=jax.random.fold_in(key, s),
-                                                        batch_size=bs, variance_reduction=vr)
+                                                        samples_per_k=bs, variance_reduction=vr)
             plain, plain_s, plain_c = timed(lambda: run(args.plain_draws, "none", 10))
             se_plain = np.asarray(plain.stderr, np.float64)
             cell = {"kind": kind, "sigma": sigma, "plain": {

@@ -77,7 +77,7 @@ class BaseConfig:
             raise ConfigError(f"k_unit='batches' needs at least 3 batches; n_samples={self.n_samples} gives {self.n_samples // self.batch_size}")
 
     @property
-    def k_batch_size(self) -> int | None:
+    def samples_per_k(self) -> int | None:
         """Samples per unit of k: ``batch_size`` when k counts batches, else None (k counts samples)."""
         return self.batch_size if self.k_unit == "batches" else None
 

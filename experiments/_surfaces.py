@@ -44,13 +44,13 @@ SURFACE_TINY = dict(TINY_REFERENCE, grid=5)
 def surface_outcome(cfg, ctx, model, w, x, y, directions, *, what: str, axis_labels) -> Outcome:
     """Shared by random_surface and hessian_surface: compute, plot, judge."""
     sub = Subspace(w, directions)
-    kb = cfg.k_batch_size
+    kb = cfg.samples_per_k
     n_units = x.shape[0] // kb if kb else x.shape[0]
     ks = np.array([cfg.small_k, n_units - 1])
 
     def compute():
-        r = loss_surface(model, sub, x, y, ks, grid=cfg.grid, extent=cfg.extent, batch_size=kb)
-        return {"alphas": r.alphas, "betas": r.betas, "ks": r.ks, "loss": r.loss, "diff_sq": r.diff_sq, "loss_full": r.loss_full}
+        r = loss_surface(model, sub, x, y, k=ks, grid=cfg.grid, extent=cfg.extent, samples_per_k=kb)
+        return {"alphas": r.alphas, "betas": r.betas, "ks": r.k, "loss": r.loss, "diff_sq": r.diff_sq, "loss_full": r.loss_full}
 
     r = ctx.part("surface", compute)
     unit = "batches" if kb else "samples"

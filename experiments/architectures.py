@@ -174,10 +174,10 @@ def _pipeline(cfg: Config, rcfg: Config, ctx) -> dict:
     for d in cfg.ds:
         # theta with zeros beyond column d is exactly the top-d subspace, and every d shares one compiled program
         th = thetas * (jnp.arange(dmax) < d)
-        mc = jl.delta_monte_carlo(model, full, x, y, sigma=cfg.sigma, thetas=th, batch_size=rcfg.k_batch_size)
+        mc = jl.delta_monte_carlo(model, full, x, y, sigma=cfg.sigma, thetas=th, samples_per_k=rcfg.samples_per_k)
         out.update({"k": np.asarray(mc.k), f"d{d}/delta": np.asarray(mc.delta), f"d{d}/stderr": np.asarray(mc.stderr),
                     f"d{d}/delta_k2": np.asarray(mc.delta_k2), f"d{d}/stderr_k2": np.asarray(mc.stderr_k2)})
-    th = jl.theory_delta(jl.subspace_curvature(model, jl.Subspace(w, vecs[: cfg.ds[0]]), x, y), cfg.sigma, batch_size=rcfg.k_batch_size)
+    th = jl.theory_delta(jl.subspace_curvature(model, jl.Subspace(w, vecs[: cfg.ds[0]]), x, y), sigma=cfg.sigma, samples_per_k=rcfg.samples_per_k)
     out["theory_exact"], out["theory_paper"] = np.asarray(th.second_order), np.asarray(th.theorem1)
     return out
 

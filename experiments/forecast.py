@@ -91,7 +91,7 @@ def _delta_curve(ctx, rcfg: Config, key) -> dict:
     model, res, x, y = ctx.reference(rcfg)
     eig = jl.hessian_eigenpairs(model, res.params, x, y, rcfg.d, key=jax.random.fold_in(key, 1000), tol=rcfg.eig_tol)
     sub = jl.Subspace(res.params, jnp.asarray(eig.eigenvectors))
-    mc = jl.delta_monte_carlo(model, sub, x, y, sigma=rcfg.sigma, num_draws=rcfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=rcfg.k_batch_size)
+    mc = jl.delta_monte_carlo(model, sub, x, y, sigma=rcfg.sigma, num_draws=rcfg.num_draws, key=jax.random.fold_in(key, 300), samples_per_k=rcfg.samples_per_k)
     return {"k": mc.k, "delta": mc.delta, "stderr": mc.stderr, "eigenvalues": eig.eigenvalues, "params": res.params,
             "train_accuracy": res.train_accuracy}
 

@@ -46,7 +46,7 @@ def run(cfg: Config, ctx) -> Outcome:
     eig = ctx.eigenpairs("eigenpairs", model, w, x, y, cfg.d, tol=cfg.eig_tol)
 
     def mc(dirs):  # the library's default variance reduction; the parts' key records it
-        r = delta_monte_carlo(model, Subspace(w, dirs), x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=cfg.k_batch_size)
+        r = delta_monte_carlo(model, Subspace(w, dirs), x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), samples_per_k=cfg.samples_per_k)
         return {"k": r.k, "delta": r.delta, "stderr": r.stderr, "method": r.info.variance_reduction, "effective_draws": r.info.effective_draws}
 
     h = ctx.part("delta_hessian", lambda: mc(jnp.asarray(eig["eigenvectors"])), key=DEFAULT_VARIANCE_REDUCTION)

@@ -135,7 +135,7 @@ def run(cfg: Config, ctx) -> Outcome:
             sub = jl.Subspace(w, eig.eigenvectors)
             curv = jl.subspace_curvature(model, sub, x, y)  # all of x: one shape, one compilation
             curv = type(curv)(curv.c[: m * bs], curv.g[: m * bs], curv.G[: m * bs])
-            th = jl.theory_delta(curv, cfg.sigma, batch_size=bs)
+            th = jl.theory_delta(curv, sigma=cfg.sigma, samples_per_k=bs)
             series = np.asarray(th.second_order if cfg.estimator == "exact" else th.theorem1)
             if step == cfg.forecast_steps - 1:
                 early = series

@@ -92,8 +92,8 @@ def run(cfg: Config, ctx) -> Outcome:
                 if (conv, d) not in dirs_cache:  # the same Gaussian draws for both conventions
                     dirs_cache[(conv, d)] = jl.random_directions(model, w, d, key=jax.random.fold_in(key, 100 + d), unit_norm=conv == "unit_norm")
                 r = jl.delta_monte_carlo(model, jl.Subspace(w, dirs_cache[(conv, d)]), x, y, sigma=s, num_draws=cfg.num_draws,
-                                         key=jax.random.fold_in(key, 200 + d), batch_size=cfg.k_batch_size)
-                sp = delta_split(r, model, w, x, y, batch_size=cfg.k_batch_size)
+                                         key=jax.random.fold_in(key, 200 + d), samples_per_k=cfg.samples_per_k)
+                sp = delta_split(r, model, w, x, y, samples_per_k=cfg.samples_per_k)
                 return {"k": r.k, "delta": r.delta, "stderr": r.stderr, "theta_free": sp.theta_free,
                         "row_norm": float(np.linalg.norm(np.asarray(dirs_cache[(conv, d)][0])))}
 

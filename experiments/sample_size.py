@@ -112,8 +112,8 @@ def run(cfg: Config, ctx) -> Outcome:
                 eig = jl.hessian_eigenpairs(model, res.params, x, y, cfg.d, key=jax.random.fold_in(key, 1000), tol=cfg.eig_tol)
                 sub = Subspace(res.params, jnp.asarray(eig.eigenvectors))
                 # the library's default variance reduction; the part's key records it
-                mc = delta_monte_carlo(model, sub, x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=rcfg.k_batch_size)
-                th = theory_delta(subspace_curvature(model, sub, x, y), cfg.sigma, batch_size=rcfg.k_batch_size)
+                mc = delta_monte_carlo(model, sub, x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), samples_per_k=rcfg.samples_per_k)
+                th = theory_delta(subspace_curvature(model, sub, x, y), sigma=cfg.sigma, samples_per_k=rcfg.samples_per_k)
                 jax.block_until_ready(th.second_order)
                 return {"k": mc.k, "delta": mc.delta, "stderr": mc.stderr, "theory_exact": th.second_order, "theory_paper": th.theorem1,
                         "eigenvalues": eig.eigenvalues, "train_accuracy": res.train_accuracy, "params": model.num_params,

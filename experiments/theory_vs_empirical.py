@@ -63,11 +63,11 @@ def run(cfg: Config, ctx) -> Outcome:
     sub = Subspace(w, jnp.asarray(eig["eigenvectors"]))
 
     def empirical():  # the library's default variance reduction (unbiased for the same Delta_k); the part's key records it
-        r = delta_monte_carlo(model, sub, x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), batch_size=cfg.k_batch_size)
+        r = delta_monte_carlo(model, sub, x, y, sigma=cfg.sigma, num_draws=cfg.num_draws, key=jax.random.fold_in(key, 300), samples_per_k=cfg.samples_per_k)
         return {"k": r.k, "delta": r.delta, "stderr": r.stderr, "method": r.info.variance_reduction, "effective_draws": r.info.effective_draws}
 
     def theory():
-        t = theory_delta(subspace_curvature(model, sub, x, y), cfg.sigma, batch_size=cfg.k_batch_size)
+        t = theory_delta(subspace_curvature(model, sub, x, y), sigma=cfg.sigma, samples_per_k=cfg.samples_per_k)
         return {"k": t.k, "paper": t.theorem1, "exact": t.second_order, "quadratic": t.curvature_only, "ritz": t.ritz_values}
 
     e = ctx.part("empirical", empirical, key=DEFAULT_VARIANCE_REDUCTION)

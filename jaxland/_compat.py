@@ -8,15 +8,20 @@ import warnings
 from .errors import ConfigError
 
 
-def renamed_kwargs(**old_to_new):
+def renamed_kwargs(removed: dict[str, str] | None = None, **old_to_new):
     """Decorator: accept each old keyword (``old=new`` pairs) as its new name, with a ``DeprecationWarning``.
 
-    Passing both spellings is a :class:`~jaxland.ConfigError`.
+    Passing both spellings is a :class:`~jaxland.ConfigError`; so is a keyword
+    in ``removed`` (``{old: what to do instead}``).
     """
+    removed = removed or {}
 
     def wrap(fn):
         @functools.wraps(fn)
         def inner(*args, **kwargs):
+            for old, fix in removed.items():
+                if old in kwargs:
+                    raise ConfigError(f"{fn.__name__}: {old}= is no longer accepted; {fix}")
             for old, new in old_to_new.items():
                 if old in kwargs:
                     if new in kwargs:

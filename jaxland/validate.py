@@ -186,20 +186,20 @@ def check_subspace(model, subspace, *, values: bool = True) -> int:
     return int(p.shape[0])
 
 
-def num_groups(n: int, batch_size) -> int:
-    """K: the number of samples, or of complete batches of ``batch_size``; must be >= 2."""
-    if batch_size is None:
+def num_groups(n: int, samples_per_k) -> int:
+    """K: the number of samples, or of complete groups of ``samples_per_k`` samples; must be >= 2."""
+    if samples_per_k is None:
         return n
-    b = positive_int("batch_size", batch_size)
+    b = positive_int("samples_per_k", samples_per_k)
     k = n // b
     if k < 2:
-        raise ConfigError(f"batch_size={batch_size} leaves {k} complete batch(es) of {n} samples; need >= 2")
+        raise ConfigError(f"samples_per_k={samples_per_k} leaves {k} complete group(s) of {n} samples; need >= 2")
     return k
 
 
-def unit(batch_size) -> str:
+def unit(samples_per_k) -> str:
     """``"samples"`` or ``"batches"``: what k counts."""
-    return "samples" if batch_size is None else "batches"
+    return "samples" if samples_per_k is None else "batches"
 
 
 def check_prefix(k, n: int, name: str = "k"):

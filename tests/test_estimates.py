@@ -20,7 +20,7 @@ def test_monte_carlo_matches_exact_second_order_on_quadratic(quadratic_problem, 
     model, x, y = quadratic_problem(jax.random.key(d), n, D)
     sub = _sub(D, d, jax.random.key(10 + d))
     mc = jl.delta_monte_carlo(model, sub, x, y, sigma=sigma, num_draws=4000, key=jax.random.key(0))
-    th = jl.theory_delta(jl.subspace_curvature(model, sub, x, y), sigma)
+    th = jl.theory_delta(jl.subspace_curvature(model, sub, x, y), sigma=sigma)
     np.testing.assert_array_equal(mc.k, th.k)
     z = np.abs(np.asarray(mc.delta) - np.asarray(th.second_order)) / np.asarray(mc.stderr)
     assert np.all(z < 4), z
@@ -32,7 +32,7 @@ def test_subspace_curvature_is_exact_on_quadratic(quadratic_problem):
     D, n, d = 5, 7, 3
     model, x, y = quadratic_problem(jax.random.key(0), n, D)
     sub = _sub(D, d, jax.random.key(1))
-    curv = jl.subspace_curvature(model, sub, x, y, chunk=3)  # chunk does not divide n
+    curv = jl.subspace_curvature(model, sub, x, y, sample_block=3)  # chunk does not divide n
     P, w = sub.directions, sub.center
     g, G = x[:, 1 : D + 1], x[:, D + 1 :].reshape(n, D, D)
     np.testing.assert_allclose(curv.c, model.per_sample_losses(w, x, y), rtol=1e-12)
@@ -51,7 +51,7 @@ def test_sigma4_scaling_when_c_and_g_vanish(quadratic_problem):
     np.testing.assert_allclose(curv.c, 0, atol=1e-15)
     np.testing.assert_allclose(curv.g, 0, atol=1e-15)
     for s, r in res.items():
-        th = jl.theory_delta(curv, s)
+        th = jl.theory_delta(curv, sigma=s)
         np.testing.assert_allclose(th.second_order, th.curvature_only, rtol=1e-12)
         assert np.all(np.abs(r.delta - th.second_order) < 4 * r.stderr)
 
@@ -63,10 +63,10 @@ def test_paper_formula_equals_exact_for_diagonal_curvature(x64):
     base = jnp.array([6.0, 2.0, -3.0])
     diag = base + 0.3 * jax.random.normal(jax.random.key(0), (n, d), jnp.float64)
     curv = jl.SubspaceCurvature(jnp.zeros(n), jnp.zeros((n, d)), jax.vmap(jnp.diag)(diag))
-    th = jl.theory_delta(curv, 2.0)
+    th = jl.theory_delta(curv, sigma=2.0)
     np.testing.assert_allclose(th.theorem1, th.second_order, rtol=1e-10)
     assert np.all(th.ritz_values[:, -1] < 0)  # signed, descending
-    thb = jl.theory_delta(curv, 2.0, batch_size=2)
+    thb = jl.theory_delta(curv, sigma=2.0, samples_per_k=2)
     assert thb.k.tolist() == [1, 2, 3] and thb.unit == "batches"
 
 
@@ -87,13 +87,13 @@ def test_cumulative_identity_to_float_precision(x64):
 def test_cumulative_curvature_equals_hvp_projection(mlp):
     model, w, x, y, sub = mlp
     P = sub.directions
-    cum = jl.cumulative_curvature(jl.subspace_curvature(model, sub, x, y, chunk=5))
+    cum = jl.cumulative_curvature(jl.subspace_curvature(model, sub, x, y, sample_block=5))
     for k in (1, 4, 11, 23):
         np.testing.assert_allclose(cum.hess[k - 1], P @ jl.hvp_batch(model, w, P, x[:k], y[:k]).T, rtol=1e-9, atol=1e-12)
         loss, grad = jl.loss_and_grad(model, w, x[:k], y[:k])
         np.testing.assert_allclose(cum.grad[k - 1], P @ grad, rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(cum.loss[k - 1], loss, rtol=1e-12)
-    cumb = jl.cumulative_curvature(jl.subspace_curvature(model, sub, x, y), batch_size=4)
+    cumb = jl.cumulative_curvature(jl.subspace_curvature(model, sub, x, y), samples_per_k=4)
     assert cumb.hess.shape == (5, 3, 3)
     np.testing.assert_allclose(cumb.hess[2], P @ jl.hvp_batch(model, w, P, x[:12], y[:12]).T, rtol=1e-9, atol=1e-12)
 
@@ -106,8 +106,8 @@ def test_fast_first_layer_equals_plain_forward(mlp, use_bias):
     sub = jl.Subspace(w, jax.random.normal(jax.random.key(4), (2, model.num_params), jnp.float64))
     thetas = jax.random.normal(jax.random.key(5), (7, 2), jnp.float64)
     ref = jax.vmap(lambda t: jl.per_sample_losses(model, sub.w(t), x, y))(thetas)
-    fast = jl.per_sample_loss_matrix(model, sub, thetas, x, y, chunk=3, sample_block=5)
-    plain = jl.per_sample_loss_matrix(model, sub, thetas, x, y, chunk=3, sample_block=5, fast_kernel=False)
+    fast = jl.per_sample_loss_matrix(model, sub, thetas, x, y, chunk_size=3, sample_block=5)
+    plain = jl.per_sample_loss_matrix(model, sub, thetas, x, y, chunk_size=3, sample_block=5, fast_kernel=False)
     np.testing.assert_allclose(fast, ref, rtol=1e-12)
     np.testing.assert_allclose(plain, ref, rtol=1e-12)
 
@@ -129,7 +129,7 @@ def test_fast_path_float32_and_no_recompile():
 
 def test_same_key_same_numbers_and_orderings(mlp):
     model, w, x, y, sub = mlp
-    kw = dict(sigma=0.5, num_draws=16, key=jax.random.key(7), batch_size=4)
+    kw = dict(sigma=0.5, num_draws=16, key=jax.random.key(7), samples_per_k=4)
     a = jl.delta_monte_carlo(model, sub, x, y, **kw)
     b = jl.delta_monte_carlo(model, sub, x, y, **kw)
     np.testing.assert_array_equal(a.delta, b.delta)
@@ -152,7 +152,7 @@ def test_loss_differences(mlp):
     r = jl.loss_differences(model, w, x, y)
     np.testing.assert_allclose(r.diff, np.abs(np.diff(np.cumsum(l) / np.arange(1, 24))), rtol=1e-10)
     assert r.k.tolist() == list(range(1, 23)) and np.all(np.isnan(r.stderr))
-    rb = jl.loss_differences(model, w, x, y, orderings=4, key=jax.random.key(0), batch_size=5)
+    rb = jl.loss_differences(model, w, x, y, orderings=4, key=jax.random.key(0), samples_per_k=5)
     assert rb.diff.shape == (3,) and rb.num_orderings == 4 and np.all(rb.stderr > 0)
     with pytest.raises(ConfigError, match="key"):
         jl.loss_differences(model, w, x, y, orderings=4)
@@ -161,7 +161,7 @@ def test_loss_differences(mlp):
 def test_loss_surface_tiny_case(mlp):
     model, w, x, y, sub = mlp
     sub2 = jl.Subspace(w, sub.directions[:2])
-    s = jl.loss_surface(model, sub2, x, y, [1, 3], grid=3, extent=0.5, batch_size=5)
+    s = jl.loss_surface(model, sub2, x, y, k=[1, 3], grid=3, extent=0.5, samples_per_k=5)
     assert s.loss.shape == s.diff_sq.shape == (2, 3, 3)
     np.testing.assert_allclose(s.alphas, [-0.5, 0, 0.5])
     i, j = 2, 0  # (alpha, beta) = (0.5, -0.5)
@@ -173,9 +173,9 @@ def test_loss_surface_tiny_case(mlp):
         np.testing.assert_allclose(s.diff_sq[m, i, j], (lk1 - lk) ** 2, rtol=1e-9)
     np.testing.assert_allclose(s.loss[0, 1, 1], jl.mean_loss(model, w, x[:5], y[:5]), rtol=1e-12)
     with pytest.raises(ConfigError, match="k must be"):
-        jl.loss_surface(model, sub2, x, y, [4], batch_size=5, grid=3)  # K = 4 batches: k <= 3
+        jl.loss_surface(model, sub2, x, y, k=[4], samples_per_k=5, grid=3)  # K = 4 batches: k <= 3
     with pytest.raises(ConfigError, match="2-D"):
-        jl.loss_surface(model, sub, x, y, [1])
+        jl.loss_surface(model, sub, x, y, k=[1])
 
 
 def test_sufficient_k():
@@ -201,11 +201,11 @@ def test_bad_inputs(mlp):
         with pytest.raises(ConfigError, match="sigma"):
             jl.delta_monte_carlo(model, sub, x, y, sigma=sigma, **kw)
     with pytest.raises(ConfigError, match="sigma"):
-        jl.theory_delta(jl.SubspaceCurvature(jnp.zeros(3), jnp.zeros((3, 1)), jnp.zeros((3, 1, 1))), 0.0)
+        jl.theory_delta(jl.SubspaceCurvature(jnp.zeros(3), jnp.zeros((3, 1)), jnp.zeros((3, 1, 1))), sigma=0.0)
     with pytest.raises(ConfigError, match="T"):
         jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, num_draws=1, key=jax.random.key(0))
-    with pytest.raises(ConfigError, match="batch_size"):
-        jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, batch_size=12, **kw)
+    with pytest.raises(ConfigError, match="samples_per_k"):
+        jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, samples_per_k=12, **kw)
     with pytest.raises(ConfigError, match="D="):
         jl.delta_monte_carlo(model, jl.Subspace(w, jnp.zeros((2, 5))), x, y, sigma=1.0, **kw)
     with pytest.raises(ConfigError, match="thetas"):
@@ -222,14 +222,14 @@ def test_bad_inputs(mlp):
     with pytest.raises(ConfigError, match="longer"):
         jl.sufficient_k(np.ones(5), 1.0, smooth=7)
     with pytest.raises(ConfigError, match=r"\[1, 22\]"):
-        jl.theory_delta_eigensolver(model, w, x, y, [23], 2, 1.0)
+        jl.theory_delta_eigensolver(model, w, x, y, k=[23], d=2, sigma=1.0, key=jax.random.key(0))
 
 
 def test_explicit_thetas_match_loss_matrix_route(mlp):
     model, w, x, y, sub = mlp
     th = jl.draw_thetas(jax.random.key(1), 6, 3, 0.7, jnp.float64)
-    a = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, batch_size=4)
-    b = jl.delta_from_losses(jl.per_sample_loss_matrix(model, sub, th, x, y), batch_size=4)
+    a = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, samples_per_k=4)
+    b = jl.delta_from_losses(jl.per_sample_loss_matrix(model, sub, th, x, y), samples_per_k=4)
     np.testing.assert_allclose(a.delta, b.delta, rtol=1e-12)
     np.testing.assert_allclose(a.stderr, b.stderr, rtol=1e-12)
     with pytest.raises(ConfigError, match="key"):

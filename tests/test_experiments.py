@@ -163,4 +163,4 @@ def test_k_unit_singular_spelling_is_stored_as_the_plural(given, stored):
 
     cfg = BaseConfig(k_unit=given)
     assert cfg.k_unit == stored
-    assert cfg.k_batch_size == (cfg.batch_size if stored == "batches" else None)
+    assert cfg.samples_per_k == (cfg.batch_size if stored == "batches" else None)

@@ -133,11 +133,11 @@ def test_scatter_beyond_the_standard_errors_widens_the_interval():
 
 def test_accepts_delta_result_theory_result_and_pairs(x64):
     model, w, x, y, sub = _problem((4, 5, 3), 512, d=2)
-    mc = jl.delta_monte_carlo(model, sub, x, y, sigma=0.5, num_draws=64, key=jax.random.key(3), batch_size=4)
+    mc = jl.delta_monte_carlo(model, sub, x, y, sigma=0.5, num_draws=64, key=jax.random.key(3), samples_per_k=4)
     f = forecast_sufficient_k(mc, 1e-7)
     g = forecast_sufficient_k(np.asarray(mc.delta), 1e-7, k=mc.k, stderr=np.asarray(mc.stderr))
     assert f.unit == "batches" and f.k == g.k and f.lower == g.lower and f.upper == g.upper
-    th = jl.theory_delta(jl.subspace_curvature(model, sub, x, y), 0.5, batch_size=4)
+    th = jl.theory_delta(jl.subspace_curvature(model, sub, x, y), sigma=0.5, samples_per_k=4)
     p = forecast_sufficient_k(th, 1e-7)  # the paper's Theorem 1 by default
     q = forecast_sufficient_k((th.k, th.theorem1), 1e-7)
     e = forecast_sufficient_k(th, 1e-7, curve_name="second_order")
@@ -193,7 +193,7 @@ def test_noisy_values_below_zero_are_fitted_with_stderr():
 def test_theta_free_term_matches_direct_prefix_means(x64):
     model, w, x, y, _ = _problem((4, 6, 3), 50)
     for bs in (None, 8):
-        k, tf = theta_free_term(model, w, x, y, batch_size=bs)
+        k, tf = theta_free_term(model, w, x, y, samples_per_k=bs)
         m = 1 if bs is None else bs
         prefix = jax.jit(jax.vmap(lambda n: jl.mean_loss(model, w, x, y, n)))  # L over the first n samples, n traced
         direct = np.diff(np.asarray(prefix(jnp.arange(1, k[-1] + 2) * m))) ** 2
@@ -204,18 +204,18 @@ def test_theta_free_term_matches_direct_prefix_means(x64):
 def test_split_sums_back_and_the_rest_vanishes_with_sigma(x64):
     model, w, x, y, sub = _problem((4, 6, 3), 64, d=3)
     for sigma in (1.0, 1e-4):
-        mc = jl.delta_monte_carlo(model, sub, x, y, sigma=sigma, num_draws=256, key=jax.random.key(3), batch_size=4)
-        s = delta_split(mc, model, w, x, y, batch_size=4)
+        mc = jl.delta_monte_carlo(model, sub, x, y, sigma=sigma, num_draws=256, key=jax.random.key(3), samples_per_k=4)
+        s = delta_split(mc, model, w, x, y, samples_per_k=4)
         np.testing.assert_allclose(s.theta_free + s.rest, np.asarray(mc.delta), rtol=1e-12)
         np.testing.assert_array_equal(s.rest_stderr, np.asarray(mc.stderr))
         if sigma < 1e-3:  # the theta-dependent part is O(sigma^2): Delta_k is c_k^2 alone
             np.testing.assert_allclose(s.theta_free_fraction, 1.0, atol=1e-3)
         else:
             assert np.median(s.theta_free_fraction) < 0.9
-    with pytest.raises(ConfigError, match="batch_size"):
+    with pytest.raises(ConfigError, match="samples_per_k"):
         delta_split(mc, model, w, x, y)
     with pytest.raises(ConfigError, match="the data the estimate used"):
-        delta_split(mc, model, w, x[:32], y[:32], batch_size=4)
+        delta_split(mc, model, w, x[:32], y[:32], samples_per_k=4)
 
 
 # ----------------------------------------------------------------------------- unit-norm directions

@@ -72,7 +72,7 @@ def test_delta_monte_carlo_equals_a_plain_loop_over_draws(x64, name, model, shap
     w, x, y = _problem(model, shape, n=12)
     dirs = jax.random.normal(jax.random.key(3), (2, model.num_params), jnp.float64) * 0.1
     sub = jl.Subspace(w, dirs)
-    mc = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, num_draws=9, key=jax.random.key(4), batch_size=3, sample_block=6)
+    mc = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, num_draws=9, key=jax.random.key(4), samples_per_k=3, sample_block=6)
     thetas = jl.draw_thetas(jax.random.key(4), 9, 2, 0.7, jnp.float64)
     q = []
     for th in thetas:  # the definition, one draw at a time
@@ -180,8 +180,8 @@ def test_bf16_forward_for_a_generic_model_is_close_to_float32():
     x = jax.random.normal(jax.random.key(1), (64, 28, 28, 1))
     y = jnp.arange(64) % 10
     sub = jl.Subspace(w, jl.random_directions(model, w, 2, key=jax.random.key(2)))
-    f32 = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, num_draws=16, key=jax.random.key(3), batch_size=8)
-    b16 = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, num_draws=16, key=jax.random.key(3), batch_size=8, matmul_dtype="bf16")
+    f32 = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, num_draws=16, key=jax.random.key(3), samples_per_k=8)
+    b16 = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, num_draws=16, key=jax.random.key(3), samples_per_k=8, matmul_dtype="bf16")
     assert np.all(np.abs(b16.delta - f32.delta) < 0.5 * f32.stderr + 0.05 * f32.delta)
 
 

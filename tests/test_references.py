@@ -33,7 +33,7 @@ def test_solver_factories_find_known_eigenpairs(x64, method):
 def test_theory_delta_eigensolver_matches_the_dense_route(mlp):
     model, w, x, y, _ = mlp
     ks, d, sigma = [2, 5], 3, 0.7
-    got = jl.theory_delta_eigensolver(model, w, x, y, ks, d, sigma, key=jax.random.key(0), tol=1e-9, method="dense")
+    got = jl.theory_delta_eigensolver(model, w, x, y, k=ks, d=d, sigma=sigma, key=jax.random.key(0), tol=1e-9, method="dense")
     for i, k in enumerate(ks):
         lam = [np.linalg.eigvalsh(np.asarray(jl.dense_hessian(model, w, x[:m], y[:m])))[::-1][:d] for m in (k, k + 1)]
         dl = lam[1] - lam[0]

@@ -35,7 +35,8 @@ def test_stream_plan():
 def test_streamed_delta_equals_one_pass(mlp):
     model, w, x, y, sub = mlp
     th = jl.draw_thetas(jax.random.key(1), 13, 3, 0.7, jnp.float64)
-    for kw in (dict(), dict(batch_size=4), dict(orderings=3, ordering_key=jax.random.key(5))):
+    perms = np.stack([np.random.default_rng(5 + r).permutation(x.shape[0]) for r in range(3)])
+    for kw in (dict(), dict(samples_per_k=4), dict(orderings=perms)):
         ref = jl.delta_from_losses(jl.per_sample_loss_matrix(model, sub, th, x, y), **kw)
         # one pass; 1 draw per pass; 4 draws per pass (3 padded); sample blocks of 5 (4 with batches of 4)
         for budget, block in ((None, None), (1, None), (8 * 23 * 8 * 4, None), (None, 5), (1, 5), (None, 8)):
@@ -54,8 +55,8 @@ def test_streamed_delta_float32_large_offsets():
     y = jnp.arange(300) % 4
     sub = jl.Subspace(w, jl.random_directions(model, w, 3, key=jax.random.key(2)))
     th = jl.draw_thetas(jax.random.key(3), 64, 3, 1.0)
-    one = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, batch_size=10)
-    many = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, batch_size=10, memory_budget=300 * 32 * 5)
+    one = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, samples_per_k=10)
+    many = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, samples_per_k=10, memory_budget=300 * 32 * 5)
     np.testing.assert_allclose(many.delta, one.delta, rtol=2e-5)
     np.testing.assert_allclose(many.stderr, one.stderr, rtol=2e-4)
 
@@ -102,13 +103,14 @@ def test_sharded_estimates_match_single_device(run_with_devices, tiny_mlp_script
         th = jl.draw_thetas(jax.random.key(1), 13, 3, 0.7, jnp.float64)
         tol = dict(rtol=1e-11, atol=1e-14)
 
-        one = jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=1, chunk=3, sample_block=5)
+        one = jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=1, chunk_size=3, sample_block=5)
         for mesh in (None, 8, jl.device_mesh(3)):  # None: every visible device
-            got = jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=mesh, chunk=3, sample_block=5)
+            got = jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=mesh, chunk_size=3, sample_block=5)
             np.testing.assert_allclose(got, one, **tol)
         assert len(jl.per_sample_loss_matrix(model, sub, th, x, y).sharding.device_set) == 8
 
-        for kw in (dict(), dict(batch_size=4, orderings=3, ordering_key=jax.random.key(5))):
+        perms = np.stack([np.random.default_rng(5 + r).permutation(x.shape[0]) for r in range(3)])
+        for kw in (dict(), dict(samples_per_k=4, orderings=perms)):
             ref = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, mesh=1, **kw)
             for mesh, budget in ((8, None), (8, 1), (3, 8 * 23 * 8 * 2)):  # 2 draws/device, 1 draw/pass, 2 draws/pass
                 got = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, mesh=mesh, memory_budget=budget, **kw)
@@ -117,14 +119,14 @@ def test_sharded_estimates_match_single_device(run_with_devices, tiny_mlp_script
 
         c1 = jl.subspace_curvature(model, sub, x, y, mesh=1)
         for mesh, chunk in ((8, None), (8, 2), (3, 5)):
-            c8 = jl.subspace_curvature(model, sub, x, y, mesh=mesh, chunk=chunk)
+            c8 = jl.subspace_curvature(model, sub, x, y, mesh=mesh, sample_block=chunk)
             for a, b in zip(c8, c1):
                 assert a.shape == b.shape
                 np.testing.assert_allclose(a, b, **tol)
 
         sub2 = jl.Subspace(w, sub.directions[:2])
-        s1 = jl.loss_surface(model, sub2, x, y, [1, 3], grid=3, batch_size=5, mesh=1)
-        s8 = jl.loss_surface(model, sub2, x, y, [1, 3], grid=3, batch_size=5, mesh=8)
+        s1 = jl.loss_surface(model, sub2, x, y, k=[1, 3], grid=3, samples_per_k=5, mesh=1)
+        s8 = jl.loss_surface(model, sub2, x, y, k=[1, 3], grid=3, samples_per_k=5, mesh=8)
         np.testing.assert_allclose(s8.loss, s1.loss, **tol)
         np.testing.assert_allclose(s8.diff_sq, s1.diff_sq, rtol=1e-9, atol=1e-16)
 
@@ -159,13 +161,13 @@ sub = jl.Subspace(w, jax.random.normal(jax.random.key(2), (3, w.size)) * 0.3)
 th = jl.draw_thetas(jax.random.key(1), 13, 3, 0.7)
 local = jl.device_mesh(jax.local_devices()[:1])  # this process alone: the reference
 tol = dict(rtol=2e-5, atol=1e-6)
-for kw in (dict(), dict(orderings=2, ordering_key=jax.random.key(4), batch_size=4)):
+for kw in (dict(), dict(orderings=np.stack([np.random.default_rng(4 + r).permutation(x.shape[0]) for r in range(2)]), samples_per_k=4)):
     r, r1 = (jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, thetas=th, mesh=m, **kw) for m in (None, local))
     np.testing.assert_allclose(np.asarray(r.delta), np.asarray(r1.delta), **tol)
     np.testing.assert_allclose(np.asarray(r.stderr), np.asarray(r1.stderr), rtol=1e-4)
 l, l1 = (jl.per_sample_loss_matrix(model, sub, th, x, y, mesh=m) for m in (None, local))
 np.testing.assert_allclose(np.asarray(l), np.asarray(l1), **tol)
-c, c1 = (jl.subspace_curvature(model, sub, x, y, chunk=2, mesh=m) for m in (None, local))
+c, c1 = (jl.subspace_curvature(model, sub, x, y, sample_block=2, mesh=m) for m in (None, local))
 for a, b in zip(c, c1):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), **tol)
 vs = jax.random.normal(jax.random.key(3), (5, w.size))

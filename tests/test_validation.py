@@ -90,16 +90,16 @@ CASES = [
     ("subspace centre of another model", lambda t: _mc(sub=jl.Subspace(W[:-1], SUB.directions)), ConfigError, "subspace has center"),
     ("mc sigma=0", lambda t: _mc(sigma=0.0), ConfigError, "sigma"),
     ("mc num_draws=1", lambda t: _mc(num_draws=1), ConfigError, "num_draws"),
-    ("mc batch_size leaves 1 batch", lambda t: _mc(batch_size=13), ConfigError, "batch_size=13"),
+    ("mc batch_size leaves 1 batch", lambda t: _mc(samples_per_k=13), ConfigError, "samples_per_k=13"),
     ("mc sigma=1e30 overflows", lambda t: _mc(sigma=1e30), NumericalError, "Delta_k"),
     # theory, surfaces, stopping, forecast
     ("curvature of long directions", lambda t: jl.subspace_curvature(MODEL, SUB._replace(directions=SUB.directions * 1e30), X, Y), NumericalError, "subspace_curvature"),
-    ("theory_delta mismatched curv", lambda t: jl.theory_delta(_curv()._replace(g=_curv().g[:-1]), 1.0), ConfigError, "curv shapes"),
-    ("theory_delta NaN curv", lambda t: jl.theory_delta(_curv()._replace(c=_curv().c.at[0].set(jnp.nan)), 1.0), ConfigError, "curv.c"),
-    ("theory_delta sigma=1e30", lambda t: jl.theory_delta(_curv(), 1e30), NumericalError, "theory_delta"),
-    ("loss_surface extent str", lambda t: jl.loss_surface(MODEL, SUB, X, Y, [1], extent="a"), ConfigError, "extent"),
-    ("loss_surface extent 1e30", lambda t: jl.loss_surface(MODEL, SUB, X, Y, [1], grid=3, extent=1e30), NumericalError, "loss_surface"),
-    ("loss_surface k=0", lambda t: jl.loss_surface(MODEL, SUB, X, Y, [0]), ConfigError, "every k"),
+    ("theory_delta mismatched curv", lambda t: jl.theory_delta(_curv()._replace(g=_curv().g[:-1]), sigma=1.0), ConfigError, "curv shapes"),
+    ("theory_delta NaN curv", lambda t: jl.theory_delta(_curv()._replace(c=_curv().c.at[0].set(jnp.nan)), sigma=1.0), ConfigError, "curv.c"),
+    ("theory_delta sigma=1e30", lambda t: jl.theory_delta(_curv(), sigma=1e30), NumericalError, "theory_delta"),
+    ("loss_surface extent str", lambda t: jl.loss_surface(MODEL, SUB, X, Y, k=[1], extent="a"), ConfigError, "extent"),
+    ("loss_surface extent 1e30", lambda t: jl.loss_surface(MODEL, SUB, X, Y, k=[1], grid=3, extent=1e30), NumericalError, "loss_surface"),
+    ("loss_surface k=0", lambda t: jl.loss_surface(MODEL, SUB, X, Y, k=[0]), ConfigError, "every k"),
     ("loss_differences w NaN", lambda t: jl.loss_differences(MODEL, NAN_W, X, Y), ConfigError, "w contains"),
     ("moving_mean even window", lambda t: jl.moving_mean([1.0, 2.0, 3.0], 2), ConfigError, "window"),
     ("sufficient_k text", lambda t: jl.sufficient_k("abc", 0.5), ConfigError, "delta must be"),
@@ -137,9 +137,9 @@ def test_table_is_large_and_distinct():
 
 
 def test_finite_guards_can_be_opted_out_of():
-    th = jl.theory_delta(_curv(), 1e30, allow_nonfinite=True)
+    th = jl.theory_delta(_curv(), sigma=1e30, allow_nonfinite=True)
     assert not np.all(np.isfinite(np.asarray(th.second_order)))
-    surf = jl.loss_surface(MODEL, SUB, X, Y, [1], grid=3, extent=1e30, allow_nonfinite=True)
+    surf = jl.loss_surface(MODEL, SUB, X, Y, k=[1], grid=3, extent=1e30, allow_nonfinite=True)
     assert not np.all(np.isfinite(np.asarray(surf.loss)))
     mc = _mc(sigma=1e30, allow_nonfinite=True)
     assert not np.all(np.isfinite(np.asarray(mc.delta)))

@@ -54,16 +54,16 @@ def test_draws_are_normal_paired_and_reproducible(x64):
     assert not np.allclose(sob[0], sob[1])  # scramblings differ
 
 
-@pytest.mark.parametrize("kw", [{}, {"batch_size": 3}, {"orderings": 2}])
+@pytest.mark.parametrize("kw", [{}, {"samples_per_k": 3}, {"orderings": 2}])
 def test_control_variate_is_exact_on_a_quadratic_loss(quadratic, kw):
     model, sub, x, y = quadratic
     curv = jl.subspace_curvature(model, sub, x, y)
-    perms = jl.montecarlo.orderings_array(kw.get("orderings"), 12, jax.random.fold_in(jax.random.key(1), 1))
-    bs = kw.get("batch_size")
+    perms = jl.landscape.montecarlo.orderings_array(kw.get("orderings"), 12, jax.random.fold_in(jax.random.key(1), 1))
+    bs = kw.get("samples_per_k")
     if perms is None:
-        exact = np.asarray(jl.theory_delta(curv, 0.7, batch_size=bs).second_order)
+        exact = np.asarray(jl.theory_delta(curv, sigma=0.7, samples_per_k=bs).second_order)
     else:
-        exact = np.mean([jl.theory_delta(jl.SubspaceCurvature(*(a[p] for a in curv)), 0.7).second_order for p in np.asarray(perms)], 0)
+        exact = np.mean([jl.theory_delta(jl.SubspaceCurvature(*(a[p] for a in curv)), sigma=0.7).second_order for p in np.asarray(perms)], 0)
     for vr in ["cv", "cv+antithetic+sobol"]:
         r = _mc(model, sub, x, y, vr, **kw)
         np.testing.assert_allclose(r.delta, exact, rtol=1e-9)
@@ -88,7 +88,7 @@ def test_streamed_estimates_equal_a_direct_computation(mlp):
         if not cfg.control_variate:
             est, se = F.mean(0), F.std(0, ddof=1) / np.sqrt(units)
         else:
-            eh = np.asarray(jl.theory_delta(curv, 0.7, batch_size=bs).second_order)
+            eh = np.asarray(jl.theory_delta(curv, sigma=0.7, samples_per_k=bs).second_order)
             half = np.arange(units) % 2
             ests, var = [], 0.0
             for j in (0, 1):
@@ -100,14 +100,14 @@ def test_streamed_estimates_equal_a_direct_computation(mlp):
                 ests.append(r.sum(0))
                 var = var + a.sum() * r.var(0, ddof=1)
             est, se = (ests[0] + ests[1]) / units, np.sqrt(var) / units
-        got = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, num_draws=64, key=jax.random.key(1), batch_size=bs,
-                                   variance_reduction=vr, chunk=3, sample_block=8)
+        got = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, num_draws=64, key=jax.random.key(1), samples_per_k=bs,
+                                   variance_reduction=vr, chunk_size=3, sample_block=8)
         np.testing.assert_allclose(got.delta, est, rtol=1e-9)
         np.testing.assert_allclose(got.stderr, se, rtol=1e-8)
         assert got.info.num_draws == 64 and got.info.variance_reduction == vr
 
 
-@pytest.mark.parametrize("kw", [{}, {"batch_size": 4, "orderings": np.stack([np.random.default_rng(s).permutation(23) for s in range(3)])}])
+@pytest.mark.parametrize("kw", [{}, {"samples_per_k": 4, "orderings": np.stack([np.random.default_rng(s).permutation(23) for s in range(3)])}])
 def test_unbiased_against_a_long_plain_run(mlp, kw):
     model, w, x, y, sub = mlp
     long = jl.delta_monte_carlo(model, sub, x, y, sigma=0.7, num_draws=65536, key=jax.random.key(99), **kw)
@@ -124,7 +124,7 @@ def test_reported_errors_match_the_spread_over_seeds(mlp):
     model, w, x, y, sub = mlp
     curv = jl.subspace_curvature(model, sub, x, y)
     for vr in ["none", "cv", "antithetic", "sobol", "cv+sobol"]:
-        runs = [_mc(model, sub, x, y, vr, num_draws=128, key=jax.random.key(s), curvature=curv, batch_size=2) for s in range(50)]
+        runs = [_mc(model, sub, x, y, vr, num_draws=128, key=jax.random.key(s), curvature=curv, samples_per_k=2) for s in range(50)]
         est = np.stack([r.delta for r in runs])
         se = np.stack([r.stderr for r in runs])
         ratio = est.std(0, ddof=1) / np.sqrt((se**2).mean(0))
@@ -135,7 +135,7 @@ def test_reported_errors_match_the_spread_over_seeds(mlp):
 def test_methods_on_two_devices_match_one(run_with_devices, tiny_mlp_script):
     out = run_with_devices(tiny_mlp_script(
         """
-        cases = [("cv+antithetic", {}), ("cv+sobol", dict(batch_size=4, orderings=3))]
+        cases = [("cv+antithetic", {}), ("cv+sobol", dict(samples_per_k=4, orderings=3))]
         for vr, kw in cases:
             kw.update(sigma=0.7, num_draws=96, key=jax.random.key(4), variance_reduction=vr)
             one = jl.delta_monte_carlo(model, sub, x, y, mesh=1, **kw)

@@ -116,15 +116,15 @@ def psum_stats(stats, axis):
     return total, gmean, jax.lax.psum(m2 + n * (mean - gmean) ** 2, axis)
 
 
-def squared_increments(losses, perms, batch_size):
+def squared_increments(losses, perms, samples_per_k):
     """``q_t,k`` = mean over orderings of ``(L_{k+1} - L_k)^2`` for each draw t: (T, K-1)."""
     if perms is None:
-        return loss_increments(losses, batch_size) ** 2
+        return loss_increments(losses, samples_per_k) ** 2
 
     def body(r, acc):
-        return acc + loss_increments(losses[:, perms[r]], batch_size) ** 2
+        return acc + loss_increments(losses[:, perms[r]], samples_per_k) ** 2
 
-    num_k = batch_means(losses[:1], batch_size).shape[-1]
+    num_k = batch_means(losses[:1], samples_per_k).shape[-1]
     acc = jnp.zeros((losses.shape[0], num_k - 1), losses.dtype)
     return jax.lax.fori_loop(0, perms.shape[0], body, acc) / perms.shape[0]
 
@@ -168,7 +168,7 @@ def unit_moments(values, valid, halves, unit_draws, draw_level):
     return per_unit, moment_stats(values, jnp.repeat(valid, unit_draws), jnp.repeat(halves, unit_draws))
 
 
-def joint_increments(losses, perms, batch_size, feats, coef):
+def joint_increments(losses, perms, samples_per_k, feats, coef):
     """Per draw, ``f = (L_{k+1} - L_k)^2`` and the quadratic model's ``h``, averaged over orderings: (T, K-1, V).
 
     ``feats`` (T, F) and ``coef`` (N, F) (None: V = 1, f only) are the draws'
@@ -178,10 +178,10 @@ def joint_increments(losses, perms, batch_size, feats, coef):
     quadratic model of ``L_{k+1} - L_k``.
     """
     def values(p):
-        q = loss_increments(losses if p is None else losses[:, p], batch_size) ** 2
+        q = loss_increments(losses if p is None else losses[:, p], samples_per_k) ** 2
         if coef is None:
             return q[..., None]
-        inc = prefix_increments(coef if p is None else coef[p], batch_size, axis=0)
+        inc = prefix_increments(coef if p is None else coef[p], samples_per_k, axis=0)
         return jnp.stack([q, (feats @ inc.T) ** 2], -1)
 
     if perms is None:
@@ -191,20 +191,20 @@ def joint_increments(losses, perms, batch_size, feats, coef):
 
 
 def data_order_stats(
-    model, subspace, thetas, units, x, y, coef, *, draw_chunk, sample_block, fast, matmul_dtype, batch_size,
+    model, subspace, thetas, units, x, y, coef, *, draw_chunk, sample_block, fast, matmul_dtype, samples_per_k,
     unit_draws, draw_level,
 ):
     """Per-k moments of ``f_t,k = (L_{k+1} - L_k)^2`` (and of the control variate ``h_t,k``) in data order.
 
     A scan over blocks of samples carries each draw's running sum of the
     per-sample (or per-batch) losses, so memory is O(T * sample_block): the
-    (T, N) matrix never exists. ``sample_block`` is a multiple of ``batch_size``.
+    (T, N) matrix never exists. ``sample_block`` is a multiple of ``samples_per_k``.
     ``units`` = (valid, halves) per unit of ``unit_draws`` consecutive draws;
     ``coef`` (N, F) or None (see :func:`joint_increments`). Returns
     (unit moments, draw moments or None), k = 1..K-1 along the K axis.
     """
     valid, halves = units
-    group = 1 if batch_size is None else batch_size
+    group = 1 if samples_per_k is None else samples_per_k
     num_k = x.shape[0] // group
     used = num_k * group  # a trailing incomplete batch is dropped
     size = min(sample_block, used)  # both multiples of group
@@ -215,7 +215,7 @@ def data_order_stats(
     if coef is not None:
         feats = quadratic_features(thetas)
         # increments of group i (0-based) are those of k = i; group 0 has none
-        inc = jnp.concatenate([jnp.zeros((1, coef.shape[1]), coef.dtype), prefix_increments(coef, batch_size, axis=0)])
+        inc = jnp.concatenate([jnp.zeros((1, coef.shape[1]), coef.dtype), prefix_increments(coef, samples_per_k, axis=0)])
 
     def step(carry, j):
         # blocks are read in place (no padded copy of the data): the last one is moved back
@@ -255,13 +255,13 @@ def data_order_stats(
 @functools.partial(
     jax.jit,
     static_argnames=(
-        "model", "draw_chunk", "sample_block", "fast", "matmul_dtype", "mesh", "batch_size", "pass_units",
+        "model", "draw_chunk", "sample_block", "fast", "matmul_dtype", "mesh", "samples_per_k", "pass_units",
         "unit_draws", "draw_level",
     ),
 )
 def delta_stream(
     model, subspace, thetas, valid, halves, x, y, perms, coef, *, draw_chunk, sample_block, fast, matmul_dtype, mesh,
-    batch_size, pass_units, unit_draws, draw_level,
+    samples_per_k, pass_units, unit_draws, draw_level,
 ):
     """Per-half moments of ``f`` (and ``h``) over all units, in passes of ``pass_units`` units per device.
 
@@ -280,15 +280,15 @@ def delta_stream(
         def step(acc, chunk):
             thc, vc, hc = chunk
             if pp is None:
-                stats = data_order_stats(model, sub, thc, (vc, hc), xx, yy, cc, batch_size=batch_size,
+                stats = data_order_stats(model, sub, thc, (vc, hc), xx, yy, cc, samples_per_k=samples_per_k,
                                          unit_draws=unit_draws, draw_level=draw_level, **kw)
             else:
                 losses = loss_body(model, sub, thc, xx, yy, **kw)  # (pass draws, N): the only big array
                 feats = None if cc is None else quadratic_features(thc)
-                stats = unit_moments(joint_increments(losses, pp, batch_size, feats, cc), vc, hc, unit_draws, draw_level)
+                stats = unit_moments(joint_increments(losses, pp, samples_per_k, feats, cc), vc, hc, unit_draws, draw_level)
             return tuple(None if a is None else merge_moments(a, b) for a, b in zip(acc, stats)), None
 
-        num_q = batch_means(jnp.zeros((1, xx.shape[0])), batch_size).shape[-1] - 1
+        num_q = batch_means(jnp.zeros((1, xx.shape[0])), samples_per_k).shape[-1] - 1
         v = 1 if cc is None else 2
         zero = (jnp.zeros(2, th.dtype), jnp.zeros((2, num_q, v), th.dtype), jnp.zeros((2, num_q, v, v), th.dtype))
         stats, _ = jax.lax.scan(step, (zero, zero if draw_level else None), (th, val, hv))

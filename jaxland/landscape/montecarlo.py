@@ -7,7 +7,7 @@ subspace ``w(theta) = w* + theta @ P`` (:class:`~jaxland.Subspace`), and
 
 One draw's per-sample losses on all N samples give every ``L_k`` by prefix
 means (:mod:`jaxland.landscape.prefix`), so all k cost one pass over the data per draw.
-k counts samples, or batches of ``batch_size`` consecutive samples.
+k counts samples, or batches of ``samples_per_k`` consecutive samples.
 
 The sample order is the order of ``x`` and is shared by every draw. Averaging
 over R random orderings is explicit (``orderings=R`` plus a key, or an (R, N)
@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from .kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK, delta_stream, has_fast_kernel, loss_matrix, squared_increments
 from ..sharding import AXIS, DEFAULT_MEMORY_BUDGET, auto_chunk, ceil_div, gather, pad_rows, replicate, resolve_mesh
@@ -50,7 +51,7 @@ class DeltaInfo(NamedTuple):
     """How a :class:`DeltaResult` was obtained.
 
     ``sigma``: theta ~ N(0, sigma^2 I); ``num_draws``: T; ``subspace_dim``: d
-    (None when unknown); ``batch_size``: samples per unit of k (None: k counts
+    (None when unknown); ``samples_per_k``: samples per unit of k (None: k counts
     samples); ``num_orderings``: R; ``unit``: ``"samples"`` or ``"batches"``;
     ``kernel``: ``"specialised"`` (e.g. the MLP first-layer precompute) or
     ``"generic"``; ``variance_reduction``: the method's name
@@ -63,7 +64,7 @@ class DeltaInfo(NamedTuple):
     sigma: float
     num_draws: int
     subspace_dim: int | None
-    batch_size: int | None
+    samples_per_k: int | None
     num_orderings: int
     unit: str
     kernel: str
@@ -105,7 +106,7 @@ def orderings_array(orderings, n: int, key=None):
     if isinstance(orderings, (int, np.integer)):
         r = positive_int("orderings", orderings)
         if key is None:
-            raise ConfigError("orderings=R needs an explicit key for the random permutations (ordering_key=/key=)")
+            raise ConfigError("orderings=R needs an explicit key= for the random permutations (or pass an (R, N) permutation array)")
         return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, r))
     perms = np.asarray(orderings)
     if perms.ndim == 1:
@@ -142,14 +143,15 @@ def check_matmul_dtype(model, matmul_dtype):
     return dt
 
 
-def _sample_block(sample_block, d, n, batch_size=None):
+def _sample_block(sample_block, d, n, samples_per_k=None):
     # per (block, draw) an MLP's deeper layers' W(theta) cost d/block of the forward pass: keep block >= 8d
     block = min(positive_int("sample_block", sample_block, max(DEFAULT_SAMPLE_BLOCK, 8 * d)), n)
-    if batch_size is not None:  # the data-order stream needs whole batches in a block
-        block = max(int(batch_size), block // int(batch_size) * int(batch_size))
+    if samples_per_k is not None:  # the data-order stream needs whole batches in a block
+        block = max(int(samples_per_k), block // int(samples_per_k) * int(samples_per_k))
     return block
 
 
+@renamed_kwargs(chunk="chunk_size")
 def per_sample_loss_matrix(
     model,
     subspace,
@@ -157,7 +159,7 @@ def per_sample_loss_matrix(
     x: jax.Array,
     y: jax.Array,
     *,
-    chunk: int | None = None,
+    chunk_size: int | None = None,
     sample_block: int | None = None,
     fast_kernel: bool = True,
     mesh=None,
@@ -166,8 +168,8 @@ def per_sample_loss_matrix(
     """``l_i(w* + theta_t @ P)`` for every draw t and sample i: shape (T, N).
 
     One jitted program (data are arguments, never constants): sample blocks
-    outside, draws chunked inside (:mod:`jaxland.landscape.kernels`). Defaults: ``chunk
-    = 16`` draws, ``sample_block = max(512, 8 d)`` samples (measured on 2 CPU
+    outside, draws chunked inside (:mod:`jaxland.landscape.kernels`). Defaults: ``chunk_size
+    = 16`` draws vmapped together, ``sample_block = max(512, 8 d)`` samples (measured on 2 CPU
     cores, reference MLP).
 
     ``fast_kernel``: use the model's specialised kernel when it has one (the
@@ -189,7 +191,7 @@ def per_sample_loss_matrix(
     subspace, x, y = replicate(mesh, subspace, x, y)
     out = loss_matrix(
         model, subspace, thetas, x, y,
-        draw_chunk=positive_int("chunk", chunk, DEFAULT_DRAW_CHUNK),
+        draw_chunk=positive_int("chunk_size", chunk_size, DEFAULT_DRAW_CHUNK),
         sample_block=_sample_block(sample_block, d, n),
         fast=bool(fast_kernel) and has_fast_kernel(model, d),
         matmul_dtype=check_matmul_dtype(model, matmul_dtype),
@@ -242,7 +244,7 @@ def stream_plan(
     return StreamPlan(int(devices), passes, ceil_div(per_device, passes) * m, bytes_per_draw)
 
 
-def _result(delta, se, num_k, perms, batch_size, *, sigma, num_draws, subspace_dim, kernel, allow_nonfinite,
+def _result(delta, se, num_k, perms, samples_per_k, *, sigma, num_draws, subspace_dim, kernel, allow_nonfinite,
             method="none", effective=None) -> DeltaResult:
     """Attach k = 1..K-1, the k^2-scaled curves and the metadata to per-k estimates."""
     finite_result(
@@ -251,8 +253,8 @@ def _result(delta, se, num_k, perms, batch_size, *, sigma, num_draws, subspace_d
     )
     k = np.arange(1, num_k)
     k2 = jnp.asarray(k, delta.dtype) ** 2
-    info = DeltaInfo(float(sigma), int(num_draws), subspace_dim, batch_size,
-                     1 if perms is None else int(perms.shape[0]), unit(batch_size), kernel, method, effective)
+    info = DeltaInfo(float(sigma), int(num_draws), subspace_dim, samples_per_k,
+                     1 if perms is None else int(perms.shape[0]), unit(samples_per_k), kernel, method, effective)
     return DeltaResult(k, delta, se, delta * k2, se * k2, info)
 
 
@@ -261,12 +263,13 @@ def _stats_from_q(q):
     return q.mean(0), q.std(0, ddof=1) / jnp.sqrt(q.shape[0])
 
 
+@renamed_kwargs(batch_size="samples_per_k", ordering_key="key")
 def delta_from_losses(
     losses: jax.Array,
     *,
-    batch_size: int | None = None,
+    samples_per_k: int | None = None,
     orderings=None,
-    ordering_key=None,
+    key=None,
     sigma: float = float("nan"),
     allow_nonfinite: bool = False,
 ) -> DeltaResult:
@@ -280,13 +283,16 @@ def delta_from_losses(
     if losses.ndim != 2 or losses.shape[0] < 2:
         raise ConfigError(f"losses must be (T >= 2, N), got shape {tuple(losses.shape)}")
     n = int(losses.shape[1])
-    num_k = num_groups(n, batch_size)
-    perms = orderings_array(orderings, n, ordering_key)
-    delta, se = _stats_from_q(squared_increments(losses, perms, batch_size))
-    return _result(delta, se, num_k, perms, batch_size, sigma=sigma, num_draws=losses.shape[0],
+    num_k = num_groups(n, samples_per_k)
+    perms = orderings_array(orderings, n, key)
+    delta, se = _stats_from_q(squared_increments(losses, perms, samples_per_k))
+    return _result(delta, se, num_k, perms, samples_per_k, sigma=sigma, num_draws=losses.shape[0],
                    subspace_dim=None, kernel="none", allow_nonfinite=allow_nonfinite)
 
 
+@renamed_kwargs(removed={"ordering_key": "the orderings come from key (jax.random.fold_in(key, 1)); "
+                                                 "pass orderings= an (R, N) permutation array to choose them"},
+                batch_size="samples_per_k", chunk="chunk_size")
 def delta_monte_carlo(
     model,
     subspace,
@@ -296,13 +302,12 @@ def delta_monte_carlo(
     sigma: float,
     num_draws: int | None = None,
     key: jax.Array | None = None,
-    batch_size: int | None = None,
+    samples_per_k: int | None = None,
     orderings=None,
-    ordering_key=None,
     thetas: jax.Array | None = None,
     variance_reduction=DEFAULT_VARIANCE_REDUCTION,
     curvature: SubspaceCurvature | None = None,
-    chunk: int | None = None,
+    chunk_size: int | None = None,
     sample_block: int | None = None,
     fast_kernel: bool = True,
     mesh=None,
@@ -316,7 +321,7 @@ def delta_monte_carlo(
     ``key`` along all d directions (or given as ``thetas`` (T, d), e.g. to
     share draws with another implementation; ``sigma`` is then only recorded,
     and used for the control variate's mean, so the rows must be N(0, sigma^2 I)).
-    k counts samples, or batches of ``batch_size`` consecutive samples.
+    k counts samples, or batches of ``samples_per_k`` consecutive samples.
 
     ``variance_reduction`` (:mod:`jaxland.landscape.variance`): ``"none"`` (None),
     ``"cv"`` (the exact second-order model as a control variate; costs one
@@ -331,8 +336,8 @@ def delta_monte_carlo(
     the same error at sigma = 1 (:data:`~jaxland.landscape.variance.DEFAULT_VARIANCE_REDUCTION` has the measurement).
 
     ``orderings``: None (the data order, shared by every draw), an int R (R
-    random permutations from ``ordering_key``, default
-    ``jax.random.fold_in(key, 1)``), or an (R, N) array of permutations.
+    random permutations from ``jax.random.fold_in(key, 1)``), or an (R, N)
+    array of permutations (no key needed).
 
     Memory is bounded; the (T, N) loss matrix is never held. In the data order
     a scan over blocks of ``sample_block`` samples carries each draw's running
@@ -353,7 +358,7 @@ def delta_monte_carlo(
     sigma = check_sigma(sigma)
     d = check_subspace(model, subspace)
     n = check_data(model, x, y)
-    num_k = num_groups(n, batch_size)
+    num_k = num_groups(n, samples_per_k)
     vr = parse_variance_reduction(variance_reduction)
     dtype = subspace.directions.dtype
     units = draw_or_check_units(thetas, num_draws, key, d, sigma, vr, dtype)
@@ -363,18 +368,14 @@ def delta_monte_carlo(
         raise ConfigError(f"variance_reduction={vr.name!r} gives {num_units} independent unit(s) from {t} draws; "
                           f"need >= {4 if vr.control_variate else 2} (the control variate fits beta on two halves): "
                           "raise num_draws" + (" or lower scramblings" if vr.sobol else ""))
-    if orderings is not None and ordering_key is None:
-        if key is None:
-            raise ConfigError("orderings need an explicit ordering_key (or key)")
-        ordering_key = jax.random.fold_in(key, 1)
-    perms = orderings_array(orderings, n, ordering_key)
+    perms = orderings_array(orderings, n, None if key is None else jax.random.fold_in(key, 1))
     fast = bool(fast_kernel) and has_fast_kernel(model, d)
     mesh = resolve_mesh(mesh)
     coef = eh = None
     if vr.control_variate:
-        curv = subspace_curvature(model, subspace, x, y, mesh=mesh) if curvature is None else curvature
-        coef, eh = control_inputs(curv, n, d, sigma, batch_size, perms)
-    block = _sample_block(sample_block, d, n, batch_size)
+        curv = subspace_curvature(model, subspace, x, y, mesh=1 if mesh is None else mesh) if curvature is None else curvature
+        coef, eh = control_inputs(curv, n, d, sigma, samples_per_k, perms)
+    block = _sample_block(sample_block, d, n, samples_per_k)
     plan = stream_plan(
         t, n, devices=1 if mesh is None else mesh.size, memory_budget=memory_budget, itemsize=units.dtype.itemsize,
         sample_block=block if perms is None else None, unit_draws=m, control_variate=vr.control_variate,
@@ -392,17 +393,17 @@ def delta_monte_carlo(
     subspace, x, y, perms, coef = replicate(mesh, subspace, x, y, perms, coef)
     unit_stats, draw_stats = delta_stream(
         model, subspace, th, valid, halves, x, y, perms, coef,
-        draw_chunk=positive_int("chunk", chunk, DEFAULT_DRAW_CHUNK),
+        draw_chunk=positive_int("chunk_size", chunk_size, DEFAULT_DRAW_CHUNK),
         sample_block=block,
         fast=fast,
         matmul_dtype=check_matmul_dtype(model, matmul_dtype),
         mesh=mesh,
-        batch_size=batch_size,
+        samples_per_k=samples_per_k,
         pass_units=pass_units,
         unit_draws=m,
         draw_level=m > 1,
     )
     delta, se, eff = estimate_from_moments(unit_stats, draw_stats, eh, fit_on_draws=vr.sobol)
-    return _result(delta, se, num_k, perms, batch_size, sigma=sigma, num_draws=t, subspace_dim=d,
+    return _result(delta, se, num_k, perms, samples_per_k, sigma=sigma, num_draws=t, subspace_dim=d,
                    kernel="specialised" if fast else "generic", allow_nonfinite=allow_nonfinite,
                    method=vr.name, effective=float(np.median(eff)))

@@ -12,9 +12,9 @@ with sigma or d (what the original paper's unit-norm directions produced).
 The rest ``Delta_k - c_k^2`` carries the Monte Carlo standard error of
 ``Delta_k`` (``c_k^2`` has none).
 
-k counts samples, or batches of ``batch_size`` consecutive samples: then
+k counts samples, or batches of ``samples_per_k`` consecutive samples: then
 ``L_k`` is the mean of the first k batch means (the mean of the first
-``k * batch_size`` samples), as in :func:`jaxland.delta_monte_carlo`.
+``k * samples_per_k`` samples), as in :func:`jaxland.delta_monte_carlo`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from ..models.base import per_sample_losses
 
@@ -44,15 +45,21 @@ class DeltaSplit(NamedTuple):
     theta_free_fraction: np.ndarray
     unit: str
 
+    @property
+    def info(self) -> dict:
+        """What k counts (``unit``)."""
+        return {"unit": self.unit}
+
 
 def _losses(model, w, x, y) -> np.ndarray:
     return np.asarray(per_sample_losses(model, w, x, y), dtype=np.float64)
 
 
-def theta_free_term(model, w, x, y, *, batch_size: int | None = None):
+@renamed_kwargs(batch_size="samples_per_k")
+def theta_free_term(model, w, x, y, *, samples_per_k: int | None = None):
     """``(k, c_k^2)``: ``c_k = L_{k+1}(w*) - L_k(w*)`` for k = 1..K-1 from the per-sample losses at ``w``.
 
-    K is the number of samples, or of complete batches of ``batch_size``
+    K is the number of samples, or of complete batches of ``samples_per_k``
     (an incomplete last batch is dropped). Computed in float64 on the host.
     """
     losses = _losses(model, w, x, y)
@@ -60,11 +67,11 @@ def theta_free_term(model, w, x, y, *, batch_size: int | None = None):
         raise ConfigError(f"per-sample losses must be a 1-D array (n,), got shape {losses.shape}")
     if not np.all(np.isfinite(losses)):
         raise ConfigError("the per-sample losses at w are not all finite; check w and the data")
-    if batch_size is not None:
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer or None, got {batch_size!r}")
-        g = losses.shape[0] // int(batch_size)
-        losses = losses[: g * int(batch_size)].reshape(g, int(batch_size)).mean(1)
+    if samples_per_k is not None:
+        if int(samples_per_k) != samples_per_k or samples_per_k < 1:
+            raise ConfigError(f"samples_per_k must be a positive integer or None, got {samples_per_k!r}")
+        g = losses.shape[0] // int(samples_per_k)
+        losses = losses[: g * int(samples_per_k)].reshape(g, int(samples_per_k)).mean(1)
     if losses.shape[0] < 2:
         raise ConfigError(f"need at least 2 samples (or batches) for L_(k+1) - L_k, got {losses.shape[0]}")
     prefix = np.cumsum(losses) / np.arange(1, losses.shape[0] + 1)
@@ -74,20 +81,21 @@ def theta_free_term(model, w, x, y, *, batch_size: int | None = None):
     return k, c**2
 
 
-def delta_split(result, model, w, x, y, *, batch_size: int | None = None) -> DeltaSplit:
+@renamed_kwargs(batch_size="samples_per_k")
+def delta_split(result, model, w, x, y, *, samples_per_k: int | None = None) -> DeltaSplit:
     """Split a Monte Carlo ``Delta_k`` (a :class:`DeltaResult` in the data order) into ``c_k^2`` and the rest.
 
     ``model, w, x, y`` must be those of the estimate (``w`` the centre of its
-    subspace) and ``batch_size`` its batch size (None when k counts samples).
+    subspace) and ``samples_per_k`` its batch size (None when k counts samples).
     Uses only ``result.k``, ``.delta``, ``.stderr`` and ``.unit``.
     """
     unit = str(result.unit)
-    if (unit == "batches") != (batch_size is not None):
+    if (unit == "batches") != (samples_per_k is not None):
         raise ConfigError(
-            f"the result counts k in {unit} but batch_size={batch_size!r}: pass the batch_size of the estimate "
+            f"the result counts k in {unit} but samples_per_k={samples_per_k!r}: pass the samples_per_k of the estimate "
             "(None when k counts samples)"
         )
-    k, tf = theta_free_term(model, w, x, y, batch_size=batch_size)
+    k, tf = theta_free_term(model, w, x, y, samples_per_k=samples_per_k)
     rk = np.asarray(result.k)
     if rk.shape != k.shape or not np.array_equal(rk, k):
         raise ConfigError(

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from .montecarlo import orderings_array, per_sample_loss_matrix
 from .prefix import cumulative_means, loss_increments
@@ -26,12 +27,17 @@ class SurfaceResult(NamedTuple):
 
     alphas: jax.Array
     betas: jax.Array
-    ks: np.ndarray
+    k: np.ndarray
     loss: jax.Array
     diff_sq: jax.Array
     loss_full: jax.Array
-    batch_size: int | None
+    samples_per_k: int | None
     unit: str
+
+    @property
+    def info(self) -> dict:
+        """What k counts: ``samples_per_k`` and ``unit``."""
+        return {"samples_per_k": self.samples_per_k, "unit": self.unit}
 
 
 class LossDifferenceResult(NamedTuple):
@@ -41,21 +47,27 @@ class LossDifferenceResult(NamedTuple):
     diff: jax.Array
     stderr: jax.Array
     num_orderings: int
-    batch_size: int | None
+    samples_per_k: int | None
     unit: str
 
+    @property
+    def info(self) -> dict:
+        """``num_orderings`` averaged over and what k counts (``samples_per_k``, ``unit``)."""
+        return {"num_orderings": self.num_orderings, "samples_per_k": self.samples_per_k, "unit": self.unit}
 
+
+@renamed_kwargs(ks="k", batch_size="samples_per_k", chunk="chunk_size")
 def loss_surface(
     model,
     subspace2d,
     x: jax.Array,
     y: jax.Array,
-    ks,
     *,
+    k,
     grid: int = 21,
     extent: float = 1.0,
-    batch_size: int | None = None,
-    chunk: int | None = None,
+    samples_per_k: int | None = None,
+    chunk_size: int | None = None,
     fast_kernel: bool = True,
     mesh=None,
     matmul_dtype=None,
@@ -65,7 +77,7 @@ def loss_surface(
 
     The point ``(alpha, beta)`` is ``w* + alpha P_1 + beta P_2``. One (grid^2, N)
     per-sample loss matrix gives every requested k (1 <= k <= K-1; in
-    batches when ``batch_size`` is set, e.g. the paper's "max k" is K-1).
+    batches when ``samples_per_k`` is set, e.g. the paper's "max k" is K-1).
     ``mesh``: the grid points are split over the devices like Monte Carlo
     draws (:func:`~jaxland.per_sample_loss_matrix`). A non-finite loss on the
     grid raises :class:`~jaxland.NumericalError` unless ``allow_nonfinite=True``.
@@ -74,10 +86,10 @@ def loss_surface(
     if d != 2:
         raise ConfigError(f"loss_surface needs a 2-D subspace, got d={d}")
     n = check_data(model, x, y)
-    num_k = num_groups(n, batch_size)
-    ks = np.atleast_1d(np.asarray(ks))
+    num_k = num_groups(n, samples_per_k)
+    ks = np.atleast_1d(np.asarray(k))
     if ks.size == 0 or not np.issubdtype(ks.dtype, np.integer) or ks.min() < 1 or ks.max() > num_k - 1:
-        raise ConfigError(f"every k must be an integer in [1, {num_k - 1}] ({unit(batch_size)}), got {ks.tolist()}")
+        raise ConfigError(f"every k must be an integer in [1, {num_k - 1}] ({unit(samples_per_k)}), got {ks.tolist()}")
     grid = positive_int("grid", grid, minimum=2)
     extent = check_real("extent", extent)
     dtype = subspace2d.directions.dtype
@@ -86,12 +98,12 @@ def loss_surface(
     aa, bb = jnp.meshgrid(alphas, betas, indexing="ij")
     thetas = jnp.stack([aa.ravel(), bb.ravel()], axis=-1)
     losses = per_sample_loss_matrix(
-        model, subspace2d, thetas, x, y, chunk=chunk, fast_kernel=fast_kernel, mesh=mesh, matmul_dtype=matmul_dtype
+        model, subspace2d, thetas, x, y, chunk_size=chunk_size, fast_kernel=fast_kernel, mesh=mesh, matmul_dtype=matmul_dtype
     )
     finite_result("loss_surface losses", losses, where="grid point ", allow=allow_nonfinite,
                   cause="the loss overflows far from w* (extent too large, or directions too long)")
-    big_l = cumulative_means(losses, batch_size)  # (G^2, K)
-    inc = loss_increments(losses, batch_size)  # (G^2, K-1)
+    big_l = cumulative_means(losses, samples_per_k)  # (G^2, K)
+    inc = loss_increments(losses, samples_per_k)  # (G^2, K-1)
     idx = jnp.asarray(ks - 1)
     shape = (len(ks), grid, grid)
     return SurfaceResult(
@@ -99,18 +111,19 @@ def loss_surface(
         big_l[:, idx].T.reshape(shape),
         (inc[:, idx] ** 2).T.reshape(shape),
         big_l[:, -1].reshape(shape[1:]),
-        batch_size, unit(batch_size),
+        samples_per_k, unit(samples_per_k),
     )
 
 
-@functools.partial(jax.jit, static_argnames=("model", "batch_size"))
-def _abs_increments(model, w, x, y, perms, *, batch_size):
+@functools.partial(jax.jit, static_argnames=("model", "samples_per_k"))
+def _abs_increments(model, w, x, y, perms, *, samples_per_k):
     losses = model.per_sample_losses(w, x, y)
-    return jax.lax.map(lambda p: jnp.abs(loss_increments(losses[p], batch_size)), perms)
+    return jax.lax.map(lambda p: jnp.abs(loss_increments(losses[p], samples_per_k)), perms)
 
 
+@renamed_kwargs(batch_size="samples_per_k")
 def loss_differences(
-    model, w: jax.Array, x: jax.Array, y: jax.Array, *, orderings=None, key=None, batch_size: int | None = None,
+    model, w: jax.Array, x: jax.Array, y: jax.Array, *, orderings=None, key=None, samples_per_k: int | None = None,
     allow_nonfinite: bool = False,
 ) -> LossDifferenceResult:
     """Companion paper: ``|L_{k+1}(w) - L_k(w)|`` for k = 1..K-1, averaged over orderings.
@@ -125,13 +138,13 @@ def loss_differences(
     n = check_data(model, x, y)
     check_params(model, w)
     key = None if key is None else check_key(key)
-    num_k = num_groups(n, batch_size)
+    num_k = num_groups(n, samples_per_k)
     perms = orderings_array(orderings, n, key)
     if perms is None:
         perms = jnp.arange(n)[None]
-    a = _abs_increments(model, w, x, y, perms, batch_size=batch_size)  # (R, K-1)
+    a = _abs_increments(model, w, x, y, perms, samples_per_k=samples_per_k)  # (R, K-1)
     finite_result("loss_differences", a, where="(ordering, k-1) = ", allow=allow_nonfinite,
                   cause="the per-sample losses at w overflow")
     r = int(a.shape[0])
     se = a.std(0, ddof=1) / np.sqrt(r) if r > 1 else jnp.full(a.shape[1], jnp.nan, a.dtype)
-    return LossDifferenceResult(np.arange(1, num_k), a.mean(0), se, r, batch_size, unit(batch_size))
+    return LossDifferenceResult(np.arange(1, num_k), a.mean(0), se, r, samples_per_k, unit(samples_per_k))

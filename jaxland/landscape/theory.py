@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..curvature.eigenpairs import hessian_eigenpairs
+from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from .prefix import cumulative_means, prefix_increments
 from ..sharding import ceil_div, gather, map_rows, replicate, resolve_mesh
@@ -55,10 +56,10 @@ class CumulativeCurvature(NamedTuple):
 
 
 class TheoryInfo(NamedTuple):
-    """``sigma`` of the draws, ``batch_size`` (None: k counts samples) and ``unit``."""
+    """``sigma`` of the draws, ``samples_per_k`` (None: k counts samples) and ``unit``."""
 
     sigma: float
-    batch_size: int | None
+    samples_per_k: int | None
     unit: str
 
 
@@ -119,17 +120,18 @@ def _curvature(model, subspace, x, y, *, chunk, mesh=None):
     return map_rows(body, (x, y), subspace, chunk=chunk, mesh=mesh)
 
 
-def subspace_curvature(model, subspace, x: jax.Array, y: jax.Array, *, chunk: int | None = None, mesh=None,
+@renamed_kwargs(chunk="sample_block")
+def subspace_curvature(model, subspace, x: jax.Array, y: jax.Array, *, sample_block: int | None = None, mesh=None,
                        allow_nonfinite: bool = False) -> SubspaceCurvature:
     """Per-sample ``c_i = l_i(w*)``, ``g_i = P grad l_i(w*)`` (N, d), ``G_i = P Hess l_i(w*) P^T`` (N, d, d).
 
     With ``f(theta) = (l_i(w* + theta @ P))_i`` (R^d -> R^N), ``g = J_f(0)`` and
     ``G = jacfwd(jacfwd(f))(0)``: one batched forward-mode pass per block of
-    ``chunk`` samples (default 1024), no per-sample HVPs (about 16x faster on
+    ``sample_block`` samples (default 1024), no per-sample HVPs (about 16x faster on
     the reference MLP, same numbers). Any model of the protocol.
 
     ``mesh``: the samples are split over a 1-D device mesh (None: every
-    visible device; an int: that many), ``chunk`` at a time on each device;
+    visible device; an int: that many), ``sample_block`` at a time on each device;
     the same numbers as on one device to float rounding. A non-finite result
     raises :class:`~jaxland.NumericalError` unless ``allow_nonfinite=True``.
     """
@@ -137,7 +139,7 @@ def subspace_curvature(model, subspace, x: jax.Array, y: jax.Array, *, chunk: in
     n = check_data(model, x, y)
     mesh = resolve_mesh(mesh)
     local = n if mesh is None else ceil_div(n, mesh.size)
-    block = positive_int("chunk", chunk, 1024)
+    block = positive_int("sample_block", sample_block, 1024)
     block = ceil_div(local, ceil_div(local, block))  # equal blocks: the least padding
     subspace, x, y = replicate(mesh, subspace, x, y)
     out = SubspaceCurvature(*gather(_curvature(model, subspace, x, y, chunk=block, mesh=mesh)))
@@ -145,38 +147,41 @@ def subspace_curvature(model, subspace, x: jax.Array, y: jax.Array, *, chunk: in
                          cause="the loss overflows at w* or its derivatives along the directions do (directions too long?)")
 
 
-def cumulative_curvature(curv: SubspaceCurvature, *, batch_size: int | None = None) -> CumulativeCurvature:
+@renamed_kwargs(batch_size="samples_per_k")
+def cumulative_curvature(curv: SubspaceCurvature, *, samples_per_k: int | None = None) -> CumulativeCurvature:
     """``L_k(w*)``, ``P grad L_k(w*)``, ``P H_k(w*) P^T`` for k = 1..K by prefix means of the per-sample terms."""
-    num_k = num_groups(check_curvature(curv)[0], batch_size)
-    loss, grad, hess = (cumulative_means(jnp.asarray(a), batch_size, axis=0) for a in curv)
+    num_k = num_groups(check_curvature(curv)[0], samples_per_k)
+    loss, grad, hess = (cumulative_means(jnp.asarray(a), samples_per_k, axis=0) for a in curv)
     return CumulativeCurvature(np.arange(1, num_k + 1), loss, grad, hess)
 
 
 # ----------------------------------------------------------------------------- theory
 
 
-@functools.partial(jax.jit, static_argnames="batch_size")
-def _theory(c, g, h, sigma, *, batch_size):
-    dc, dg, da = (prefix_increments(a, batch_size, axis=0) for a in (c, g, h))
+@functools.partial(jax.jit, static_argnames="samples_per_k")
+def theory_terms(c, g, h, sigma, *, samples_per_k):
+    """``(theorem1, second_order, curvature_only, ritz_values)`` from checked per-sample curvature arrays."""
+    dc, dg, da = (prefix_increments(a, samples_per_k, axis=0) for a in (c, g, h))
     da = 0.5 * (da + jnp.swapaxes(da, -1, -2))
     s2 = sigma * sigma
     tr = jnp.trace(da, axis1=-2, axis2=-1)
     tr2 = jnp.sum(da * da, axis=(-2, -1))
     second_order = (dc + s2 * tr / 2) ** 2 + s2 * jnp.sum(dg * dg, -1) + s2 * s2 * tr2 / 2
     curvature_only = s2 * s2 * (tr**2 / 4 + tr2 / 2)
-    hc = cumulative_means(h, batch_size, axis=0)
+    hc = cumulative_means(h, samples_per_k, axis=0)
     lam = jnp.linalg.eigvalsh(0.5 * (hc + jnp.swapaxes(hc, -1, -2)))[..., ::-1]  # descending, signed
     dl = lam[1:] - lam[:-1]
     theorem1 = s2 * s2 / 4 * (2 * jnp.sum(dl * dl, -1) + jnp.sum(dl, -1) ** 2)
     return theorem1, second_order, curvature_only, lam
 
 
-def theory_delta(curv: SubspaceCurvature, sigma: float, *, batch_size: int | None = None,
+@renamed_kwargs(batch_size="samples_per_k")
+def theory_delta(curv: SubspaceCurvature, *, sigma: float, samples_per_k: int | None = None,
                  allow_nonfinite: bool = False) -> TheoryResult:
     """Second-order ``Delta_k`` for every k = 1..K-1 from per-sample curvature, in one pass.
 
     Prefix means of ``c_i``, ``g_i``, ``G_i`` (over batch means when
-    ``batch_size`` is set) give ``L_k(w*)``, ``P grad L_k`` and ``P H_k P^T``;
+    ``samples_per_k`` is set) give ``L_k(w*)``, ``P grad L_k`` and ``P H_k P^T``;
     increments use ``X_{k+1} - X_k = (x_{k+1} - X_k)/(k+1)``. With
     ``c, g, A`` the increments of those three and ``theta ~ N(0, sigma^2 I)``:
 
@@ -196,22 +201,23 @@ def theory_delta(curv: SubspaceCurvature, sigma: float, *, batch_size: int | Non
     first bad k, unless ``allow_nonfinite=True``.
     """
     sigma = check_sigma(sigma)
-    num_k = num_groups(check_curvature(curv)[0], batch_size)
-    theorem1, second_order, curvature_only, lam = _theory(
-        jnp.asarray(curv.c), jnp.asarray(curv.g), jnp.asarray(curv.G), sigma, batch_size=batch_size
+    num_k = num_groups(check_curvature(curv)[0], samples_per_k)
+    theorem1, second_order, curvature_only, lam = theory_terms(
+        jnp.asarray(curv.c), jnp.asarray(curv.g), jnp.asarray(curv.G), sigma, samples_per_k=samples_per_k
     )
     finite_result("theory_delta (theorem1, second_order, curvature_only)", (theorem1, second_order, curvature_only),
                   where="k-1 = ", allow=allow_nonfinite, cause="sigma^4 times the curvature overflows (sigma too large)")
     return TheoryResult(np.arange(1, num_k), theorem1, second_order, curvature_only, lam,
-                        TheoryInfo(sigma, batch_size, unit(batch_size)))
+                        TheoryInfo(sigma, samples_per_k, unit(samples_per_k)))
 
 
+@renamed_kwargs(ks="k", batch_size="samples_per_k")
 def theory_delta_eigensolver(
-    model, w, x, y, ks, d: int, sigma: float, *, batch_size: int | None = None, key=None, **eig_kwargs
+    model, w, x, y, *, k, d: int, sigma: float, key=None, samples_per_k: int | None = None, **eig_kwargs
 ) -> EigensolverTheory:
     """The paper's literal route, for validation on a few k: top-``d`` eigenvalues of ``H_k`` and ``H_{k+1}``.
 
-    For each requested k (in samples, or batches of ``batch_size``), the
+    For each requested k (in samples, or batches of ``samples_per_k``), the
     top-``d`` signed eigenvalues of the full Hessians ``H_k(w*)`` and
     ``H_{k+1}(w*)`` (the first k, k+1 groups of samples, so each product costs
     O(k)) come from :func:`jaxland.hessian_eigenpairs`, and Theorem 1 gives
@@ -221,20 +227,19 @@ def theory_delta_eigensolver(
     sigma = check_sigma(sigma)
     n = check_data(model, x, y)
     check_params(model, w)
-    key = None if key is None else check_key(key)
-    num_k = num_groups(n, batch_size)
-    ks = np.atleast_1d(np.asarray(ks))
+    key = check_key(key)
+    num_k = num_groups(n, samples_per_k)
+    ks = np.atleast_1d(np.asarray(k))
     if not np.issubdtype(ks.dtype, np.integer):
-        raise ConfigError(f"ks must be integers (k in {unit(batch_size)}), got {ks.tolist()}")
+        raise ConfigError(f"k must be integers (k in {unit(samples_per_k)}), got {ks.tolist()}")
     if ks.size == 0 or ks.min() < 1 or ks.max() > num_k - 1:
-        raise ConfigError(f"every k must be in [1, {num_k - 1}] ({unit(batch_size)}), got {ks.tolist()}")
-    key = jax.random.key(0) if key is None else key
-    per_unit = 1 if batch_size is None else int(batch_size)
+        raise ConfigError(f"every k must be in [1, {num_k - 1}] ({unit(samples_per_k)}), got {ks.tolist()}")
+    per_unit = 1 if samples_per_k is None else int(samples_per_k)
     out, lams = [], []
-    for k in ks:
+    for kk in ks:
         pair = [np.asarray(hessian_eigenpairs(model, w, x[: m * per_unit], y[: m * per_unit], d, key=key, **eig_kwargs).eigenvalues)
-                for m in (k, k + 1)]
+                for m in (kk, kk + 1)]
         dl = pair[1] - pair[0]
         out.append(sigma**4 / 4 * (2 * np.sum(dl**2) + np.sum(dl) ** 2))
         lams.append(pair)
-    return EigensolverTheory(ks, np.asarray(out), np.asarray(lams), TheoryInfo(sigma, batch_size, unit(batch_size)))
+    return EigensolverTheory(ks, np.asarray(out), np.asarray(lams), TheoryInfo(sigma, samples_per_k, unit(samples_per_k)))

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import ConfigError
-from .theory import SubspaceCurvature, theory_delta
+from .theory import SubspaceCurvature, theory_terms
 from ..validate import check_sigma, positive_int
 
 __all__ = [
@@ -159,9 +159,11 @@ def draw_units(key: jax.Array, num_draws: int, d: int, sigma: float, vr: Varianc
     sets of ``T / scramblings`` points (with antithetic, half as many points and
     their negatives). The same key gives the same draws.
     """
-    sigma = check_sigma(sigma)
-    t = positive_int("num_draws (T)", num_draws, minimum=2)
-    d = int(d)
+    return _units(key, positive_int("num_draws (T)", num_draws, minimum=2), int(d), check_sigma(sigma), vr, dtype)
+
+
+def _units(key, t: int, d: int, sigma: float, vr: VarianceReduction, dtype):
+    """:func:`draw_units` on checked arguments."""
     pairs = 2 if vr.antithetic else 1
     groups = vr.scramblings if vr.sobol else 1
     if t % (pairs * groups):
@@ -184,7 +186,7 @@ def draw_or_check_units(thetas, num_draws, key, d: int, sigma: float, vr: Varian
     if thetas is None:
         if num_draws is None or key is None:
             raise ConfigError("delta_monte_carlo needs num_draws and an explicit key (or thetas)")
-        return draw_units(key, num_draws, d, sigma, vr, dtype)
+        return _units(key, positive_int("num_draws (T)", num_draws, minimum=2), int(d), sigma, vr, dtype)
     if vr.antithetic or vr.sobol:
         raise ConfigError(f"thetas= gives the draws, variance_reduction={vr.name!r} makes its own: "
                           "pass num_draws and key instead, or variance_reduction='cv' or 'none'")
@@ -226,7 +228,7 @@ def curvature_coefficients(curv: SubspaceCurvature) -> jax.Array:
     return jnp.concatenate([c[:, None], g, sym[:, i, j]], axis=1)
 
 
-def control_mean(curv: SubspaceCurvature, sigma: float, *, batch_size=None, perms=None) -> jax.Array:
+def control_mean(curv: SubspaceCurvature, sigma: float, *, samples_per_k=None, perms=None) -> jax.Array:
     """``E[h_k]`` for k = 1..K-1: the exact second-order ``Delta_k`` (:func:`jaxland.theory_delta`).
 
     With orderings (an (R, N) array of permutations) the control variate is
@@ -234,16 +236,16 @@ def control_mean(curv: SubspaceCurvature, sigma: float, *, batch_size=None, perm
     ``second_order`` curves.
     """
     if perms is None:
-        return theory_delta(curv, sigma, batch_size=batch_size).second_order
+        return theory_terms(*(jnp.asarray(a) for a in curv), sigma, samples_per_k=samples_per_k)[1]
     c, g, G = (jnp.asarray(a) for a in curv)
     perms = np.asarray(perms)
     total = 0.0
     for p in perms:
-        total = total + theory_delta(SubspaceCurvature(c[p], g[p], G[p]), sigma, batch_size=batch_size).second_order
+        total = total + theory_terms(c[p], g[p], G[p], sigma, samples_per_k=samples_per_k)[1]
     return total / perms.shape[0]
 
 
-def control_inputs(curv, n: int, d: int, sigma: float, batch_size=None, perms=None):
+def control_inputs(curv, n: int, d: int, sigma: float, samples_per_k=None, perms=None):
     """``(coefficients (N, F), E[h_k] (K-1,))`` for the control variate, after checking ``curv``'s shapes."""
     if not isinstance(curv, SubspaceCurvature):
         raise ConfigError(f"curvature must be the jaxland.SubspaceCurvature of the same model, subspace and data, got {type(curv).__name__}")
@@ -251,7 +253,7 @@ def control_inputs(curv, n: int, d: int, sigma: float, batch_size=None, perms=No
     if shapes != ((n,), (n, d), (n, d, d)):
         raise ConfigError(f"curvature has shapes {shapes}, expected {((n,), (n, d), (n, d, d))} for N={n} samples and d={d}: "
                           "compute it with jaxland.subspace_curvature on the same subspace and data")
-    return curvature_coefficients(curv), control_mean(curv, sigma, batch_size=batch_size, perms=perms)
+    return curvature_coefficients(curv), control_mean(curv, sigma, samples_per_k=samples_per_k, perms=perms)
 
 
 def _pool(stats):

@@ -97,11 +97,17 @@ class KForecast(NamedTuple):
     num_fit: int
     unit: str
 
+    @property
+    def info(self) -> dict:
+        """The fit's settings and diagnostics: ``level``, ``k_fit``, ``num_fit``, ``gof_p``, ``scatter``, ``unit``."""
+        return {"level": self.level, "k_fit": self.k_fit, "num_fit": self.num_fit, "gof_p": self.gof_p,
+                "scatter": self.scatter, "unit": self.unit}
+
 
 # ----------------------------------------------------------------------------- inputs
 
 
-_NOT_CURVES = ("k", "info", "ritz_values", "eigenvalues", "sigma", "batch_size", "unit")
+_NOT_CURVES = ("k", "info", "ritz_values", "eigenvalues", "sigma", "samples_per_k", "batch_size", "unit")
 
 
 def _curve(curve, k, stderr, which):
