@@ -118,16 +118,19 @@ def _figure_png(out: Path, name: str, stem) -> tuple[bytes | None, str]:
         return None, "no PNG file"
     if png.parent != root:
         return None, "the PNG resolves outside the experiment's folder"
-    try:
-        with open(png, "rb") as fh:
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                return None, "not a regular file"
-            if st.st_size > MAX_FIGURE_BYTES:
-                return None, f"larger than {MAX_FIGURE_BYTES >> 20} MiB"
-            data = fh.read(MAX_FIGURE_BYTES + 1)
+    try:  # non-blocking: opening a FIFO must not wait for a writer; fstat then checks what was opened
+        fd = os.open(png, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
     except OSError as e:
         return None, f"unreadable ({e.strerror})"
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None, "not a regular file"
+    if st.st_size > MAX_FIGURE_BYTES:
+        os.close(fd)
+        return None, f"larger than {MAX_FIGURE_BYTES / 2**20:g} MiB"
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(MAX_FIGURE_BYTES + 1)
     if len(data) > MAX_FIGURE_BYTES or not data.startswith(_PNG_SIGNATURE):
         return None, "not a PNG file"
     return data, ""

@@ -50,9 +50,17 @@ def _numpy_globals() -> dict[tuple[str, str], object]:
     return out
 
 
+def _latin1_encode(text, encoding):
+    """What Python 3 writes for ``bytes`` at pickle protocol < 3: ``_codecs.encode(text, "latin1")``; no other codec."""
+    if encoding != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode is admitted only as ('<str>', 'latin1'), got encoding {encoding!r}")
+    return text.encode("latin1")
+
+
 _ALLOWED = {
     **_numpy_globals(),
     **{("builtins", c.__name__): c for c in (dict, list, tuple, set, frozenset, bytes, bytearray)},
+    ("_codecs", "encode"): _latin1_encode,
 }
 
 
@@ -62,7 +70,8 @@ class RestrictedUnpickler(pickle.Unpickler):
     ``find_class`` resolves the globals of :data:`_ALLOWED` (numpy's
     ``_reconstruct``/``scalar``/``_frombuffer``, ``ndarray``, ``dtype``;
     ``dict``, ``list``, ``tuple``, ``set``, ``frozenset``, ``bytes``,
-    ``bytearray``) and raises :class:`DataError` naming ``source`` and the
+    ``bytearray``; ``_codecs.encode`` for latin-1 only, which is how Python 3
+    writes ``bytes`` at protocol 2) and raises :class:`DataError` naming ``source`` and the
     refused global for anything else, before it is imported or called.
     """
 
@@ -71,6 +80,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str):
+        if module == "__builtin__":  # Python 2's name, as in the official (Python 2) batches
+            module = "builtins"
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
