@@ -48,20 +48,17 @@ import numpy as np
 import jaxland as jl
 
 from . import torch_delta
-from .common import RESULTS, block, timeit, write_result
+from .common import RESULTS, block, data_dir, timeit, write_result
 from .torch_models import flat_to_torch_order, nnx_flat_to_torch, torch_mlp, torch_twin
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 def problem(arch: str, n: int, epochs: int, seed: int = 0):
     """``(model, w*, x, y, info)`` of ``arch`` trained on the first ``n`` MNIST images (cached weights)."""
-    data_dir = os.environ.get("JAXLAND_DATA_DIR") or (str(SHARED_DATA) if SHARED_DATA.exists() else None)
-    name = "mnist" if data_dir else "mnist_10k"
-    ds = jl.load_dataset(name, limit=n, data_dir=data_dir, flatten=arch == "mlp")
+    folder, how = data_dir()
+    name = "mnist" if folder else "mnist_10k"
+    ds = jl.load_dataset(name, limit=n, data_dir=folder, flatten=arch == "mlp")
     model = jl.reference_mlp() if arch == "mlp" else jl.build_model(arch, ds.x.shape[1:], ds.num_classes)
     res = jl.cached_train(model, ds.x, ds.y, seed=seed, data_tag=f"mnist/train/{n}/standard", epochs=epochs)
-    return model, res.params, jnp.asarray(ds.x), jnp.asarray(ds.y), {"data_source": ds.source, "train_accuracy": float(res.train_accuracy)}
+    return model, res.params, jnp.asarray(ds.x), jnp.asarray(ds.y), {"data_source": ds.source, "data_dir": folder, "data_dir_from": how, "train_accuracy": float(res.train_accuracy)}
 
 
 def twin_and_layout(model, w):

@@ -44,7 +44,7 @@ import numpy as np
 
 import jaxland as jl
 from jaxland.landscape.kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK
-from benchmarks.common import _SHARED, block, reference_problem, timeit, write_result
+from benchmarks.common import block, data_dir, reference_problem, timeit, write_result
 
 D = 10
 
@@ -54,10 +54,10 @@ D = 10
 
 def mnist(n: int):
     """The first n MNIST training images (60k real when the shared files exist), else n synthetic inputs."""
-    data_dir = os.environ.get("JAXLAND_DATA_DIR") or (str(_SHARED) if _SHARED.exists() else None)
-    if data_dir and n <= 60_000:
-        ds = jl.load_dataset("mnist", limit=n, data_dir=data_dir)
-        return jnp.asarray(ds.x), jnp.asarray(ds.y), "mnist"
+    folder, _ = data_dir()
+    if folder and n <= 60_000:
+        ds = jl.load_dataset("mnist", limit=n, data_dir=folder)
+        return jnp.asarray(ds.x), jnp.asarray(ds.y), f"mnist ({folder})"
     x = jax.random.normal(jax.random.key(1), (n, 784))
     return x, jnp.arange(n) % 10, "synthetic"
 

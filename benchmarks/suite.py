@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxland as jl
-from benchmarks.common import RESULTS, _SHARED, reference_problem, timeit, write_result
+from benchmarks.common import RESULTS, data_dir, reference_problem, timeit, write_result
 from benchmarks.eigensolvers import verify
 from benchmarks.hvp import torch_hvp_time
 from benchmarks.scaling import dominant_matmuls, kernel_flops
@@ -85,11 +85,11 @@ def problem(size: Size):
     """(model, w*, x, y, info): the MLP trained on the first ``size.n`` MNIST images (weights cached)."""
     if tuple(size.hidden) == jl.reference_mlp().sizes[1:-1]:
         return reference_problem(size.n, epochs=size.epochs)
-    data_dir = os.environ.get("JAXLAND_DATA_DIR") or (str(_SHARED) if _SHARED.exists() else None)
-    ds = jl.load_dataset("mnist", limit=size.n, data_dir=data_dir) if data_dir else jl.load_dataset("mnist_10k", limit=size.n)
+    folder, how = data_dir()
+    ds = jl.load_dataset("mnist", limit=size.n, data_dir=folder) if folder else jl.load_dataset("mnist_10k", limit=size.n)
     model = jl.MLPConfig((784, *size.hidden, 10))
     res = jl.cached_train(model, ds.x, ds.y, seed=0, data_tag=f"mnist/train/{size.n}/standard", epochs=size.epochs, progress=False)
-    return model, res.params, jnp.asarray(ds.x), jnp.asarray(ds.y), {"data_source": ds.source, "train_accuracy": res.train_accuracy}
+    return model, res.params, jnp.asarray(ds.x), jnp.asarray(ds.y), {"data_source": ds.source, "data_dir": folder, "data_dir_from": how, "train_accuracy": res.train_accuracy}
 
 
 def _jaxlib_version():

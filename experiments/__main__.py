@@ -23,7 +23,7 @@ from jaxland.errors import ConfigError, DataError, JaxlandError
 from jaxland.validate import check_output_dir
 
 from . import EXPERIMENTS, get_spec
-from ._cli import resolve_config, user_os_error
+from ._cli import resolve_config, terminal_safe, user_os_error
 from ._runner import run_experiment
 
 
@@ -61,7 +61,7 @@ def _cross_claims(recs: dict) -> list[dict]:
 
 
 def _one_line(e: BaseException) -> str:
-    return " ".join(line.strip() for line in str(e).splitlines()) or type(e).__name__
+    return terminal_safe(" ".join(line.strip() for line in str(e).splitlines()) or type(e).__name__)
 
 
 def main(argv=None) -> int:
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
             return 2
         except JaxlandError as e:
             failures[spec.name] = f"{type(e).__name__}: {e}"
-            print(f"[{spec.name}] failed: {e}", file=sys.stderr)
+            print(f"[{spec.name}] failed: {terminal_safe(e)}", file=sys.stderr)
         except Exception as e:  # noqa: BLE001  (report the failure, keep going with the other experiments)
             if isinstance(e, OSError) and user_os_error(e):  # the output folder or disk: nothing later can succeed
                 print(f"error: {_one_line(e)}", file=sys.stderr)
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
         held = [c["held"] for c in r["claims"]]
         print(f"{n:22s} {r['timings']['total_s']:7.1f} s  claims held {sum(h is True for h in held)}/{sum(h is not None for h in held)}")
     for n, msg in failures.items():
-        print(f"{n:22s} FAILED: {msg.splitlines()[0]}")
+        print(f"{n:22s} FAILED: {terminal_safe(msg.splitlines()[0])}")
     return 1 if failures else 0
 
 

@@ -98,12 +98,12 @@ def cli(spec: Spec, argv=None) -> int:
         cfg = resolve_config(spec, args, quick=quick, tiny=tiny)
         rec = run_experiment(spec, cfg, out, progress=progress, force=force, mode="tiny" if tiny else "quick" if quick else "custom")
     except JaxlandError as e:
-        print("error: " + " ".join(line.strip() for line in str(e).splitlines()), file=sys.stderr)
+        print("error: " + terminal_safe(" ".join(line.strip() for line in str(e).splitlines())), file=sys.stderr)
         return 2
     except OSError as e:
         if not user_os_error(e):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {terminal_safe(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished parts are kept and a rerun resumes", file=sys.stderr)
@@ -112,14 +112,28 @@ def cli(spec: Spec, argv=None) -> int:
     return 0
 
 
+# C0 and C1 control characters and DEL, plus the bidirectional overrides that reorder what a terminal shows
+_CONTROL = {c for c in range(0x20)} | {0x7F} | set(range(0x80, 0xA0)) | {0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+_ESCAPES = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in _CONTROL}
+
+
+def terminal_safe(value) -> str:
+    """``str(value)`` with every control character written as an escape (``\\x1b``), so text from data or
+    results files cannot move the cursor, retitle the terminal or hide what follows; the caller adds its own newlines."""
+    return str(value).translate(_ESCAPES)
+
+
 def print_summary(rec: dict) -> None:
-    print(f"{rec['experiment']}: {rec['title']}")
-    for k, v in rec.get("summary", {}).items():
+    """Print a record's title, scalar summary values and claims; every value is :func:`terminal_safe`."""
+    t = terminal_safe
+    print(f"{t(rec.get('experiment', '?'))}: {t(rec.get('title', ''))}")
+    summary = rec.get("summary")
+    for k, v in (summary.items() if isinstance(summary, dict) else ()):
         if not isinstance(v, (list, dict)):
-            print(f"  {k}: {v}")
+            print(f"  {t(k)}: {t(v)}")
     for c in rec.get("claims", []):
-        verdict = {True: "HELD", False: "NOT HELD", None: "n/a"}[c["held"]]
-        print(f"  [{verdict}] {c['claim']}: {c['detail']}")
+        verdict = {True: "HELD", False: "NOT HELD"}.get(c.get("held"), "n/a")
+        print(f"  [{verdict}] {t(c.get('claim', ''))}: {t(c.get('detail', ''))}")
 
 
 def main_for(spec: Spec):

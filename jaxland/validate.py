@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ConfigError, NumericalError
+from .errors import ConfigError, DataError, DataNotFoundError, NumericalError
 
 __all__ = [
     "positive_int",
@@ -39,6 +39,7 @@ __all__ = [
     "check_vectors",
     "check_curvature",
     "check_output_dir",
+    "check_data_dir",
 ]
 
 
@@ -328,4 +329,28 @@ def check_output_dir(path, name: str = "--out") -> Path:
         os.unlink(probe)
     except OSError as e:
         raise ConfigError(f"{name} {path}: cannot write in {anc} ({e.strerror}); choose a writable folder") from None
+    return p
+
+
+def check_data_dir(path, name: str = "data_dir") -> Path | None:
+    """A folder of dataset files named by the user, or ``None`` when none was named.
+
+    ``None`` and ``""`` (an empty environment variable) mean none was named;
+    ``~`` is expanded. A named path that does not exist is a
+    :class:`~jaxland.DataNotFoundError` naming it, so a typo never falls back
+    to other data; a path that is a file is a :class:`~jaxland.DataError`.
+    """
+    if path is None:
+        return None
+    try:
+        raw = os.fspath(path)
+    except TypeError:
+        raise ConfigError(f"{name} must be a folder path (str or os.PathLike), got {type(path).__name__}") from None
+    if raw in ("", b""):
+        return None
+    p = Path(os.fsdecode(raw)).expanduser()
+    if not p.exists():
+        raise DataNotFoundError(f"{name}={raw!r}: no such folder ({p}); give the folder that holds the dataset files, or unset it to use the defaults")
+    if not p.is_dir():
+        raise DataError(f"{name}={raw!r} is a file; give the folder that holds the dataset files")
     return p

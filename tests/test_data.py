@@ -3,6 +3,7 @@ import io
 import pickle
 import struct
 import tarfile
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -126,17 +127,19 @@ def _fake_cifar(tmp_path, which="cifar10", n=6):
 @pytest.mark.parametrize("which", ["cifar10", "cifar100"])
 def test_cifar_tarball(tmp_path, which):
     _fake_cifar(tmp_path, which)
-    ds = jl.load_dataset(which, data_dir=tmp_path, normalize="symmetric", use_tfds=False)
+    with pytest.warns(UserWarning, match="MD5"):  # not the official file
+        ds = jl.load_dataset(which, data_dir=tmp_path, normalize="symmetric", use_tfds=False)
     assert ds.x.shape == (30 if which == "cifar10" else 6, 3072)
     assert -1.0 <= ds.x.min() and ds.x.max() <= 1.0
-    img = jl.load_dataset(which, split="test", data_dir=tmp_path, flatten=False, use_tfds=False)
+    with pytest.warns(UserWarning, match="MD5"):
+        img = jl.load_dataset(which, split="test", data_dir=tmp_path, flatten=False, use_tfds=False)
     assert img.x.shape[1:] == (32, 32, 3)
 
 
 def test_corrupt_cifar(tmp_path):
     tb = _fake_cifar(tmp_path)
     tb.write_bytes(tb.read_bytes()[:300])
-    with pytest.raises(jl.DataError, match="corrupt or truncated CIFAR"):
+    with pytest.warns(UserWarning, match="MD5"), pytest.raises(jl.DataError, match="corrupt or truncated CIFAR"):
         jl.load_dataset("cifar10", data_dir=tmp_path, use_tfds=False)
 
 
@@ -160,24 +163,91 @@ def test_embedded_normalisations_and_order():
 def test_real_mnist_files(shared_data):
     tr = jl.load_dataset("mnist", data_dir=shared_data, normalize="none", flatten=False, use_tfds=False)
     te = jl.load_dataset("mnist", split="test", data_dir=shared_data, normalize="none", use_tfds=False)
-    assert tr.x.shape == (60000, 28, 28, 1) and te.x.shape == (10000, 784)
-    assert np.bincount(tr.y).tolist() == MNIST_TRAIN_COUNTS
-    assert np.bincount(te.y).tolist() == MNIST_TEST_COUNTS
+    where = f"MNIST read from {tr.source} (data folder {shared_data})"
+    assert tr.x.shape == (60000, 28, 28, 1) and te.x.shape == (10000, 784), where
+    assert np.bincount(tr.y).tolist() == MNIST_TRAIN_COUNTS, where
+    assert np.bincount(te.y).tolist() == MNIST_TEST_COUNTS, where
     emb = jl.load_dataset("mnist_10k", normalize="none", flatten=False)
-    np.testing.assert_array_equal(emb.x, tr.x[:10000])
-    np.testing.assert_array_equal(emb.y, tr.y[:10000])
+    np.testing.assert_array_equal(emb.x, tr.x[:10000], err_msg=f"embedded mnist_10k vs {where}")
+    np.testing.assert_array_equal(emb.y, tr.y[:10000], err_msg=f"embedded mnist_10k vs {where}")
 
 
 def test_real_fashion_mnist_files(shared_data):
     tr = jl.load_dataset("fashion_mnist", data_dir=shared_data, use_tfds=False)
     te = jl.load_dataset("fashion_mnist", split="test", data_dir=shared_data, use_tfds=False)
-    assert tr.x.shape == (60000, 784) and te.x.shape == (10000, 784)
-    assert np.bincount(tr.y).tolist() == [6000] * 10
-    assert np.bincount(te.y).tolist() == [1000] * 10
-    assert abs(float(tr.x.mean())) < 0.01 and abs(float(tr.x.std()) - 1) < 0.01  # 0.2860/0.3530 constants
+    where = f"Fashion-MNIST read from {tr.source} (data folder {shared_data})"
+    assert tr.x.shape == (60000, 784) and te.x.shape == (10000, 784), where
+    assert np.bincount(tr.y).tolist() == [6000] * 10, where
+    assert np.bincount(te.y).tolist() == [1000] * 10, where
+    assert abs(float(tr.x.mean())) < 0.01 and abs(float(tr.x.std()) - 1) < 0.01, where  # 0.2860/0.3530 constants
 
 
 def test_env_var_data_dir(shared_data, monkeypatch):
     monkeypatch.setenv("JAXLAND_DATA_DIR", str(shared_data))
     ds = jl.load_dataset("mnist", limit=5, use_tfds=False)
-    assert "shared" in ds.source and ds.x.shape == (5, 784)
+    assert str(shared_data) in ds.source and ds.x.shape == (5, 784), f"JAXLAND_DATA_DIR={shared_data} gave {ds.source}"
+
+
+# ------------------------------------------------------------- where the files come from
+
+
+def test_data_dir_empty_means_unset_and_tilde_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXLAND_DATA_DIR", "")
+    assert jl.load_dataset("mnist", limit=10, use_tfds=False).source.startswith("embedded")
+    assert jl.load_dataset("mnist", limit=10, data_dir="", use_tfds=False).source.startswith("embedded")
+    _fake_mnist(tmp_path / "home" / "data", n=12)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    ds = jl.load_dataset("mnist", data_dir="~/data", use_tfds=False)
+    assert ds.x.shape == (12, 784) and ds.source == str(tmp_path / "home" / "data" / "train-images-idx3-ubyte.gz")
+    monkeypatch.setenv("JAXLAND_DATA_DIR", "~/data")
+    assert jl.load_dataset("mnist", use_tfds=False).source == ds.source
+
+
+def test_a_named_folder_that_does_not_exist_is_an_error_not_the_embedded_data(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAXLAND_DATA_DIR", raising=False)
+    with pytest.raises(jl.DataNotFoundError, match="data_dir='/nonexistent/xyz': no such folder"):
+        jl.load_dataset("mnist", limit=10, data_dir="/nonexistent/xyz", use_tfds=False)
+    monkeypatch.setenv("JAXLAND_DATA_DIR", str(tmp_path / "typo"))
+    with pytest.raises(jl.DataNotFoundError, match=r"\$JAXLAND_DATA_DIR=.*typo.*no such folder"):
+        jl.load_dataset("mnist", limit=10, use_tfds=False)
+    assert jl.load_dataset("mnist_10k", limit=3).x.shape == (3, 784)  # the embedded set needs no folder
+    monkeypatch.delenv("JAXLAND_DATA_DIR")
+    with pytest.raises(jl.DataNotFoundError, match="looked at"):  # a folder without the files: no silent fallback
+        jl.load_dataset("mnist", limit=10, data_dir=tmp_path, use_tfds=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(jl.DataError, match="is a file"):
+        jl.load_dataset("mnist", limit=10, data_dir=tmp_path / "file", use_tfds=False)
+
+
+def test_idx_header_beyond_the_split_is_refused(tmp_path):
+    _fake_mnist(tmp_path, n=3)
+    with open(tmp_path / "train-labels-idx1-ubyte.gz", "wb") as fh:  # declares 60,001 labels, holds none
+        fh.write(gzip.compress(struct.pack(">II", 0x0801, 60001)))
+    with pytest.raises(jl.DataError, match=r"declares shape \(60001,\), beyond the largest this dataset has, \(60000,\)"):
+        jl.load_dataset("mnist", data_dir=tmp_path, use_tfds=False)
+
+
+def test_normalize_images_unknown_dataset_is_a_config_error():
+    with pytest.raises(jl.ConfigError, match="unknown dataset 'svhn'.*mnist, fashion_mnist, cifar10, cifar100, mnist_10k"):
+        jl.normalize_images(np.zeros((2, 784), np.uint8), "svhn", "standard")
+    with pytest.raises(jl.ConfigError, match=r"channels-last \(n, h, w, 3\)"):
+        jl.normalize_images(np.zeros((2, 3072), np.uint8), "cifar10", "standard")
+    got = jl.normalize_images(np.full((1, 2, 2, 3), 255, np.uint8), "CIFAR10", "standard")
+    np.testing.assert_allclose(got[0, 0, 0], (1 - np.array([0.4914, 0.4822, 0.4465])) / np.array([0.2470, 0.2435, 0.2616]), rtol=1e-5)
+
+
+def test_benchmarks_say_which_data_folder_they_read(tmp_path, monkeypatch, capsys):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks import common
+
+    monkeypatch.setenv("JAXLAND_DATA_DIR", str(tmp_path))
+    assert common.data_dir() == (str(tmp_path), "$JAXLAND_DATA_DIR")
+    assert f"data: {tmp_path} ($JAXLAND_DATA_DIR)" in capsys.readouterr().err
+    monkeypatch.setenv("JAXLAND_DATA_DIR", "")
+    monkeypatch.setattr(common, "_SHARED", tmp_path / "absent")
+    assert common.data_dir() == (None, "no data folder: the embedded mnist_10k")
+    monkeypatch.setattr(common, "_SHARED", tmp_path)
+    assert common.data_dir() == (str(tmp_path), "../shared/data beside the clone")
+    assert f"data: {tmp_path} (../shared/data beside the clone)" in capsys.readouterr().err

@@ -12,7 +12,13 @@
    source host is reachable);
 3. the embedded default: the first 10,000 MNIST training images, shipped
    inside the package (``mnist_10k``), used for ``mnist`` too when the request
-   fits inside it.
+   fits inside it and no folder was named.
+
+A folder named by ``data_dir`` or ``$JAXLAND_DATA_DIR`` must exist (an empty
+value means none was named; ``~`` is expanded). Files are read as untrusted
+input: IDX headers are checked before any payload is decompressed, and CIFAR
+pickles may name only numpy arrays and builtin containers (see
+:mod:`jaxland.data.idx`, :mod:`jaxland.data.cifar`).
 
 The sample order is the file order unless a ``key`` is given, in which case
 the samples are permuted by ``jax.random.permutation(key, n)``. The papers use
@@ -21,13 +27,8 @@ the first N samples by index, so ``key=None`` is the reference setting.
 
 from __future__ import annotations
 
-import gzip
 import os
-import pickle
 import socket
-import struct
-import tarfile
-import zlib
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -35,8 +36,10 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from ..errors import DataError, DataNotFoundError
-from ..validate import check_key
+from ..errors import ConfigError, DataError, DataNotFoundError
+from ..validate import check_data_dir, check_key
+from .cifar import CIFAR_TARBALLS, read_cifar
+from .idx import read_idx
 
 __all__ = ["Dataset", "DATASETS", "NORMALIZATIONS", "load_dataset", "read_idx", "normalize_images"]
 
@@ -45,7 +48,6 @@ _IDX_FOLDERS = {
     "mnist": ("mnist", "MNIST"),
     "fashion_mnist": ("fashion-mnist", "fashion_mnist", "FashionMNIST"),
 }
-_CIFAR_TARBALLS = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}
 _MEAN_STD = {
     "mnist": ((0.1307,), (0.3081,)),
     "mnist_10k": ((0.1307,), (0.3081,)),
@@ -85,57 +87,14 @@ class Dataset(NamedTuple):
         return 100 if self.name == "cifar100" else 10
 
 
-# --------------------------------------------------------------------------- IDX
+# ------------------------------------------------------------------ IDX files
 
 
-def read_idx(path: str | os.PathLike, *, expected_dims: int | None = None) -> np.ndarray:
-    """Parse an IDX file (gzip-compressed or raw) into a uint8 array.
-
-    Raises :class:`DataError` naming the file and the defect for a bad magic
-    number, an unexpected number of dimensions, a truncated payload, trailing
-    bytes or a broken gzip stream.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(2)
-        if head == b"\x1f\x8b":
-            with gzip.open(path, "rb") as fh:
-                raw = fh.read()
-        else:
-            raw = path.read_bytes()
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: cannot decompress ({e}); the file is corrupt or truncated, download it again") from e
-    if len(raw) < 4:
-        raise DataError(f"{path}: file too short ({len(raw)} bytes) to hold an IDX header")
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08:
-        magic = struct.unpack(">I", raw[:4])[0]
-        raise DataError(
-            f"{path}: bad IDX magic number {magic} (0x{magic:08x}); expected 2049 (labels) or 2051 (images) "
-            "for unsigned-byte IDX data: this is not an MNIST-format file"
-        )
-    if expected_dims is not None and ndim != expected_dims:
-        raise DataError(f"{path}: IDX file has {ndim} dimensions, expected {expected_dims} (images/labels swapped?)")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated IDX header")
-    shape = struct.unpack(">" + "I" * ndim, raw[4:header])
-    count = int(np.prod(shape))
-    payload = len(raw) - header
-    if payload < count:
-        raise DataError(
-            f"{path}: short read: header declares shape {shape} ({count} bytes) but only {payload} bytes follow; "
-            "the file is truncated"
-        )
-    if payload > count:
-        raise DataError(f"{path}: {payload - count} unexpected trailing bytes after shape {shape}; wrong count in header")
-    return np.frombuffer(raw, dtype=np.uint8, count=count, offset=header).reshape(shape)
-
-
-def _read_idx_pair(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:
-    x = read_idx(images, expected_dims=3)
-    y = read_idx(labels, expected_dims=1)
+def _read_idx_pair(images: Path, labels: Path, max_n: int) -> tuple[np.ndarray, np.ndarray]:
+    x = read_idx(images, expected_dims=3, max_shape=(max_n, 28, 28))
+    y = read_idx(labels, expected_dims=1, max_shape=(max_n,))
+    if x.shape[1:] != (28, 28):
+        raise DataError(f"{images} holds images of {x.shape[1]}x{x.shape[2]} pixels, expected 28x28")
     if x.shape[0] != y.shape[0]:
         raise DataError(f"{images} holds {x.shape[0]} images but {labels} holds {y.shape[0]} labels: wrong count")
     if y.size and y.max() > 9:
@@ -151,38 +110,6 @@ def _idx_files(folder: Path, split: str) -> tuple[Path, Path] | None:
         if img.exists() and lab.exists():
             return img, lab
     return None
-
-
-# ------------------------------------------------------------------------- CIFAR
-
-
-def _read_cifar(tarball: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    if name == "cifar10":
-        members = [f"cifar-10-batches-py/data_batch_{i}" for i in range(1, 6)] if split == "train" else ["cifar-10-batches-py/test_batch"]
-        label_key = b"labels"
-    else:
-        members = [f"cifar-100-python/{split}"]
-        label_key = b"fine_labels"
-    xs, ys = [], []
-    try:
-        with tarfile.open(tarball, "r:gz") as tf:
-            for m in members:
-                fh = tf.extractfile(m)
-                if fh is None:
-                    raise DataError(f"{tarball}: member {m} is not a file")
-                # The official CIFAR python format is a pickle; only open tarballs you trust.
-                d = pickle.load(fh, encoding="bytes")
-                xs.append(np.asarray(d[b"data"], dtype=np.uint8))
-                ys.append(np.asarray(d[label_key]))
-    except KeyError as e:
-        raise DataError(f"{tarball}: missing member or field {e}; expected the official {_CIFAR_TARBALLS[name]}") from e
-    except (tarfile.TarError, EOFError, OSError, zlib.error, pickle.UnpicklingError) as e:
-        raise DataError(f"{tarball}: corrupt or truncated CIFAR tarball ({e}); download it again") from e
-    x = np.concatenate(xs)
-    if x.ndim != 2 or x.shape[1] != 3072:
-        raise DataError(f"{tarball}: image array has shape {x.shape}, expected (n, 3072)")
-    x = x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return x, np.concatenate(ys)
 
 
 # -------------------------------------------------------------------------- tfds
@@ -227,7 +154,7 @@ def _load_tfds(name: str, split: str, limit: int | None, errors: list[str]):
 def _load_embedded() -> tuple[np.ndarray, np.ndarray]:
     root = resources.files("jaxland.data") / "embedded"
     with resources.as_file(root / _EMBEDDED[0]) as img, resources.as_file(root / _EMBEDDED[1]) as lab:
-        return _read_idx_pair(Path(img), Path(lab))
+        return _read_idx_pair(Path(img), Path(lab), EMBEDDED_SIZE)
 
 
 # ------------------------------------------------------------------ normalising
@@ -239,20 +166,28 @@ def normalize_images(x: np.ndarray, name: str, normalize: str) -> np.ndarray:
     ``standard``: (p/255 - mean) / std with the dataset's usual constants
     (MNIST 0.1307/0.3081, as in the paper); ``symmetric``: p/127.5 - 1 in
     [-1, 1] (companion paper); ``unit``: p/255 in [0, 1]; ``none``: raw 0..255.
+    ``x`` holds grey images ``(n, h, w)`` or ``(n, features)``, or colour
+    images channels-last ``(n, h, w, 3)``; ``name`` is one of :data:`DATASETS`.
     """
+    canon = str(name).lower().replace("-", "_")
+    if canon not in _MEAN_STD:
+        raise ConfigError(f"normalize_images: unknown dataset {name!r} (its mean and std are not known); valid names are: {', '.join(DATASETS)}")
+    if normalize not in NORMALIZATIONS:
+        raise DataError(f"unknown normalize={normalize!r}; choose one of {NORMALIZATIONS}")
+    x = np.asarray(x)
+    if normalize == "standard" and len(_MEAN_STD[canon][0]) == 3 and (x.ndim != 4 or x.shape[-1] != 3):
+        raise ConfigError(f"normalize_images: {canon} images must be channels-last (n, h, w, 3) for per-channel constants, got shape {x.shape}")
     x = x.astype(np.float32)
     if normalize == "standard":
-        mean, std = (np.asarray(v, np.float32) for v in _MEAN_STD[name])
-        if x.ndim == 3:  # grey
+        mean, std = (np.asarray(v, np.float32) for v in _MEAN_STD[canon])
+        if len(mean) == 1:  # grey
             mean, std = mean[0], std[0]
         return (x / 255.0 - mean) / std
     if normalize == "symmetric":
         return x / 127.5 - 1.0
     if normalize == "unit":
         return x / 255.0
-    if normalize == "none":
-        return x
-    raise DataError(f"unknown normalize={normalize!r}; choose one of {NORMALIZATIONS}")
+    return x
 
 
 # ----------------------------------------------------------------- load_dataset
@@ -280,7 +215,9 @@ def load_dataset(
         ``cifar100``, ``mnist_10k``). Dashes are accepted for underscores.
       split: ``"train"`` or ``"test"``.
       limit: keep the first ``limit`` samples (after the optional permutation).
-      data_dir: folder with the original files; defaults to ``$JAXLAND_DATA_DIR``.
+      data_dir: folder with the original files; defaults to ``$JAXLAND_DATA_DIR``
+        (``None`` or ``""``: none). A named folder that does not exist raises
+        :class:`DataNotFoundError`; ``mnist_10k`` ignores it.
       normalize: one of :data:`NORMALIZATIONS` (see :func:`normalize_images`).
       flatten: return ``(n, features)`` instead of channels-last images
         ``(n, h, w, c)`` (what convolutional and attention models take).
@@ -300,8 +237,6 @@ def load_dataset(
         raise DataError(f"unknown normalize={normalize!r}; choose one of {NORMALIZATIONS}")
     if key is not None:
         check_key(key)
-    if data_dir is not None and Path(data_dir).expanduser().exists() and not Path(data_dir).expanduser().is_dir():
-        raise DataError(f"data_dir={str(data_dir)!r} is a file; give the folder that holds the dataset files")
     if limit is not None:
         if isinstance(limit, bool) or not isinstance(limit, (int, np.integer, float)) or int(limit) != limit or limit < 1:
             raise DataError(f"limit must be a positive integer or None, got {limit!r}")
@@ -314,34 +249,37 @@ def load_dataset(
     if canon == "mnist_10k":
         got = (*_load_embedded(), "embedded:mnist_10k (first 10,000 MNIST train images)")
     else:
-        d = data_dir if data_dir is not None else os.environ.get("JAXLAND_DATA_DIR")
-        if d:
-            d = Path(d).expanduser()
-            if canon in _CIFAR_TARBALLS:
+        d = check_data_dir(data_dir, "data_dir")
+        if d is None:
+            d = check_data_dir(os.environ.get("JAXLAND_DATA_DIR"), "$JAXLAND_DATA_DIR")
+        if d is not None:
+            max_n = _SPLIT_SIZES[canon][split]
+            if canon in CIFAR_TARBALLS:
                 for cand in _candidate_dirs(canon, d) + [d / "cifar"]:
-                    tb = cand / _CIFAR_TARBALLS[canon]
+                    tb = cand / CIFAR_TARBALLS[canon]
                     if tb.exists():
-                        got = (*_read_cifar(tb, canon, split), str(tb))
+                        got = (*read_cifar(tb, canon, split), str(tb))
                         break
                     looked.append(str(tb))
             else:
                 for cand in _candidate_dirs(canon, d):
                     files = _idx_files(cand, split)
                     if files:
-                        got = (*_read_idx_pair(*files), str(files[0]))
+                        got = (*_read_idx_pair(*files, max_n), str(files[0]))
                         break
                     looked.append(f"{cand}/{'train' if split == 'train' else 't10k'}-*-idx*-ubyte[.gz]")
         else:
             looked.append("data_dir: none given and JAXLAND_DATA_DIR unset")
         if got is None and use_tfds:
             got = _load_tfds(canon, split, limit if key is None else None, looked)
-        if got is None and canon == "mnist" and split == "train" and limit is not None and limit <= EMBEDDED_SIZE and key is None:
+        # the embedded subset stands in only when no folder was named: a named folder without the files is an error
+        if got is None and d is None and canon == "mnist" and split == "train" and limit is not None and limit <= EMBEDDED_SIZE and key is None:
             got = (*_load_embedded(), "embedded:mnist_10k (first 10,000 MNIST train images)")
     if got is None:
         where = "\n  - ".join(looked)
         hint = (
             "pass data_dir=... (or set JAXLAND_DATA_DIR) to a folder with the original files "
-            + ("(cifar-10-python.tar.gz / cifar-100-python.tar.gz)" if canon in _CIFAR_TARBALLS else "(train-images-idx3-ubyte.gz etc.)")
+            + ("(cifar-10-python.tar.gz / cifar-100-python.tar.gz)" if canon in CIFAR_TARBALLS else "(train-images-idx3-ubyte.gz etc.)")
             + ", install tensorflow-datasets where it can download, or use the embedded 'mnist_10k' (first 10,000 MNIST train images)"
         )
         raise DataNotFoundError(f"no source could provide {canon}/{split}; looked at:\n  - {where}\nTo fix: {hint}")
