@@ -1,6 +1,6 @@
 """All-k Monte Carlo Delta_k: jaxland vs a PyTorch CPU baseline, and the all-k curvature pass vs the paper's route.
 
-Reference setup (REFERENCE.md): MLP 784-256-256-10 trained on 9,984 MNIST
+Reference setup (docs/reference.md): MLP 784-256-256-10 trained on 9,984 MNIST
 images, d = 10 Hessian directions, sigma = 1, T = 1024 draws, k in batches of
 64. One run, same weights, data and draws (thetas are generated once and
 passed to both implementations):

@@ -1,6 +1,6 @@
 """PyTorch CPU baseline: the paper's deflated power iteration with double-backward HVPs.
 
-Written from the description in ``REFERENCE.md`` (the original code is not in
+Written from the description in ``docs/reference.md`` (the original code is not in
 this repository): for each of the top-d eigenvectors, start from a random unit
 vector, repeat ``v <- (H - sum_j lambda_j v_j v_j^T) v / ||.||`` (Hotelling
 deflation of the pairs already found) for at most 1000 iterations, stopping

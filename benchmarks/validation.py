@@ -1,6 +1,6 @@
 """Cost of the input checks and finite-result guards on the reference problem.
 
-Reference setup (REFERENCE.md): MLP 784-256-256-10 trained on 9,984 MNIST
+Reference setup (docs/reference.md): MLP 784-256-256-10 trained on 9,984 MNIST
 images; ``delta_monte_carlo`` with d = 10 random directions (filter-normalised),
 sigma = 1, T = 256 draws, k in batches of 64. In one process, in A B B A
 order so that the machine's load hits both alike:

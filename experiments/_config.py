@@ -1,7 +1,7 @@
 """Experiment configurations: the settings every experiment shares, hashing, the shared presets.
 
 An experiment's ``Config`` is a frozen dataclass extending :class:`BaseConfig`
-whose defaults are the paper's reference configuration (REFERENCE.md); its
+whose defaults are the paper's reference configuration (docs/reference.md); its
 ``validate()`` raises :class:`jaxland.ConfigError` on impossible values, through
 the library's own checks where one exists.
 """

@@ -52,3 +52,15 @@ def test_readme_spectrum_runs():
                                                     ("lanczos_steps=60", "lanczos_steps=8"), ("y, 32, key", "y, 12, key")])
     tr, ch = ns["tr"], ns["ch"]
     assert np.isfinite(tr.trace) and tr.stderr > 0 and len(ch.eigenvalues) == 12 and ch.d_eigengap >= 1
+
+
+def test_layout_lists_every_subpackage_and_module():
+    text = README.read_text()
+    block = text[text.index("## Layout"):]
+    block = block[block.index("```"):block.index("```", block.index("```") + 3)]
+    pkg = README.parent / "jaxland"
+    subpackages = sorted(p.name for p in pkg.iterdir() if (p / "__init__.py").exists())
+    listed = sorted(line.split()[0].rstrip("/") for line in block.splitlines()[2:] if line.startswith("  ") and line.split()[0].endswith("/"))
+    assert listed == subpackages
+    for module in ("validate.py", "sharding.py", "io.py", "errors.py"):
+        assert module in block

@@ -1,6 +1,6 @@
 """Monte Carlo ``Delta_k`` for every k at once, with standard errors.
 
-Notation (REFERENCE.md): per-sample losses ``l_i(w)``, ``L_k = (1/k) sum_{i<=k} l_i``,
+Notation (docs/reference.md): per-sample losses ``l_i(w)``, ``L_k = (1/k) sum_{i<=k} l_i``,
 subspace ``w(theta) = w* + theta @ P`` (:class:`~jaxland.Subspace`), and
 
     Delta_k = E_theta[(L_{k+1}(w(theta)) - L_k(w(theta)))^2],  theta ~ N(0, sigma^2 I_d).

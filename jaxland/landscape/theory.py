@@ -5,7 +5,7 @@
 pass; prefix means of them (:func:`cumulative_curvature`) are ``L_k(w*)``,
 ``P grad L_k`` and ``P H_k P^T`` for every k, and :func:`theory_delta` turns
 their increments into the paper's Theorem 1 and the exact second-order
-formula (REFERENCE.md).
+formula (docs/reference.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Forecast the sufficient sample size K beyond the data at hand.
 
-Definition 4 (REFERENCE.md): ``K = min{k : Delta_k' < tol for every k' >= k}``.
+Definition 4 (docs/reference.md): ``K = min{k : Delta_k' < tol for every k' >= k}``.
 :func:`jaxland.sufficient_k` finds it inside an observed curve;
 :func:`forecast_sufficient_k` extrapolates it from the decay of the curve's
 settled tail, fitted as a power law
