@@ -37,6 +37,7 @@ the output's shape), or any callable ``loss(outputs, y) -> (n,)``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -86,7 +87,10 @@ class Model:
     A subclass provides ``num_params``, ``apply(w, x)``, ``unravel(w)``,
     ``init(key)``, ``to_module(w)``, ``name``, ``spec`` and the attribute
     ``loss`` (a name of :data:`LOSSES` or a callable); it must be hashable and
-    compare equal exactly when it computes the same function.
+    compare equal only when it computes the same function from the same
+    starting weights (callables whose equality cannot be decided, such as two
+    lambdas, make models unequal). Across processes the weight cache identifies
+    a model by :func:`jaxland.models.identity.model_fingerprint`.
     """
 
     loss: Any = "cross_entropy"
@@ -188,6 +192,18 @@ def _fingerprint(*trees) -> str:
     return h.hexdigest()[:20]
 
 
+def _callable_key(fn):
+    """A hashable identity of a callable: a ``functools.partial`` by its function and arguments, else the object."""
+    if isinstance(fn, functools.partial):
+        key = ("partial", _callable_key(fn.func), fn.args, tuple(sorted(fn.keywords.items())))
+        try:
+            hash(key)
+            return key
+        except TypeError:
+            return fn
+    return fn
+
+
 def _structure_text(graphdef) -> str:
     """The graph definition as text without object addresses (stable across processes)."""
     return re.sub(r" at 0x[0-9a-f]+", "", repr(graphdef))
@@ -219,7 +235,10 @@ class NNXModel(Model):
             "structure": hashlib.sha256(_structure_text(graphdef).encode()).hexdigest()[:20],
         }
         self._spec.update(num_params=self._num_params, loss=_loss_name(loss))
-        self._key = (graphdef, _fingerprint(rest), loss, self.name, self.input_shape, self._num_params)
+        self.explicit_spec = spec is not None
+        # the starting weights belong to the identity: the instance's values, or the factory that draws them
+        start = _fingerprint(flat) if factory is None else _callable_key(factory)
+        self._key = (graphdef, _fingerprint(rest), loss, self.name, self.input_shape, self._num_params, start)
 
     @property
     def spec(self) -> dict:
@@ -269,7 +288,7 @@ class FunctionModel(Model):
         self.name = name or getattr(apply_fn, "__qualname__", "function")
         treedef = jax.tree.structure(params)
         shapes = tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(params))
-        self._key = (apply_fn, treedef, shapes, loss, self.name, self.input_shape)
+        self._key = (apply_fn, treedef, shapes, loss, self.name, self.input_shape, _fingerprint(flat), _callable_key(init_fn))
 
     @property
     def spec(self) -> dict:
