@@ -37,9 +37,10 @@ def load_results(out_dir: str | os.PathLike, names: Sequence[str] | None = None)
     for n in names:
         p = out / n / "results.json"
         try:
-            recs[n] = json.loads(p.read_text())
+            rec = json.loads(p.read_text())
         except (OSError, ValueError):
-            recs[n] = None
+            rec = None
+        recs[n] = rec if isinstance(rec, dict) else None  # a list or a string is not a jaxland record
     return recs
 
 

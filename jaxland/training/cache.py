@@ -165,7 +165,7 @@ def _load(path: Path, model, spec: dict, steps: int) -> TrainResult | None:
             raise DataError(f"its train_accuracy {acc!r} is not a fraction")
         return TrainResult(w, history, None if acc is None else float(acc))
     except (DataError, DataNotFoundError, ConfigError, KeyError, TypeError, ValueError) as e:
-        warnings.warn(f"weight cache entry {path} is unusable ({type(e).__name__}: {e}); removing it and training again",
+        warnings.warn(f"weight cache entry {path} is unreadable or invalid ({type(e).__name__}: {e}); removing it and training again",
                       RuntimeWarning, stacklevel=3)
         path.unlink(missing_ok=True)
         return None
