@@ -21,7 +21,8 @@ from pathlib import Path
 from jaxland.errors import ConfigError, DataError, JaxlandError
 
 from . import EXPERIMENTS, get_spec
-from ._cli import Parser, interrupted, program_signals, resolve_config, user_os_error
+from ._cli import Parser, resolve_config, user_os_error
+from ._signals import interrupted, quiet, running
 from ._runner import check_out, mark, run_experiment
 
 
@@ -74,14 +75,14 @@ def main(argv=None) -> int:
     """
     program = argv is None
     if program:
-        program_signals()
+        running()
     try:
         return _main(argv)
     except KeyboardInterrupt:
         return interrupted(program)
     finally:
         if program:
-            program_signals(finished=True)
+            quiet()
 
 
 def _main(argv) -> int:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import errno
 import dataclasses
-import os
-import signal
 import sys
 import types
 import typing
@@ -15,8 +13,7 @@ from typing import Any, Callable
 from jaxland.errors import ConfigError, JaxlandError
 
 from ._runner import Spec, check_out, run_experiment
-
-INTERRUPTED = "interrupted; finished parts are kept and a rerun resumes"
+from ._signals import interrupted, quiet, running
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,49 +22,6 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         sys.stderr.write(f"error: {' '.join(message.split())}; see --help\n")
         sys.exit(2)
-
-
-def interrupted(program: bool) -> int:
-    """Say so on one line; a program then exits at once with 130, skipping the interpreter's shutdown.
-
-    At shutdown jax's garbage-collection callback can meet a second Ctrl-C and
-    print a traceback; ``os._exit`` after flushing avoids the shutdown. Called
-    in-process (``program=False``) it returns 130 instead.
-    """
-    print(INTERRUPTED, file=sys.stderr)
-    if not program:
-        return 130
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(130)
-
-
-def _unraisable(hook):
-    def handle(info):
-        if isinstance(info.exc_value, KeyboardInterrupt):  # Ctrl-C met inside a callback (jax's gc hook): not swallowed
-            interrupted(True)
-        hook(info)
-
-    return handle
-
-
-def program_signals(*, finished: bool = False) -> None:
-    """Ctrl-C handling of a command-line program (not of a caller's process: only when run as ``python -m``).
-
-    While running, Ctrl-C raises ``KeyboardInterrupt`` as usual (so partial
-    files are cleaned up), and one raised inside a callback, where Python
-    would print it and carry on, ends the program quietly with 130. Once
-    ``finished``, Ctrl-C during the interpreter's shutdown does too.
-    """
-    if not getattr(sys.unraisablehook, "_jaxland", False):
-        sys.unraisablehook = _unraisable(sys.unraisablehook)
-        sys.unraisablehook._jaxland = True
-    if finished:
-        signal.signal(signal.SIGINT, lambda *_: interrupted(True))
-
 
 
 def _field_parser(tp) -> tuple[Callable[[str], Any], str]:
@@ -146,14 +100,14 @@ def cli(spec: Spec, argv=None) -> int:
     """
     program = argv is None
     if program:
-        program_signals()
+        running()
     try:
         return _cli(spec, argv)
     except KeyboardInterrupt:
         return interrupted(program)
     finally:
         if program:
-            program_signals(finished=True)
+            quiet()
 
 
 def _cli(spec: Spec, argv) -> int:
