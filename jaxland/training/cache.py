@@ -89,7 +89,10 @@ def cache_path(model: Model, x, y, *, key=None, data_tag: str, epochs: int = 10,
                init=None, shuffle: bool = True, cache_dir: str | Path | None = None, seed: int | None = None) -> tuple[Path, dict]:
     """Where :func:`cached_train` keeps these weights, and the key (a JSON-able dict) whose sha256 names the entry.
 
-    ``seed=`` is the deprecated spelling of ``key=jax.random.key(seed)``.
+    The path is in ``cache_dir`` (default :func:`default_cache_dir`); if that
+    folder is writable by others, :func:`cached_train` uses the same file name
+    in its private sub-folder instead. ``seed=`` is the deprecated spelling of
+    ``key=jax.random.key(seed)``.
     """
     key = _resolve_key("cache_path", key, seed)
     return _entry(model, x, y, key=key, data_tag=data_tag, epochs=epochs, batch_size=batch_size, lr=lr, init=init,
