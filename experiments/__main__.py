@@ -115,17 +115,11 @@ def _main(argv) -> int:
             cfg = resolve_config(spec, overrides, quick=mode == "quick", tiny=mode == "tiny")
             cfg.validate()
             plan.append((spec, cfg))
-        out = Path(args.out).expanduser()
-        mark(out)
     except JaxlandError as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except OSError as e:
-        if not user_os_error(e):
-            raise
-        print(f"error: {_one_line(e)}", file=sys.stderr)
-        return 2
 
+    out = Path(args.out).expanduser()
     t0 = time.perf_counter()
     recs, failures = {}, {}
     for i, (spec, cfg) in enumerate(plan, 1):
@@ -150,6 +144,7 @@ def _main(argv) -> int:
     header = (f"<p>Mode: <b>{mode}</b> ({'papers’ reference configurations' if mode == 'full' else 'quick presets on the embedded data' if mode == 'quick' else 'tiny smoke-test settings'}); "
               f"total wall time {total:.0f} s. Command: <code>python -m experiments {html.escape(' '.join(argv if argv is not None else sys.argv[1:]))}</code></p>")
     if out.exists() or recs:
+        mark(out)
         path = write_report(out, [s.name for s, _ in plan], extra_claims=_cross_claims(recs), failures=failures, header=header)
         print(f"report: {path}  ({total:.0f} s)", file=sys.stderr)
     for n, r in recs.items():

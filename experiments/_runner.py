@@ -150,7 +150,7 @@ class Context:
         tag = f"{ds.name}/{ds.source.split(':')[0]}/{ds.x.shape[0]}/{cfg.normalize}"
         t = time.perf_counter()
         res = jl.cached_train(
-            model, ds.x, ds.y, key=jax.random.key(seed), data_tag=tag, epochs=epochs or cfg.epochs, batch_size=cfg.batch_size,
+            model, ds.x, ds.y, key=jax.random.key(jl.validate.check_seed(seed, "seed")), data_tag=tag, epochs=epochs or cfg.epochs, batch_size=cfg.batch_size,
             lr=cfg.lr, progress=self.progress
         )
         self.timings["train"] = self.timings.get("train", 0.0) + time.perf_counter() - t
@@ -221,9 +221,11 @@ def _is_record(path: Path) -> bool:
 
 
 def is_output_folder(path: str | os.PathLike) -> bool:
-    """Whether jaxland wrote ``path``: it holds the ``.jaxland`` marker, or a run record of an earlier jaxland (its own or a sub-folder's)."""
+    """Whether jaxland wrote ``path``: it or one of its sub-folders (the main job's layout) holds the ``.jaxland``
+    marker or the run record of an earlier jaxland."""
     p = Path(path)
-    return (p / MARKER).is_file() or _is_record(p / "results.json") or any(_is_record(q) for q in p.glob("*/results.json"))
+    return ((p / MARKER).is_file() or any(q.is_file() for q in p.glob(f"*/{MARKER}"))
+            or _is_record(p / "results.json") or any(_is_record(q) for q in p.glob("*/results.json")))
 
 
 def check_out(out, *, force: bool = False) -> Path:
@@ -309,15 +311,18 @@ def run_experiment(spec: Spec, cfg, out: str | os.PathLike, *, progress: bool = 
             rec["skipped"] = True
             return rec
         say(f"{why}; recomputing")
-    created = not out.exists()
+    created = out.absolute()  # the outermost folder this run creates, if any
+    while not created.parent.exists():
+        created = created.parent
+    created = None if out.exists() else created
     mark(out)
     ctx = Context(spec, cfg, out, progress=progress, force=force)
     t0 = time.perf_counter()
     try:
         outcome = spec.run(cfg, ctx)
     except BaseException:
-        if created and not ctx.wrote and out.exists():
-            shutil.rmtree(out, ignore_errors=True)
+        if created is not None and not ctx.wrote and created.exists():
+            shutil.rmtree(created, ignore_errors=True)
         raise
     total = time.perf_counter() - t0
     arrays = {k: np.asarray(v) for k, v in outcome.arrays.items()}
