@@ -22,8 +22,8 @@ from jaxland.errors import ConfigError, DataError, JaxlandError
 
 from . import EXPERIMENTS, get_spec
 from ._cli import Parser, resolve_config, user_os_error
-from ._signals import interrupted, quiet, running
 from ._runner import check_out, mark, run_experiment
+from ._signals import interrupted, quiet, running
 
 
 def _parse(argv):

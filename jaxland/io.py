@@ -48,6 +48,7 @@ __all__ = [
     "atomic_write_text",
     "write_json",
     "read_json",
+    "to_json",
     "write_npz",
     "run_metadata",
     "platform_info",

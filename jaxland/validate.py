@@ -313,11 +313,10 @@ def check_curvature(curv, *, values: bool = True) -> tuple[int, int]:
     return n, d
 
 
-def check_output_dir(path, name: str = "--out", *, private: bool = False) -> Path:
+def check_output_dir(path, name: str = "--out") -> Path:
     """``path`` must be a folder that exists or can be created, and be writable; nothing is created.
 
-    An empty path is refused (it would mean the current folder). With
-    ``private=True`` an existing folder must also pass :func:`check_private`.
+    An empty path is refused (it would mean the current folder); ``~`` is expanded.
     """
     if path is None or not str(path).strip():
         raise ConfigError(f"{name} is empty; give a folder path (e.g. runs/out)")
@@ -337,8 +336,6 @@ def check_output_dir(path, name: str = "--out", *, private: bool = False) -> Pat
         os.unlink(probe)
     except OSError as e:
         raise ConfigError(f"{name} {path}: cannot write in {anc} ({e.strerror}); choose a writable folder") from None
-    if private and p.exists():
-        check_private(p, name)
     return p
 
 

@@ -37,7 +37,6 @@ the output's shape), or any callable ``loss(outputs, y) -> (n,)``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -51,6 +50,7 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from ..errors import ConfigError
+from .identity import callable_key
 
 __all__ = ["Model", "as_model", "LOSSES", "cross_entropy", "mse", "per_sample_losses", "mean_loss", "accuracy"]
 
@@ -192,18 +192,6 @@ def _fingerprint(*trees) -> str:
     return h.hexdigest()[:20]
 
 
-def _callable_key(fn):
-    """A hashable identity of a callable: a ``functools.partial`` by its function and arguments, else the object."""
-    if isinstance(fn, functools.partial):
-        key = ("partial", _callable_key(fn.func), fn.args, tuple(sorted(fn.keywords.items())))
-        try:
-            hash(key)
-            return key
-        except TypeError:
-            return fn
-    return fn
-
-
 def _structure_text(graphdef) -> str:
     """The graph definition as text without object addresses (stable across processes)."""
     return re.sub(r" at 0x[0-9a-f]+", "", repr(graphdef))
@@ -237,7 +225,7 @@ class NNXModel(Model):
         self._spec.update(num_params=self._num_params, loss=_loss_name(loss))
         self.explicit_spec = spec is not None
         # the starting weights belong to the identity: the instance's values, or the factory that draws them
-        start = _fingerprint(flat) if factory is None else _callable_key(factory)
+        start = _fingerprint(flat) if factory is None else callable_key(factory)
         self._key = (graphdef, _fingerprint(rest), loss, self.name, self.input_shape, self._num_params, start)
 
     @property
@@ -288,7 +276,7 @@ class FunctionModel(Model):
         self.name = name or getattr(apply_fn, "__qualname__", "function")
         treedef = jax.tree.structure(params)
         shapes = tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(params))
-        self._key = (apply_fn, treedef, shapes, loss, self.name, self.input_shape, _fingerprint(flat), _callable_key(init_fn))
+        self._key = (apply_fn, treedef, shapes, loss, self.name, self.input_shape, _fingerprint(flat), callable_key(init_fn))
 
     @property
     def spec(self) -> dict:

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["model_fingerprint", "code_fingerprint", "array_digest"]
+__all__ = ["model_fingerprint", "code_fingerprint", "array_digest", "callable_key"]
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]{8,}")
 
@@ -48,6 +48,22 @@ def array_digest(*trees) -> str:
     h = hashlib.sha256()
     _feed_arrays(h, trees)
     return h.hexdigest()
+
+
+def callable_key(fn):
+    """A hashable in-process identity of a callable: a ``functools.partial`` by its function and arguments, else the object.
+
+    Models hold it in their equality key, so a rebuilt ``partial`` factory
+    gives an equal model (sharing compiled programs) while two lambdas never do.
+    """
+    if isinstance(fn, functools.partial):
+        key = ("partial", callable_key(fn.func), fn.args, tuple(sorted(fn.keywords.items())))
+        try:
+            hash(key)
+            return key
+        except TypeError:
+            return fn
+    return fn
 
 
 def _feed_arrays(h, trees) -> None:
