@@ -20,7 +20,9 @@ class Parser(argparse.ArgumentParser):
     """``argparse`` whose usage errors are one line on stderr (``error: ...; see --help``) and exit code 2."""
 
     def error(self, message: str):
-        sys.stderr.write(f"error: {' '.join(message.split())}; see --help\n")
+        # the message quotes the user's argument: control characters are shown escaped, not sent to the terminal
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(message.split()))
+        sys.stderr.write(f"error: {text}; see --help\n")
         sys.exit(2)
 
 

@@ -251,12 +251,14 @@ def test_out_must_be_named_and_be_a_folder_jaxland_wrote(tmp_path, capsys):
 def test_a_usage_error_is_one_line(capsys):
     from experiments._cli import cli
 
-    for run in (lambda: cli(get_spec("spectrum"), ["--num_models", "many"]), lambda: main_job.main(["--bogus"])):
+    for run in (lambda: cli(get_spec("spectrum"), ["--num_models", "many"]), lambda: main_job.main(["--bogus"]),
+                lambda: cli(get_spec("spectrum"), ["--num_models", "\x1b]0;title\x07\n2"])):
         with pytest.raises(SystemExit) as e:
             run()
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("error: ") and err.endswith("; see --help\n"), err
+        assert err[:-1].isprintable(), err  # the user's argument is quoted with its control characters escaped
 
 
 def _python(code: str):
