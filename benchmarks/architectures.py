@@ -57,7 +57,7 @@ def problem(arch: str, n: int, epochs: int, seed: int = 0):
     name = "mnist" if folder else "mnist_10k"
     ds = jl.load_dataset(name, limit=n, data_dir=folder, flatten=arch == "mlp")
     model = jl.reference_mlp() if arch == "mlp" else jl.build_model(arch, ds.x.shape[1:], ds.num_classes)
-    res = jl.cached_train(model, ds.x, ds.y, seed=seed, data_tag=f"mnist/train/{n}/standard", epochs=epochs)
+    res = jl.cached_train(model, ds.x, ds.y, key=jax.random.key(seed), data_tag=f"mnist/train/{n}/standard", epochs=epochs)
     return model, res.params, jnp.asarray(ds.x), jnp.asarray(ds.y), {"data_source": ds.source, "data_dir": folder, "data_dir_from": how, "train_accuracy": float(res.train_accuracy)}
 
 

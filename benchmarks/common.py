@@ -50,7 +50,7 @@ def reference_problem(n: int = 9984, seed: int = 0, epochs: int = 10):
     folder, how = data_dir()
     ds = jl.load_dataset("mnist", limit=n, data_dir=folder) if folder else jl.load_dataset("mnist_10k", limit=n)
     model = jl.reference_mlp()
-    res = jl.cached_train(model, ds.x, ds.y, seed=seed, data_tag=f"mnist/train/{n}/standard", epochs=epochs)
+    res = jl.cached_train(model, ds.x, ds.y, key=jax.random.key(seed), data_tag=f"mnist/train/{n}/standard", epochs=epochs)
     info = {"data_source": ds.source, "data_dir": folder, "data_dir_from": how, "train_accuracy": res.train_accuracy}
     return model, res.params, jax.numpy.asarray(ds.x), jax.numpy.asarray(ds.y), info
 

@@ -88,7 +88,7 @@ def problem(size: Size):
     folder, how = data_dir()
     ds = jl.load_dataset("mnist", limit=size.n, data_dir=folder) if folder else jl.load_dataset("mnist_10k", limit=size.n)
     model = jl.MLPConfig((784, *size.hidden, 10))
-    res = jl.cached_train(model, ds.x, ds.y, seed=0, data_tag=f"mnist/train/{size.n}/standard", epochs=size.epochs, progress=False)
+    res = jl.cached_train(model, ds.x, ds.y, key=jax.random.key(0), data_tag=f"mnist/train/{size.n}/standard", epochs=size.epochs, progress=False)
     return model, res.params, jnp.asarray(ds.x), jnp.asarray(ds.y), {"data_source": ds.source, "data_dir": folder, "data_dir_from": how, "train_accuracy": res.train_accuracy}
 
 

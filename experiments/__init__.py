@@ -4,6 +4,13 @@ Each module ``experiments.NAME`` runs on its own (``python -m experiments.NAME -
 ``python -m experiments`` runs them all and writes ``report.html``.
 """
 
+import sys
+
+if sys.argv[:1] == ["-m"]:  # being run as python -m experiments[.NAME]: quiet Ctrl-C from the first import on
+    from ._signals import quiet
+
+    quiet()
+
 EXPERIMENTS = (
     "spectrum",
     "random_surface",

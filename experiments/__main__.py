@@ -11,7 +11,6 @@ resumes where it stopped. Progress goes to stderr.
 
 from __future__ import annotations
 
-import argparse
 import html
 import os
 import sys
@@ -20,15 +19,15 @@ import traceback
 from pathlib import Path
 
 from jaxland.errors import ConfigError, DataError, JaxlandError
-from jaxland.validate import check_output_dir
 
 from . import EXPERIMENTS, get_spec
-from ._cli import resolve_config, terminal_safe, user_os_error
-from ._runner import run_experiment
+from ._cli import Parser, resolve_config, terminal_safe, user_os_error
+from ._runner import check_out, mark, run_experiment
+from ._signals import interrupted, quiet, running
 
 
 def _parse(argv):
-    p = argparse.ArgumentParser(prog="python -m experiments", description="Run every experiment of the two papers and write report.html.")
+    p = Parser(prog="python -m experiments", description="Run every experiment of the two papers and write report.html.")
     p.add_argument("--out", default="runs/main", help="output folder (one sub-folder per experiment, plus report.html)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--full", action="store_true", help="the papers' full reference configurations (hours on a CPU)")
@@ -36,7 +35,7 @@ def _parse(argv):
     p.add_argument("--only", default=None, help=f"comma-separated subset of: {', '.join(EXPERIMENTS)}")
     p.add_argument("--seed", type=int, default=None, help="seed for every experiment (default: each config's, 0)")
     p.add_argument("--data_dir", "--data-dir", default=None, help="folder with the original dataset files (default: $JAXLAND_DATA_DIR, else embedded MNIST)")
-    p.add_argument("--force", action="store_true", help="recompute finished experiments")
+    p.add_argument("--force", action="store_true", help="recompute finished experiments; write into a non-empty folder jaxland did not write")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return p.parse_args(argv)
 
@@ -67,15 +66,30 @@ def _one_line(e: BaseException) -> str:
 def main(argv=None) -> int:
     """Run the selected experiments and write the report; returns the exit code.
 
-    User errors (bad flags, ``--out`` that is a file or not writable, unreadable
-    data files, a full disk) print one line on stderr and return 2. A missing
-    optional dataset or a numerical failure fails only its experiment (exit 1
-    at the end); an unexpected exception shows its traceback.
+    User errors (bad flags, ``--out`` that is a file, not writable, empty or a
+    non-empty folder jaxland did not write, unreadable data files, a full disk)
+    print one line on stderr and return 2. A missing optional dataset or a
+    numerical failure fails only its experiment (exit 1 at the end); an
+    unexpected exception shows its traceback. Ctrl-C prints one line and
+    returns 130 (run as a program, ``argv=None``: exits with 130).
     """
+    program = argv is None
+    if program:
+        running()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return interrupted(program)
+    finally:
+        if program:
+            quiet()
+
+
+def _main(argv) -> int:
     args = _parse(argv)
     names = list(EXPERIMENTS)
     try:
-        check_output_dir(args.out, "--out")
+        check_out(args.out, force=args.force)
         if args.only:
             names = [n.strip() for n in args.only.split(",") if n.strip()]
             for n in names:
@@ -105,16 +119,13 @@ def main(argv=None) -> int:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
 
-    out = Path(args.out)
+    out = Path(args.out).expanduser()
     t0 = time.perf_counter()
     recs, failures = {}, {}
     for i, (spec, cfg) in enumerate(plan, 1):
         print(f"=== [{i}/{len(plan)}] {spec.name}: {spec.title} ({mode}) — {time.perf_counter() - t0:.0f} s elapsed", file=sys.stderr, flush=True)
         try:
             recs[spec.name] = run_experiment(spec, cfg, out / spec.name, progress=args.progress, force=args.force, mode=mode)
-        except KeyboardInterrupt:
-            print("interrupted; finished parts are kept and a rerun resumes", file=sys.stderr)
-            return 130
         except DataError as e:  # the user's data files are unreadable: every later experiment would fail too
             print(f"error: {_one_line(e)}", file=sys.stderr)
             return 2
@@ -133,6 +144,7 @@ def main(argv=None) -> int:
     header = (f"<p>Mode: <b>{mode}</b> ({'papers’ reference configurations' if mode == 'full' else 'quick presets on the embedded data' if mode == 'quick' else 'tiny smoke-test settings'}); "
               f"total wall time {total:.0f} s. Command: <code>python -m experiments {html.escape(' '.join(argv if argv is not None else sys.argv[1:]))}</code></p>")
     if out.exists() or recs:
+        mark(out)
         path = write_report(out, [s.name for s, _ in plan], extra_claims=_cross_claims(recs), failures=failures, header=header)
         print(f"report: {path}  ({total:.0f} s)", file=sys.stderr)
     for n, r in recs.items():

@@ -12,8 +12,18 @@ from typing import Any, Callable
 
 from jaxland.errors import ConfigError, JaxlandError
 
-from ._runner import Spec, run_experiment
+from ._runner import Spec, check_out, run_experiment
+from ._signals import interrupted, quiet, running
 
+
+class Parser(argparse.ArgumentParser):
+    """``argparse`` whose usage errors are one line on stderr (``error: ...; see --help``) and exit code 2."""
+
+    def error(self, message: str):
+        # the message quotes the user's argument: control characters are shown escaped, not sent to the terminal
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(message.split()))
+        sys.stderr.write(f"error: {text}; see --help\n")
+        sys.exit(2)
 
 
 def _field_parser(tp) -> tuple[Callable[[str], Any], str]:
@@ -45,7 +55,7 @@ def _field_parser(tp) -> tuple[Callable[[str], Any], str]:
 
 
 def build_parser(spec: Spec) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=f"python -m experiments.{spec.name}",
         description=f"{spec.title} ({spec.paper_ref}). Defaults are the paper's reference configuration.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -53,7 +63,7 @@ def build_parser(spec: Spec) -> argparse.ArgumentParser:
     p.add_argument("--out", default=f"runs/{spec.name}", help="output folder")
     p.add_argument("--quick", action="store_true", help=f"small settings, about a minute on a 2-core CPU: {spec.quick}")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--force", action="store_true", help="recompute even if finished results/parts exist")
+    p.add_argument("--force", action="store_true", help="recompute even if finished results/parts exist; write into a non-empty folder jaxland did not write")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress output")
     hints = typing.get_type_hints(spec.config)
     defaults = spec.config()
@@ -85,16 +95,29 @@ def cli(spec: Spec, argv=None) -> int:
     """Run one experiment from the command line; returns the exit code.
 
     A user error (a bad flag value, unknown dataset or architecture, unreadable
-    data, an ``--out`` that is a file or not writable, a full disk) prints one
-    line on stderr and returns 2; anything else is a bug and keeps its traceback.
+    data, an ``--out`` that is a file, not writable, empty, or a non-empty
+    folder jaxland did not write, a full disk) prints one line on stderr and
+    returns 2; anything else is a bug and keeps its traceback. Ctrl-C prints one
+    line and returns 130 (run as a program, ``argv=None``: exits with 130).
     """
-    from jaxland.validate import check_output_dir
+    program = argv is None
+    if program:
+        running()
+    try:
+        return _cli(spec, argv)
+    except KeyboardInterrupt:
+        return interrupted(program)
+    finally:
+        if program:
+            quiet()
 
+
+def _cli(spec: Spec, argv) -> int:
     parser = build_parser(spec)
     args = vars(parser.parse_args(argv))
     out, quick, tiny, force, progress = (args.pop(k) for k in ("out", "quick", "tiny", "force", "progress"))
     try:
-        check_output_dir(out, "--out")
+        check_out(out, force=force)
         cfg = resolve_config(spec, args, quick=quick, tiny=tiny)
         rec = run_experiment(spec, cfg, out, progress=progress, force=force, mode="tiny" if tiny else "quick" if quick else "custom")
     except JaxlandError as e:
@@ -105,9 +128,6 @@ def cli(spec: Spec, argv=None) -> int:
             raise
         print(f"error: {terminal_safe(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; finished parts are kept and a rerun resumes", file=sys.stderr)
-        return 130
     print_summary(rec)
     return 0
 

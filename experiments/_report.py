@@ -53,7 +53,7 @@ def load_results(out_dir: str | os.PathLike, names: Sequence[str] | None = None)
             rec = json.loads(p.read_text())
         except (OSError, ValueError):
             rec = None
-        recs[n] = rec if isinstance(rec, dict) else None
+        recs[n] = rec if isinstance(rec, dict) else None  # a list or a string is not a jaxland record
     return recs
 
 

@@ -5,8 +5,13 @@
 rerun resumes instead of recomputing; a part may return a dict of arrays or a
 jaxland result (NamedTuple), converted in one place (:func:`result_arrays`).
 :func:`run_experiment` validates, runs, and writes ``results.npz`` and
-``results.json`` (resolved config, versions/device, key, timings, summary,
-claims) atomically.
+``results.json`` (resolved config, versions, backend, device and CPU, key,
+timings, summary, claims, and the name and shape of every array) atomically.
+
+A folder jaxland writes holds a marker file, ``.jaxland``; an existing
+non-empty folder without it (nor a record of an earlier run) is not written
+into unless ``force`` (:func:`check_out`). A finished run is reused only after
+its arrays are verified against its record (:func:`reusable`).
 """
 
 from __future__ import annotations
@@ -22,8 +27,13 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 import jaxland as jl
+from jaxland.errors import ConfigError
+from jaxland.io import read_json
+from jaxland.validate import check_output_dir
 
 from ._config import config_dict, config_hash
+
+MARKER = ".jaxland"
 
 # ------------------------------------------------------------------- outcomes
 
@@ -94,8 +104,8 @@ class Context:
                         self.resumed.append(name)
                         self.log(f"{name}: resumed from {path.relative_to(self.out)}")
                         return {k: (v.item() if v.ndim == 0 else v) for k, v in arrays.items()}
-            except Exception:  # noqa: BLE001  (a stale or foreign file: recompute)
-                pass
+            except Exception as e:  # noqa: BLE001  (a truncated or foreign file: recompute)
+                self.log(f"{name}: {path.relative_to(self.out)} is unreadable ({type(e).__name__}); recomputing")
         self.log(f"{name} ...")
         t = time.perf_counter()
         arrays = fn()
@@ -133,12 +143,15 @@ class Context:
 
     def trained(self, model, ds, *, seed: int | None = None, cfg=None, epochs: int | None = None):
         """w* via :func:`jaxland.cached_train` (shared across experiments and reruns)."""
+        import jax
+
         cfg = cfg or self.cfg
         seed = cfg.seed if seed is None else seed
         tag = f"{ds.name}/{ds.source.split(':')[0]}/{ds.x.shape[0]}/{cfg.normalize}"
         t = time.perf_counter()
         res = jl.cached_train(
-            model, ds.x, ds.y, seed=seed, data_tag=tag, epochs=epochs or cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, progress=self.progress
+            model, ds.x, ds.y, key=jax.random.key(jl.validate.check_seed(seed, "seed")), data_tag=tag, epochs=epochs or cfg.epochs, batch_size=cfg.batch_size,
+            lr=cfg.lr, progress=self.progress
         )
         self.timings["train"] = self.timings.get("train", 0.0) + time.perf_counter() - t
         return res
@@ -196,39 +209,120 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+# ------------------------------------------------------------ output folders
+
+
+def _is_record(path: Path) -> bool:
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(rec, dict) and "experiment" in rec and "config_hash" in rec
+
+
+def is_output_folder(path: str | os.PathLike) -> bool:
+    """Whether jaxland wrote ``path``: it or one of its sub-folders (the main job's layout) holds the ``.jaxland``
+    marker or the run record of an earlier jaxland."""
+    p = Path(path)
+    return ((p / MARKER).is_file() or any(q.is_file() for q in p.glob(f"*/{MARKER}"))
+            or _is_record(p / "results.json") or any(_is_record(q) for q in p.glob("*/results.json")))
+
+
+def check_out(out, *, force: bool = False) -> Path:
+    """``--out``: a writable folder path, not empty; an existing non-empty folder must be one jaxland wrote, unless ``force``.
+
+    A symbolic link is judged by the folder it points to. Nothing is created.
+    """
+    p = check_output_dir(out, "--out")
+    if p.is_dir() and not force and any(p.iterdir()) and not is_output_folder(p):
+        raise ConfigError(
+            f"--out {out}: the folder is not empty and was not written by jaxland (it has no {MARKER} file); "
+            "choose a new or empty folder, or pass --force to write into it"
+        )
+    return p
+
+
+def mark(out: Path) -> None:
+    """Create ``out`` if needed and mark it as a jaxland output folder."""
+    if not (out / MARKER).is_file():
+        jl.write_json(out / MARKER, {"jaxland": jl.__version__, "what": "output folder of jaxland experiments"})
+
+
+def reusable(out: Path, rec, config_hash_: str) -> str | None:
+    """Why the finished run in ``out`` with record ``rec`` cannot be reused; None if it can.
+
+    It can when the record is a jaxland record of the same config, every
+    figure it lists exists, and ``results.npz`` loads without pickles and
+    holds exactly the arrays, with the shapes, that the record lists.
+    """
+    if not isinstance(rec, dict) or "config_hash" not in rec:
+        return "results.json is not a jaxland record"
+    if rec.get("config_hash") != config_hash_:
+        return "results.json holds another configuration"
+    shapes = rec.get("array_shapes")
+    if not isinstance(shapes, dict):
+        return "results.json does not list its arrays' shapes (an older jaxland wrote it)"
+    try:
+        with np.load(out / "results.npz", allow_pickle=False) as z:
+            got = {k: list(z[k].shape) for k in z.files}  # reading every array: a truncated member fails here
+    except FileNotFoundError:
+        return "results.npz is missing"
+    except Exception as e:  # noqa: BLE001  (zip, format and pickle errors all mean: not the file we wrote)
+        return f"results.npz is unreadable ({type(e).__name__}: {str(e)[:80]})"
+    if got != shapes:
+        return "results.npz does not hold the arrays (names and shapes) that results.json lists"
+    missing = [f"{s}.png" for s in rec.get("figures", []) if not (out / f"{s}.png").exists()]
+    if missing:
+        return f"figure {missing[0]} is missing"
+    return None
+
+
 # ----------------------------------------------------------------- running
 
 
 def run_experiment(spec: Spec, cfg, out: str | os.PathLike, *, progress: bool = True, force: bool = False, mode: str = "custom") -> dict:
     """Validate ``cfg``, run ``spec.run`` and write ``results.{npz,json}`` into ``out``.
 
-    If ``out/results.json`` already holds a finished run of the same config,
-    nothing is recomputed (``force=True`` recomputes). Returns the JSON record.
-    Bad arguments raise before ``out`` is created; if the run fails before
-    writing anything, a folder it created is removed again.
+    If ``out/results.json`` already holds a finished run of the same config
+    whose arrays verify (:func:`reusable`), nothing is recomputed
+    (``force=True`` recomputes); otherwise the reason is printed and the run
+    recomputed (resuming finished parts). ``out`` must pass :func:`check_out`.
+    Returns the JSON record. Bad arguments raise before ``out`` is created; if
+    the run fails before writing anything, a folder it created is removed again.
     """
     cfg.validate()
-    out = Path(out)
+    out = check_out(out, force=force)
     record_path = out / "results.json"
     h = config_hash(cfg)
+
+    def say(msg: str) -> None:
+        if progress:
+            print(f"[{spec.name}] {msg}", file=sys.stderr, flush=True)
+
     if record_path.exists() and not force:
         try:
-            rec = json.loads(record_path.read_text())
-            if rec.get("config_hash") == h and all((out / f"{s}.png").exists() for s in rec.get("figures", [])):
-                if progress:
-                    print(f"[{spec.name}] up to date in {out} (use --force to recompute)", file=sys.stderr, flush=True)
-                rec["skipped"] = True
-                return rec
-        except (OSError, ValueError):
-            pass
-    created = not out.exists()
+            rec = read_json(record_path)
+        except (OSError, ValueError) as e:
+            rec, why = None, f"results.json is unreadable ({type(e).__name__})"
+        else:
+            why = reusable(out, rec, h)
+        if why is None:
+            say(f"up to date in {out} (use --force to recompute)")
+            rec["skipped"] = True
+            return rec
+        say(f"{why}; recomputing")
+    created = out.absolute()  # the outermost folder this run creates, if any
+    while not created.parent.exists():
+        created = created.parent
+    created = None if out.exists() else created
+    mark(out)
     ctx = Context(spec, cfg, out, progress=progress, force=force)
     t0 = time.perf_counter()
     try:
         outcome = spec.run(cfg, ctx)
     except BaseException:
-        if created and not ctx.wrote and out.exists():
-            shutil.rmtree(out, ignore_errors=True)
+        if created is not None and not ctx.wrote and created.exists():
+            shutil.rmtree(created, ignore_errors=True)
         raise
     total = time.perf_counter() - t0
     arrays = {k: np.asarray(v) for k, v in outcome.arrays.items()}
@@ -251,9 +345,9 @@ def run_experiment(spec: Spec, cfg, out: str | os.PathLike, *, progress: bool = 
         "notes": list(outcome.notes) + ([f"non-finite values in: {', '.join(bad)}"] if bad else []),
         "figures": ctx.figures,
         "arrays": sorted(arrays),
+        "array_shapes": {k: list(v.shape) for k, v in sorted(arrays.items())},
     }
     jl.write_npz(out / "results.npz", **arrays)
     jl.write_json(record_path, record)
-    if progress:
-        print(f"[{spec.name}] done in {total:.1f} s -> {out}", file=sys.stderr, flush=True)
+    say(f"done in {total:.1f} s -> {out}")
     return record

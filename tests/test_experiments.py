@@ -164,3 +164,154 @@ def test_k_unit_singular_spelling_is_stored_as_the_plural(given, stored):
     cfg = BaseConfig(k_unit=given)
     assert cfg.k_unit == stored
     assert cfg.samples_per_k == (cfg.batch_size if stored == "batches" else None)
+
+
+# ------------------------------------------------------------------ what a rerun trusts, and where it writes
+
+
+def _arrays(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_a_rerun_verifies_the_arrays_before_calling_a_run_up_to_date(tmp_path, capsys):
+    from experiments._report import load_results
+
+    spec = get_spec("random_surface")
+    cfg = resolve_config(spec, {}, tiny=True)
+    top = tmp_path / "main"
+    assert main_job.main(["--tiny", "--only", "random_surface", "--out", str(top), "--no-progress"]) == 0
+    out = top / "random_surface"
+    assert (top / ".jaxland").is_file() and (out / ".jaxland").is_file()
+    first = json.loads((out / "results.json").read_text())
+    ref = _arrays(out / "results.npz")  # the uninterrupted run's numbers
+    assert first["array_shapes"] == {k: list(v.shape) for k, v in ref.items()}
+    meta = first["metadata"]
+    assert first["config"]["n_samples"] == 512 and first["key"] == f"jax.random.key({cfg.seed})"
+    assert {"backend", "device_kind", "cpu", "cpu_features", "x64"} <= set(meta) and meta["versions"]["jaxlib"]
+
+    def damage_npz():
+        (out / "results.npz").write_bytes((out / "results.npz").read_bytes()[:300])
+
+    def damage_part():
+        damage_npz()
+        for p in (out / "parts").glob("*.npz"):
+            p.write_bytes(p.read_bytes()[:200])
+
+    cases = {
+        "results.npz is missing": lambda: (out / "results.npz").unlink(),
+        "results.npz is unreadable": damage_npz,
+        "parts/surface.npz is unreadable": damage_part,
+        "results.npz does not hold the arrays": lambda: np.savez(out / "results.npz", other=np.zeros(3)),
+        "results.json is not a jaxland record": lambda: (out / "results.json").write_text("[1, 2]"),
+    }
+    for why, damage in cases.items():
+        damage()
+        capsys.readouterr()
+        rec = run_experiment(spec, cfg, out, progress=True)
+        assert why in capsys.readouterr().err, why
+        assert "skipped" not in rec, why
+        got = _arrays(out / "results.npz")
+        assert got.keys() == ref.keys(), why
+        for k in ref:
+            np.testing.assert_array_equal(got[k], ref[k], err_msg=f"{why}: {k}")
+    assert "surface" not in run_experiment(spec, cfg, out, progress=False, force=True)["resumed_parts"]
+    assert run_experiment(spec, cfg, out, progress=False).get("skipped") is True
+    # a record that is a JSON string: the report skips it and the main job recomputes it
+    (out / "results.json").write_text('"done"')
+    assert load_results(top) == {"random_surface": None}
+    assert main_job.main(["--tiny", "--only", "random_surface", "--out", str(top), "--no-progress"]) == 0
+    assert json.loads((out / "results.json").read_text())["experiment"] == "random_surface"
+
+
+def test_out_must_be_named_and_be_a_folder_jaxland_wrote(tmp_path, capsys):
+    from experiments._cli import cli
+    from experiments._runner import check_out
+
+    spec = get_spec("random_surface")
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("text")
+    link = tmp_path / "link"
+    link.symlink_to(mine)
+    for out, message in (("", "--out is empty"), (str(mine), "not written by jaxland"), (str(link), "not written by jaxland")):
+        assert cli(spec, ["--tiny", "--out", out, "--no-progress"]) == 2, out
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+        assert main_job.main(["--tiny", "--out", out, "--no-progress"]) == 2, out
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["chapter1.tex"]  # nothing written into the user's folder
+    assert check_out(mine, force=True) == mine  # --force writes into it
+    legacy = tmp_path / "legacy"  # written by a jaxland that had no marker: still resumable
+    legacy.mkdir()
+    (legacy / "results.json").write_text(json.dumps({"experiment": "random_surface", "config_hash": "0"}))
+    assert check_out(legacy) == legacy
+
+
+def test_a_usage_error_is_one_line(capsys):
+    from experiments._cli import cli
+
+    for run in (lambda: cli(get_spec("spectrum"), ["--num_models", "many"]), lambda: main_job.main(["--bogus"]),
+                lambda: cli(get_spec("spectrum"), ["--num_models", "\x1b]0;title\x07\n2"])):
+        with pytest.raises(SystemExit) as e:
+            run()
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and err.endswith("; see --help\n"), err
+        assert err[:-1].isprintable(), err  # the user's argument is quoted with its control characters escaped
+
+
+def _python(code: str):
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_ctrl_c_inside_a_callback_or_at_shutdown_exits_quietly_with_130():
+    from experiments._signals import INTERRUPTED
+
+    swallowed = (  # Python prints a KeyboardInterrupt met in a gc callback ("Exception ignored") and carries on
+        "import gc\nfrom experiments import _signals\n_signals.running()\n"
+        "gc.callbacks.append(lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))\ngc.collect()\nprint('carried on')\n"
+    )
+    at_exit = (  # SIGINT while the interpreter shuts down, after the run
+        "import atexit, os, signal\nfrom experiments import _signals\n_signals.running()\nprint('ran', flush=True)\n"
+        "_signals.quiet()\natexit.register(lambda: os.kill(os.getpid(), signal.SIGINT))\n"
+    )
+    for code, stdout in ((swallowed, ""), (at_exit, "ran\n")):
+        r = _python(code)
+        assert r.returncode == 130 and r.stderr == INTERRUPTED + "\n" and r.stdout == stdout, (r.returncode, r.stderr, r.stdout)
+
+
+def test_ctrl_c_during_the_imports_or_the_run_exits_quietly_with_130(tmp_path):
+    import os
+    import signal
+    import time
+
+    from experiments._signals import INTERRUPTED
+
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("needs /proc to see when the program has reached its imports")
+    env = {**os.environ, "JAXLAND_CACHE_DIR": str(tmp_path / "cache")}
+    for when in ("imports", "run"):
+        out = tmp_path / when
+        p = subprocess.Popen([sys.executable, "-m", "experiments.random_surface", "--tiny", "--out", str(out)], cwd=REPO,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 240
+        if when == "imports":  # jaxlib's library is mapped: the package is imported and jax is being imported
+            while "jaxlib" not in Path(f"/proc/{p.pid}/maps").read_text():
+                assert p.poll() is None and time.time() < deadline
+                time.sleep(0.01)
+            err = ""
+        else:  # the experiment's first part has started
+            err = ""
+            while "surface ..." not in err:
+                line = p.stderr.readline()
+                assert line and time.time() < deadline, err
+                err += line
+        p.send_signal(signal.SIGINT)
+        rest_out, rest_err = p.communicate(timeout=120)
+        err += rest_err
+        assert p.returncode == 130, (when, p.returncode, err[-2000:])
+        assert err.endswith(INTERRUPTED + "\n") and err.count(INTERRUPTED) == 1, (when, err[-2000:])
+        assert "Traceback" not in err and "Exception ignored" not in err, (when, err[-2000:])
+        assert not out.exists(), "a folder the run created and wrote nothing into is removed"

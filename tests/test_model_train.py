@@ -55,7 +55,7 @@ def test_training_is_deterministic_and_learns():
 def test_reference_mlp_reaches_97_percent_on_embedded_mnist():
     """The paper's setup: 784-256-256-10, Adam 1e-3, batch 64, 10 epochs, 9,984 images."""
     ds = jl.load_dataset("mnist_10k", limit=9984)
-    res = jl.cached_train(jl.reference_mlp(), ds.x, ds.y, seed=0, data_tag="mnist_10k/9984", progress=False)
+    res = jl.cached_train(jl.reference_mlp(), ds.x, ds.y, key=jax.random.key(0), data_tag="mnist_10k/9984", progress=False)
     assert res.train_accuracy >= 0.97, res.train_accuracy
     assert res.loss_history.shape == (10, 156)
 
@@ -99,7 +99,7 @@ def test_save_load_roundtrip(tmp_path):
 def test_cached_train_reuses_weights(tmp_path):
     ds = jl.load_dataset("mnist_10k", limit=128)
     model = jl.MLPConfig((784, 8, 10))
-    kw = dict(seed=0, data_tag="t", epochs=1, cache_dir=tmp_path, progress=False)
+    kw = dict(key=jax.random.key(0), data_tag="t", epochs=1, cache_dir=tmp_path, progress=False)
     a = jl.cached_train(model, ds.x, ds.y, **kw)
     assert len(list(tmp_path.glob("w_*.npz"))) == 1
     b = jl.cached_train(model, ds.x, ds.y, **kw)

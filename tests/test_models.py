@@ -164,12 +164,12 @@ def test_training_and_the_weight_cache_work_for_any_model(tmp_path):
     model = jl.build_model("vit", (4, 4, 1), 3, patch_size=2, dim=4, depth=1, heads=2, mlp_dim=4)
     x = jax.random.normal(jax.random.key(1), (64, 4, 4, 1))
     y = (x.mean((1, 2, 3)) > 0).astype(jnp.int32) + (x[:, 0, 0, 0] > 1)
-    a = jl.cached_train(model, x, y, seed=0, data_tag="toy", epochs=3, batch_size=16, cache_dir=tmp_path, progress=False)
-    b = jl.cached_train(model, x, y, seed=0, data_tag="toy", epochs=3, batch_size=16, cache_dir=tmp_path, progress=False)
+    a = jl.cached_train(model, x, y, key=jax.random.key(0), data_tag="toy", epochs=3, batch_size=16, cache_dir=tmp_path, progress=False)
+    b = jl.cached_train(model, x, y, key=jax.random.key(0), data_tag="toy", epochs=3, batch_size=16, cache_dir=tmp_path, progress=False)
     np.testing.assert_array_equal(a.params, b.params)
     assert len(list(tmp_path.glob("w_*.npz"))) == 1
     other = jl.build_model("vit", (4, 4, 1), 3, patch_size=2, dim=4, depth=1, heads=1, mlp_dim=4)
-    jl.cached_train(other, x, y, seed=0, data_tag="toy", epochs=1, batch_size=16, cache_dir=tmp_path, progress=False)
+    jl.cached_train(other, x, y, key=jax.random.key(0), data_tag="toy", epochs=1, batch_size=16, cache_dir=tmp_path, progress=False)
     assert len(list(tmp_path.glob("w_*.npz"))) == 2  # another hyper-parameter, another entry
     assert a.loss_history[-1].mean() < a.loss_history[0].mean()
 

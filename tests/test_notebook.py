@@ -41,7 +41,7 @@ def test_colab_notebook_runs(monkeypatch, tmp_path):
     ds = jl.load_dataset("mnist_10k", limit=512)
     x, y = jnp.asarray(ds.x), jnp.asarray(ds.y)
     model = jl.MLPConfig((784, 32, 10))
-    res = jl.cached_train(model, ds.x, ds.y, seed=0, data_tag="mnist_10k/512", epochs=1, batch_size=64, progress=False)
+    res = jl.cached_train(model, ds.x, ds.y, key=jax.random.key(0), data_tag="mnist_10k/512", epochs=1, batch_size=64, progress=False)
     eig = jl.hessian_eigenpairs(model, res.params, x, y, 3, key=jax.random.key(0))
     sub = jl.Subspace(res.params, eig.eigenvectors)
     mc = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, num_draws=8, key=jax.random.key(1), samples_per_k=64)

@@ -55,7 +55,7 @@ def _train(**kw):
 
 
 def _cached(tmp, **kw):
-    kw = {"seed": 0, "data_tag": "t", "epochs": 1, "batch_size": 8, "progress": False, "cache_dir": tmp, **kw}
+    kw = {"key": KEY, "data_tag": "t", "epochs": 1, "batch_size": 8, "progress": False, "cache_dir": tmp, **kw}
     return jl.cached_train(MODEL, X, Y, **kw)
 
 
@@ -267,7 +267,7 @@ jl.train(model, x, y, key=jax.random.key(9), epochs=1, batch_size=8, progress=Fa
 (cache / f"ready-{me}").touch()
 while not (cache / "go").exists():
     time.sleep(0.005)
-res = jl.cached_train(model, x, y, seed=0, data_tag="t", epochs=2, batch_size=8, progress=False, cache_dir=cache)
+res = jl.cached_train(model, x, y, key=jax.random.key(0), data_tag="t", epochs=2, batch_size=8, progress=False, cache_dir=cache)
 print(hashlib.sha256(np.asarray(res.params).tobytes()).hexdigest())
 """
 

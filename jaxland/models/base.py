@@ -50,6 +50,7 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from ..errors import ConfigError
+from .identity import callable_key
 
 __all__ = ["Model", "as_model", "LOSSES", "cross_entropy", "mse", "per_sample_losses", "mean_loss", "accuracy"]
 
@@ -86,7 +87,10 @@ class Model:
     A subclass provides ``num_params``, ``apply(w, x)``, ``unravel(w)``,
     ``init(key)``, ``to_module(w)``, ``name``, ``spec`` and the attribute
     ``loss`` (a name of :data:`LOSSES` or a callable); it must be hashable and
-    compare equal exactly when it computes the same function.
+    compare equal only when it computes the same function from the same
+    starting weights (callables whose equality cannot be decided, such as two
+    lambdas, make models unequal). Across processes the weight cache identifies
+    a model by :func:`jaxland.models.identity.model_fingerprint`.
     """
 
     loss: Any = "cross_entropy"
@@ -219,7 +223,10 @@ class NNXModel(Model):
             "structure": hashlib.sha256(_structure_text(graphdef).encode()).hexdigest()[:20],
         }
         self._spec.update(num_params=self._num_params, loss=_loss_name(loss))
-        self._key = (graphdef, _fingerprint(rest), loss, self.name, self.input_shape, self._num_params)
+        self.explicit_spec = spec is not None
+        # the starting weights belong to the identity: the instance's values, or the factory that draws them
+        start = _fingerprint(flat) if factory is None else callable_key(factory)
+        self._key = (graphdef, _fingerprint(rest), loss, self.name, self.input_shape, self._num_params, start)
 
     @property
     def spec(self) -> dict:
@@ -269,7 +276,7 @@ class FunctionModel(Model):
         self.name = name or getattr(apply_fn, "__qualname__", "function")
         treedef = jax.tree.structure(params)
         shapes = tuple((tuple(a.shape), str(a.dtype)) for a in jax.tree.leaves(params))
-        self._key = (apply_fn, treedef, shapes, loss, self.name, self.input_shape)
+        self._key = (apply_fn, treedef, shapes, loss, self.name, self.input_shape, _fingerprint(flat), callable_key(init_fn))
 
     @property
     def spec(self) -> dict:

@@ -20,7 +20,7 @@ from ..models.mlp import MLPConfig
 from ..models.base import Model, accuracy, mean_loss, spec_json
 from ..validate import check_data, check_key, check_params, check_real, positive_int
 
-__all__ = ["TrainResult", "train", "train_epoch", "save_params", "load_params", "DIVERGENCE_FACTOR"]
+__all__ = ["TrainResult", "train", "train_epoch", "save_params", "load_params", "params_bytes", "DIVERGENCE_FACTOR"]
 
 # An epoch whose mean loss exceeds this multiple of the first step's loss has diverged.
 DIVERGENCE_FACTOR = 10.0
@@ -117,31 +117,46 @@ def train(
     return TrainResult(w, np.stack(history), acc)
 
 
+def params_bytes(model: Model, w, **metadata) -> bytes:
+    """The ``.npz`` bytes :func:`save_params` writes: ``params`` (w as an array) and ``meta`` (JSON: ``model.spec`` and ``metadata``)."""
+    buf = io.BytesIO()
+    meta = {"model": model.spec, **metadata}
+    np.savez(buf, params=np.asarray(w), meta=np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8))
+    return buf.getvalue()
+
+
 def save_params(path: str | Path, model: Model, w, **metadata) -> Path:
     """Write ``w`` and ``model.spec`` (plus JSON-able metadata) to an ``.npz``, atomically."""
     if Path(path).is_dir():
         raise ConfigError(f"path {path} is a folder; give a file name such as {Path(path) / 'weights.npz'}")
-    buf = io.BytesIO()
-    meta = {"model": model.spec, **metadata}
-    np.savez(buf, params=np.asarray(w), meta=np.frombuffer(json.dumps(meta, default=str).encode(), np.uint8))
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, params_bytes(model, w, **metadata))
 
 
 def load_params(path: str | Path, model: Model | None = None) -> tuple[Model, jax.Array, dict]:
     """Inverse of :func:`save_params`: ``(model, w, metadata)``.
 
     ``model``: the model the weights belong to (checked against the saved
-    spec); may be omitted for MLPs, which are rebuilt from the spec.
+    spec); may be omitted for MLPs, which are rebuilt from the spec. A file
+    that is not a weight file, or whose weights are not all finite, is a
+    :class:`DataError`.
     """
+    if Path(path).is_dir():
+        raise ConfigError(f"{path} is a folder, not a weight file; give the path of a file written by save_params")
     if not Path(path).is_file():
         raise DataNotFoundError(f"no weight file at {path}")
     try:
-        with open(path, "rb") as fh, np.load(fh) as f:  # our handle: closed even when np.load fails on a bad zip
-            w = jnp.asarray(f["params"])
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:  # our handle: closed even when np.load fails on a bad zip
+            w = np.asarray(f["params"])
             meta = json.loads(bytes(f["meta"]).decode())
         saved = meta.pop("model")
     except Exception as e:  # noqa: BLE001  (zip, pickle, key and JSON errors all mean the same: not a valid file)
         raise DataError(f"{path} is not a readable jaxland weight file ({type(e).__name__}: {e}); delete it and retrain or save again") from None
+    if w.dtype.kind in "biuOSUMm":
+        raise DataError(f"{path}: the weights have dtype {w.dtype}, not floating point; delete it and retrain or save again")
+    bad = int(w.size - np.count_nonzero(np.isfinite(w))) if w.dtype.kind == "f" else 0
+    if bad:
+        raise DataError(f"{path} holds {bad} non-finite weight(s) (NaN/inf), not a trained network; delete it and retrain or save again")
+    w = jnp.asarray(w)
     if model is None:
         if saved.get("architecture") != "mlp" or saved.get("loss", "cross_entropy") not in ("cross_entropy", "mse"):
             raise ConfigError(f"{path} holds weights of {saved.get('architecture')!r}; pass model= to load them")
