@@ -22,7 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..curvature.eigenpairs import EigResult, hessian_eigenpairs
+from ..curvature.eigen import EigResult, hessian_eigenpairs
 from ..errors import ConfigError
 from ..validate import check_key, check_params, check_vectors, positive_int
 
@@ -144,5 +144,5 @@ def hessian_subspace(model, w: jax.Array, x: jax.Array, y: jax.Array, d: int, *,
     Returns ``(Subspace(w, eigenvectors), EigResult)``.
     """
     d = _check_dim(model, d)
-    res = hessian_eigenpairs(model, w, x, y, d, k, key=jax.random.key(0) if key is None else key, **eig_kwargs)
+    res = hessian_eigenpairs(model, w, x, y, d, k=k, key=jax.random.key(0) if key is None else key, **eig_kwargs)
     return Subspace(jnp.asarray(w), jnp.asarray(res.eigenvectors)), res

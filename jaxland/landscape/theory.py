@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..curvature.eigenpairs import hessian_eigenpairs
+from ..curvature.eigen import hessian_eigenpairs
 from ..errors import ConfigError
 from .prefix import cumulative_means, prefix_increments
 from ..sharding import ceil_div, gather, map_rows, replicate, resolve_mesh
