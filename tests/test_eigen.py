@@ -110,9 +110,9 @@ def test_prefix_hessian_and_no_recompile(x64, small_trained):
     res = jl.hessian_eigenpairs(model, w, x, y, 3, key=KEY, k=40, tol=1e-9)
     H40 = np.asarray(jl.dense_hessian(model, w, x[:40], y[:40]))
     np.testing.assert_allclose(res.eigenvalues, np.linalg.eigvalsh(H40)[::-1][:3], rtol=1e-8)
-    size = eigen._solve_jit._cache_size()
+    size = curvature_eigen._eig_jit._cache_size()
     jl.hessian_eigenpairs(model, w + 1e-3, x, y, 3, key=KEY, k=50, tol=1e-9)  # new weights and k: same program
-    assert eigen._solve_jit._cache_size() == size
+    assert curvature_eigen._eig_jit._cache_size() == size
 
 
 def test_batch_over_trained_networks_matches_single(x64, small_trained):

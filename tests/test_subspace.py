@@ -1,5 +1,3 @@
-import importlib.util
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,7 +59,6 @@ def test_bad_dimension(small, d):
         jl.random_directions(model, w, d, key=jax.random.key(0))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jaxland.curvature.eigenpairs") is None, reason="jaxland.curvature.eigenpairs not committed yet")
 def test_hessian_subspace_matches_dense_eigh(x64):
     model = jl.MLPConfig((4, 3, 2), activation="tanh")
     w = model.init(jax.random.key(0)).astype(jnp.float64)
