@@ -117,7 +117,7 @@ def sharded_matmat(op: CurvatureOperator, vs, *, mesh=None, over: str = "data", 
     chunk_size = positive_int("chunk_size (vectors per device step)", chunk_size)
     mesh = None if mesh is None else resolve_mesh(mesh)
     if mesh is None:
-        return _matmat(op, vs)
+        return _matmat(op, vs, chunk_size)
     if over == "vectors":
         return _vector_parallel(mesh, chunk_size, vs, *replicate(mesh, op))
     n = op.num_samples

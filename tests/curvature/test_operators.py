@@ -75,6 +75,7 @@ def test_each_operator_equals_its_dense_reference(x64, problem, k):
         np.testing.assert_allclose(op.dense(), A, rtol=0, atol=1e-12 * scale, err_msg=kind)
         np.testing.assert_allclose(op @ v, A @ v, rtol=0, atol=1e-12 * scale * np.abs(v).sum(), err_msg=kind)
         np.testing.assert_allclose(op.matmat(V), V @ A, rtol=0, atol=1e-11 * scale * np.abs(V).sum(), err_msg=kind)
+        np.testing.assert_allclose(op.matmat(V, chunk_size=3), V @ A, rtol=0, atol=1e-11 * scale * np.abs(V).sum(), err_msg=kind)
         np.testing.assert_allclose(op @ V.T, A @ V.T, rtol=0, atol=1e-11 * scale * np.abs(V).sum(), err_msg=kind)
         assert op.shape == (w.size, w.size) and op.dim == w.size and op.dtype == jnp.float64 and op.kind == kind
     # the three differ on this model (tanh: H has output curvature terms; F is not G): the comparisons can fail
