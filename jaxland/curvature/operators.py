@@ -70,7 +70,7 @@ def _hessian_prepare(model, w, x, y, mask, scale):
 
 
 def _hessian_product(model, w, x, y, mask, scale, v):
-    """One product, forward-over-reverse without keeping a linearisation (what a single ``H v`` costs least as)."""
+    """One product by forward-over-reverse (jvp of grad), for a single ``H v``: nothing is kept for a next product."""
     grad = jax.grad(lambda w_: _masked_sum(model.per_sample_losses(w_, x, y), mask, scale))
     return jax.jvp(grad, (w,), (v,))[1]
 
@@ -200,7 +200,7 @@ class CurvatureOperator:
 
         ``chunk_size`` rows are vmapped together, the chunks run one after
         another (default: all rows at once, what an accelerator wants). On a
-        CPU small chunks are faster: reference MLP on 2,048 images, 10 rows,
+        CPU small chunks are faster: reference MLP on 2,048 images, 10 rows, 2 CPU cores,
         ``chunk_size=1`` took 0.51-0.60 s against 1.05-1.11 s for all at once.
         """
         check_vectors(self.model, V, "V", ndim=2, like=self.w, values=False)
