@@ -37,10 +37,10 @@ __all__ = [
     "check_seed",
     "check_real",
     "check_vectors",
-    "check_curvature",
-    "check_output_dir",
     "check_output_loss",
     "check_operator",
+    "check_curvature",
+    "check_output_dir",
 ]
 
 
@@ -303,42 +303,6 @@ def check_vectors(model, v, name: str = "v", *, ndim: int = 1, like=None, values
     return v
 
 
-def check_curvature(curv, *, values: bool = True) -> tuple[int, int]:
-    """A :class:`~jaxland.SubspaceCurvature`: ``c`` (N,), ``g`` (N, d), ``G`` (N, d, d), finite; returns (N, d)."""
-    if not all(hasattr(curv, f) for f in ("c", "g", "G")):
-        raise ConfigError(f"curv must be a SubspaceCurvature from jaxland.subspace_curvature, got {type(curv).__name__}")
-    c, g, G = (jnp.asarray(a) for a in (curv.c, curv.g, curv.G))
-    if c.ndim != 1 or g.ndim != 2 or G.ndim != 3:
-        raise ConfigError(f"curv must hold c (N,), g (N, d), G (N, d, d); got shapes {c.shape}, {g.shape}, {G.shape}")
-    n, d = int(c.shape[0]), int(g.shape[1])
-    if g.shape[0] != n or G.shape != (n, d, d):
-        raise ConfigError(f"curv shapes disagree: c {c.shape}, g {g.shape}, G {G.shape}; expected (N,), (N, d), (N, d, d)")
-    if values:
-        for nm, a in (("c", c), ("g", g), ("G", G)):
-            if _concrete(a) and not _all_finite(a):
-                raise ConfigError(f"curv.{nm} contains non-finite values (NaN/inf): recompute subspace_curvature at a finite w*")
-    return n, d
-
-
-def check_output_dir(path, name: str = "--out") -> Path:
-    """``path`` must be a folder that exists or can be created, and be writable; nothing is created."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"{name} {path}: exists and is not a folder; give a folder path")
-    anc = p.absolute()
-    while not anc.exists():
-        anc = anc.parent
-    if not anc.is_dir():
-        raise ConfigError(f"{name} {path}: {anc} is a file, so the folder cannot be created; give another path")
-    try:  # a real write, since os.access says yes to root on read-only file systems
-        fd, probe = tempfile.mkstemp(dir=anc, prefix=".jaxland-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ConfigError(f"{name} {path}: cannot write in {anc} ({e.strerror}); choose a writable folder") from None
-    return p
-
-
 def check_output_loss(model):
     """The model's loss as a function of its outputs, ``loss(outputs, y) -> (n,)``; what a GGN needs.
 
@@ -376,3 +340,40 @@ def check_operator(op, name: str = "op"):
             "(for a plain function v -> A v use jaxland.top_eigenpairs)"
         )
     return op
+
+
+def check_curvature(curv, *, values: bool = True) -> tuple[int, int]:
+    """A :class:`~jaxland.SubspaceCurvature`: ``c`` (N,), ``g`` (N, d), ``G`` (N, d, d), finite; returns (N, d)."""
+    if not all(hasattr(curv, f) for f in ("c", "g", "G")):
+        raise ConfigError(f"curv must be a SubspaceCurvature from jaxland.subspace_curvature, got {type(curv).__name__}")
+    c, g, G = (jnp.asarray(a) for a in (curv.c, curv.g, curv.G))
+    if c.ndim != 1 or g.ndim != 2 or G.ndim != 3:
+        raise ConfigError(f"curv must hold c (N,), g (N, d), G (N, d, d); got shapes {c.shape}, {g.shape}, {G.shape}")
+    n, d = int(c.shape[0]), int(g.shape[1])
+    if g.shape[0] != n or G.shape != (n, d, d):
+        raise ConfigError(f"curv shapes disagree: c {c.shape}, g {g.shape}, G {G.shape}; expected (N,), (N, d), (N, d, d)")
+    if values:
+        for nm, a in (("c", c), ("g", g), ("G", G)):
+            if _concrete(a) and not _all_finite(a):
+                raise ConfigError(f"curv.{nm} contains non-finite values (NaN/inf): recompute subspace_curvature at a finite w*")
+    return n, d
+
+
+def check_output_dir(path, name: str = "--out") -> Path:
+    """``path`` must be a folder that exists or can be created, and be writable; nothing is created."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{name} {path}: exists and is not a folder; give a folder path")
+    anc = p.absolute()
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ConfigError(f"{name} {path}: {anc} is a file, so the folder cannot be created; give another path")
+    try:  # a real write, since os.access says yes to root on read-only file systems
+        fd, probe = tempfile.mkstemp(dir=anc, prefix=".jaxland-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{name} {path}: cannot write in {anc} ({e.strerror}); choose a writable folder") from None
+    return p
+

@@ -10,7 +10,7 @@ before the solver's loop.
 
 Example (the spectrum figure: top-32 eigenvalues of 50 trained networks)::
 
-    ws = jnp.stack([cached_train(model, x, y, seed=s, data_tag=tag).params for s in range(50)])
+    ws = jnp.stack([cached_train(model, x, y, key=jax.random.key(s), data_tag=tag).params for s in range(50)])
     res = hessian_eigenpairs_batch(model, ws, x, y, 32, key=jax.random.key(0))
     mean_spectrum = res.eigenvalues.mean(0)           # (32,)
     assert bool(res.converged.all())

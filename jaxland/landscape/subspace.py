@@ -144,5 +144,5 @@ def hessian_subspace(model, w: jax.Array, x: jax.Array, y: jax.Array, d: int, *,
     Returns ``(Subspace(w, eigenvectors), EigResult)``.
     """
     d = _check_dim(model, d)
-    res = hessian_eigenpairs(model, w, x, y, d, k=k, key=jax.random.key(0) if key is None else key, **eig_kwargs)
+    res = hessian_eigenpairs(model, w, x, y, d, k=k, key=key, **eig_kwargs)
     return Subspace(jnp.asarray(w), jnp.asarray(res.eigenvectors)), res
