@@ -376,4 +376,3 @@ def check_output_dir(path, name: str = "--out") -> Path:
     except OSError as e:
         raise ConfigError(f"{name} {path}: cannot write in {anc} ({e.strerror}); choose a writable folder") from None
     return p
-
