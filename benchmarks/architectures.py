@@ -153,9 +153,9 @@ def bench_arch(arch: str, args, key) -> dict:
     # 1. one full-data HVP
     v = jax.random.normal(jax.random.fold_in(key, 2), w.shape, w.dtype)
     t = time.perf_counter()
-    hv = block(jl.hvp(model, w, v, x, y))
+    hv = block(jl.hvp(model, w, x, y, v))
     hvp_first = time.perf_counter() - t
-    jax_hvp = timeit(lambda: block(jl.hvp(model, w, v, x, y)), repeats=args.hvp_repeats, warmup=0)
+    jax_hvp = timeit(lambda: block(jl.hvp(model, w, x, y, v)), repeats=args.hvp_repeats, warmup=0)
     net, layout = twin_and_layout(model, w)
     th_hvp, th_hv = torch_hvp(net, layout, x, y, v, args.hvp_repeats)
     jax_hv = np.concatenate([t.numpy().ravel() for t in layout(hv)])

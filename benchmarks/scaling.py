@@ -129,7 +129,7 @@ def worker_devices(args):
     w = sub.center
     vs = jax.random.normal(jax.random.key(5), (args.hvp_vectors, w.size))
     for over in ("data", "vectors"):
-        f = lambda: block(jl.sharded_hvp(model, w, vs, xh, yh, mesh=mesh, over=over))
+        f = lambda: block(jl.sharded_hvp(model, w, xh, yh, vs, mesh=mesh, over=over))
         f()
         th_ = timeit(f, repeats=args.repeats, warmup=0)
         out[f"hvp_{over}"] = {"time": th_, "hvps_per_s": args.hvp_vectors / th_["min_s"], "n": args.hvp_n, "vectors": args.hvp_vectors}

@@ -157,7 +157,7 @@ def reference_d(model, w, x, y, a) -> dict:
     top, t_top = _timed(lambda: jl.hessian_eigenpairs(model, w, x, y, a.d_top, key=kt, tol=1e-3))
     bot, t_bot = _timed(lambda: jl.bottom_eigenpairs(model, w, x, y, 1, key=kb, tol=1e-3, max_matvecs=150))
     dn, t_dn = _timed(lambda: jl.spectral_density(model, w, x, y, num_probes=a.d_probes, lanczos_steps=a.d_steps,
-                                                   key=kd, batch_size=a.d_probes))
+                                                   key=kd, chunk_size=a.d_probes))
     tr, t_tr = _timed(lambda: jl.hessian_trace(model, w, x, y, num_probes=150, key=kr))
     ev = np.asarray(top.eigenvalues, np.float64)
     lmin, lmax = float(bot.eigenvalues[0]), float(ev[0])
@@ -225,10 +225,10 @@ def main(argv=None):
     def jl_trace(method, m, k, bs=1):
         # compile ahead of the timing (a call would run the whole estimate once more)
         t = time.perf_counter()
-        sp._trace_jit.lower(model, w, x, y, None, k, m, method, bs).compile()
+        sp._trace_jit.lower(jl.hessian_operator(model, w, x, y), k, m, method, bs).compile()
         compile_s = time.perf_counter() - t
         r, dt = _timed(lambda: jax.block_until_ready(
-            jl.hessian_trace(model, w, x, y, num_probes=m, key=k, method=method, batch_size=bs)))
+            jl.hessian_trace(model, w, x, y, num_probes=m, key=k, method=method, chunk_size=bs)))
         out = {"method": method, "num_hvps": m, "batch_size": bs, "wall_s": dt, "compile_s": compile_s,
                "trace": float(r.trace), "stderr": float(r.stderr), "stochastic_samples": int(np.size(r.samples))}
         print(f"jaxland {method:10s} {m:4d} HVPs (batch {bs}): {dt:6.1f} s  trace {out['trace']:.2f} +- {out['stderr']:.2f}", flush=True)
@@ -282,9 +282,9 @@ def main(argv=None):
                                        "moments": _moments(ph_nodes, ph_weights)}
     print(f"pyhessian density {count[0]} HVPs: {dt:.1f} s", flush=True)
     for bs in sorted({1, a.density_batch}):
-        kw = dict(num_probes=P, lanczos_steps=S, batch_size=bs)
+        kw = dict(num_probes=P, lanczos_steps=S, chunk_size=bs)
         t = time.perf_counter()
-        sp._slq_jit.lower(model, w, x, y, None, key, P, S, bs).compile()
+        sp._slq_jit.lower(jl.hessian_operator(model, w, x, y), key, P, S, bs).compile()
         compile_s = time.perf_counter() - t
         dn, dt = _timed(lambda: jax.block_until_ready(jl.spectral_density(model, w, x, y, key=jax.random.fold_in(key, 4), **kw)))
         results["density"][f"jaxland_batch{bs}"] = {

@@ -153,7 +153,7 @@ def warm_and_first(fn, repeats: int) -> dict:
 
 def measure_hvp(model, w, x, y, size, torch_dev):
     v = jax.random.normal(jax.random.key(1), w.shape, w.dtype)
-    th, hv = warm_and_first(lambda: jax.block_until_ready(jl.hvp(model, w, v, x, y)), size.repeats)
+    th, hv = warm_and_first(lambda: jax.block_until_ready(jl.hvp(model, w, x, y, v)), size.repeats)
     tl, _ = warm_and_first(lambda: jax.block_until_ready(jl.loss_and_grad(model, w, x, y)), size.repeats)
     out = {"n": int(x.shape[0]), "num_params": int(model.num_params), "hvp": th, "loss_grad": tl,
            "hvp_s": th["median_s"], "hvp_over_loss_grad": th["median_s"] / tl["median_s"]}

@@ -20,6 +20,7 @@ from .models import Model, accuracy, as_model, build_model, mean_loss, MLPConfig
 from .training import TrainResult, cached_train, load_params, save_params, train
 from .curvature import (bottom_eigenpairs, choose_d, extreme_eigenvalues, hessian_eigenpairs, hessian_eigenpairs_batch,
                         hessian_trace, hvp, loss_and_grad, spectral_density)
+from .curvature import CurvatureOperator, fisher_operator, ggn_operator, hessian_operator
 from .linalg import EigResult, top_eigenpairs
 from .landscape import (DeltaResult, Subspace, delta_monte_carlo, delta_split, hessian_subspace, loss_differences,
                         loss_surface, random_directions, subspace_curvature, theory_delta, theory_delta_eigensolver)
@@ -40,6 +41,7 @@ __all__ = [
     # curvature
     "loss_and_grad", "hvp", "EigResult", "top_eigenpairs", "hessian_eigenpairs", "hessian_eigenpairs_batch",
     "bottom_eigenpairs", "extreme_eigenvalues", "hessian_trace", "spectral_density", "choose_d",
+    "CurvatureOperator", "hessian_operator", "ggn_operator", "fisher_operator",
     # landscape
     "Subspace", "hessian_subspace", "random_directions", "DeltaResult", "delta_monte_carlo", "subspace_curvature",
     "theory_delta", "theory_delta_eigensolver", "delta_split", "loss_surface", "loss_differences",

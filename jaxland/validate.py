@@ -37,6 +37,8 @@ __all__ = [
     "check_seed",
     "check_real",
     "check_vectors",
+    "check_output_loss",
+    "check_operator",
     "check_curvature",
     "check_output_dir",
     "check_data_dir",
@@ -64,7 +66,7 @@ def positive_int(name: str, value, default=None, *, minimum: int = 1) -> int:
     if value is None:
         return default
     try:
-        ok = int(value) == value and int(value) >= minimum
+        ok = not isinstance(value, bool) and int(value) == value and int(value) >= minimum
     except (TypeError, ValueError):
         ok = False
     if not ok:
@@ -251,7 +253,13 @@ def check_model(model):
 
 
 def check_key(key, name: str = "key"):
-    """``key`` must be one PRNG key: ``jax.random.key(seed)`` (or a legacy ``jax.random.PRNGKey``)."""
+    """``key`` must be one PRNG key: ``jax.random.key(seed)`` (or a legacy ``jax.random.PRNGKey``).
+
+    None is refused: every function that draws random numbers takes its key explicitly.
+    """
+    if key is None:
+        raise ConfigError(f"{name} must be given (random numbers are drawn here): pass {name}=jax.random.key(0); "
+                          "the same key gives the same result")
     dt = getattr(key, "dtype", None)
     if dt is not None and jnp.issubdtype(dt, jax.dtypes.prng_key):
         if tuple(key.shape) != ():
@@ -295,6 +303,45 @@ def check_vectors(model, v, name: str = "v", *, ndim: int = 1, like=None, values
     if values and _concrete(v) and not _all_finite(v):
         raise ConfigError(f"{name} contains non-finite values (NaN/inf)")
     return v
+
+
+def check_output_loss(model):
+    """The model's loss as a function of its outputs, ``loss(outputs, y) -> (n,)``; what a GGN needs.
+
+    The model must expose ``apply(w, x)`` and ``loss`` (a name of
+    :data:`jaxland.models.LOSSES` or a callable), and its per-sample losses must
+    be ``loss(apply(w, x), y)`` (a model that overrides ``per_sample_losses``
+    computes something else, so its Gauss-Newton matrix would not belong to its loss).
+    """
+    from .models.base import Model, _loss_fn  # models import nothing from here; imported late all the same
+
+    check_model(model)
+    name = getattr(model, "name", type(model).__name__)
+    if not callable(getattr(model, "apply", None)) or getattr(model, "loss", None) is None:
+        raise ConfigError(
+            f"{name}: the Gauss-Newton matrix needs the model's outputs and its loss of them (model.apply(w, x) and "
+            "model.loss); build the model with jaxland.as_model or jaxland.MLPConfig, or use the Hessian or the "
+            "empirical Fisher, which need only per_sample_losses"
+        )
+    if not isinstance(model, Model) or type(model).per_sample_losses is not Model.per_sample_losses:
+        raise ConfigError(
+            f"{name} defines its own per_sample_losses, so its loss is not known to be model.loss(model.apply(w, x), y) "
+            "and the Gauss-Newton matrix could belong to another loss; use the Hessian or the empirical Fisher"
+        )
+    return _loss_fn(model.loss)
+
+
+def check_operator(op, name: str = "op"):
+    """``op`` must be a :class:`~jaxland.curvature.CurvatureOperator` (from ``hessian_operator`` and its siblings)."""
+    from .curvature.operators import CurvatureOperator
+
+    if not isinstance(op, CurvatureOperator):
+        raise ConfigError(
+            f"{name} must be a curvature operator, got {type(op).__name__}; build one with "
+            "jaxland.hessian_operator(model, w, x, y), ggn_operator or fisher_operator "
+            "(for a plain function v -> A v use jaxland.top_eigenpairs)"
+        )
+    return op
 
 
 def check_curvature(curv, *, values: bool = True) -> tuple[int, int]:

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 import jaxland as jl
-from jaxland.curvature import eigenpairs
+from jaxland.curvature import eigen as curvature_eigen
 from jaxland.linalg import eigen
 
 ITERATIVE = ("lanczos", "block", "lobpcg", "power")
+KEY = jax.random.key(0)
 
 
 def matmul(v, A):
@@ -39,7 +40,7 @@ def test_known_spectrum_each_method(x64, method):
     A, evals, vecs = known_spectrum()
     d = 5
     kw = {"max_matvecs": {"power": 200_000, "lobpcg": None}.get(method, 120)}
-    res = jl.top_eigenpairs(matmul, A.shape[0], d, method=method, tol=1e-9, operands=(A,), block_size=5, **kw)
+    res = jl.top_eigenpairs(matmul, A.shape[0], d, key=KEY, method=method, tol=1e-9, operands=(A,), block_size=5, **kw)
     assert res.eigenvalues.dtype == jnp.float64
     assert_pairs(res, evals, vecs, d)
     # the largest-magnitude eigenvalue is -12: "top" is algebraic, signs are kept
@@ -57,7 +58,7 @@ def test_repeated_eigenvalues_and_invariant_subspaces(x64, method):
     evals = np.concatenate([[5.0, 5.0, 4.0, 4.0, 3.0], np.zeros(n - 5)])
     U, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(n, n)))
     A = jnp.asarray((U * evals) @ U.T)
-    res = jl.top_eigenpairs(matmul, n, 4, method=method, tol=1e-9, operands=(A,), block_size=2)
+    res = jl.top_eigenpairs(matmul, n, 4, key=KEY, method=method, tol=1e-9, operands=(A,), block_size=2)
     np.testing.assert_allclose(res.eigenvalues, [5.0, 5.0, 4.0, 4.0], rtol=1e-8)
     V = np.asarray(res.eigenvectors)
     np.testing.assert_allclose(V @ V.T, np.eye(4), atol=1e-8)  # distinct vectors, not one vector twice
@@ -71,7 +72,7 @@ def test_default_settings_reach_1e3_in_float32():
     U, _ = np.linalg.qr(rng.normal(size=(300, 300)))
     A = jnp.asarray((U * evals) @ U.T, jnp.float32)
     evals = np.sort(evals)[::-1]
-    res = jl.top_eigenpairs(matmul, 300, 10, operands=(A,))
+    res = jl.top_eigenpairs(matmul, 300, 10, key=KEY, operands=(A,))
     assert res.eigenvalues.dtype == jnp.float32
     assert bool(res.converged)
     assert float(jnp.max(res.relative_residuals)) <= 1e-3
@@ -95,30 +96,30 @@ def small_trained():
 def test_hessian_of_trained_mlp_agrees_with_dense(x64, small_trained, method):
     model, w, x, y, H = small_trained
     d = 6
-    ref = jl.hessian_eigenpairs(model, w, x, y, d, method="dense", tol=1e-9)
+    ref = jl.hessian_eigenpairs(model, w, x, y, d, key=KEY, method="dense", tol=1e-9)
     evals, U = np.linalg.eigh(H)
     np.testing.assert_allclose(ref.eigenvalues, evals[::-1][:d], rtol=1e-9)
     assert bool(ref.converged) and int(ref.num_matvecs) == w.size
     kw = {"max_matvecs": 200_000} if method == "power" else {"block_size": 6}
-    res = jl.hessian_eigenpairs(model, w, x, y, d, method=method, tol=1e-9, **kw)
+    res = jl.hessian_eigenpairs(model, w, x, y, d, key=KEY, method=method, tol=1e-9, **kw)
     assert_pairs(res, np.asarray(ref.eigenvalues), np.asarray(ref.eigenvectors), d)
 
 
 def test_prefix_hessian_and_no_recompile(x64, small_trained):
     model, w, x, y, _ = small_trained
-    res = jl.hessian_eigenpairs(model, w, x, y, 3, k=40, tol=1e-9)
+    res = jl.hessian_eigenpairs(model, w, x, y, 3, key=KEY, k=40, tol=1e-9)
     H40 = np.asarray(jl.dense_hessian(model, w, x[:40], y[:40]))
     np.testing.assert_allclose(res.eigenvalues, np.linalg.eigvalsh(H40)[::-1][:3], rtol=1e-8)
-    size = eigen._solve_jit._cache_size()
-    jl.hessian_eigenpairs(model, w + 1e-3, x, y, 3, k=50, tol=1e-9)  # new weights and k: same program
-    assert eigen._solve_jit._cache_size() == size
+    size = curvature_eigen._eig_jit._cache_size()
+    jl.hessian_eigenpairs(model, w + 1e-3, x, y, 3, key=KEY, k=50, tol=1e-9)  # new weights and k: same program
+    assert curvature_eigen._eig_jit._cache_size() == size
 
 
 def test_batch_over_trained_networks_matches_single(x64, small_trained):
     model, w, x, y, _ = small_trained
     ws = jnp.stack([w, w * 1.01, w * 0.98])
     for bs in (1, 3):
-        out = jl.hessian_eigenpairs_batch(model, ws, x, y, 4, tol=1e-9, batch_size=bs)
+        out = jl.hessian_eigenpairs_batch(model, ws, x, y, 4, key=KEY, tol=1e-9, chunk_size=bs)
         assert out.eigenvalues.shape == (3, 4) and out.eigenvectors.shape == (3, 4, w.size)
         assert bool(out.converged.all())
         for i in range(3):
@@ -172,34 +173,34 @@ def test_bad_input_raises_config_error(kw, match):
     A = jnp.eye(40)
     args = {"d": 3, **kw}
     with pytest.raises(jl.ConfigError, match=match):
-        jl.top_eigenpairs(matmul, 40, args.pop("d"), operands=(A,), **args)
+        jl.top_eigenpairs(matmul, 40, args.pop("d"), key=KEY, operands=(A,), **args)
 
 
 def test_dense_refuses_large_dim_and_bad_matvec_shape():
     with pytest.raises(jl.ConfigError, match="dense"):
-        jl.top_eigenpairs(lambda v: v, 10_000, 2, method="dense")
+        jl.top_eigenpairs(lambda v: v, 10_000, 2, key=KEY, method="dense")
     with pytest.raises(jl.ConfigError, match="must return"):
-        jl.top_eigenpairs(lambda v: v[:5], 10, 2)
+        jl.top_eigenpairs(lambda v: v[:5], 10, 2, key=KEY)
 
 
 @pytest.mark.parametrize("method", METHODS := eigen.METHODS)
 def test_non_finite_matvec_raises(method):
     bad = lambda v: jnp.where(jnp.arange(v.shape[0]) == 3, jnp.nan, 2.0 * v)
     with pytest.raises(jl.NumericalError, match="non-finite"):
-        jl.top_eigenpairs(bad, 40, 2, method=method, block_size=2)
+        jl.top_eigenpairs(bad, 40, 2, key=KEY, method=method, block_size=2)
 
 
 @pytest.mark.parametrize("method", ITERATIVE)
 def test_no_convergence_is_reported_not_hidden(x64, method):
     A, evals, _ = known_spectrum(n=120)
     budget = {"power": 60, "lobpcg": 25, "block": 10}.get(method, 8)
-    res = jl.top_eigenpairs(matmul, 120, 5, method=method, tol=1e-9, max_matvecs=budget, operands=(A,), block_size=5)
+    res = jl.top_eigenpairs(matmul, 120, 5, key=KEY, method=method, tol=1e-9, max_matvecs=budget, operands=(A,), block_size=5)
     assert not bool(res.converged)
     assert np.all(np.isfinite(np.asarray(res.residuals)))
     assert float(jnp.max(res.relative_residuals)) > 1e-9
     assert int(res.num_matvecs) <= budget + 5 * (method == "lobpcg")
     with pytest.raises(jl.NumericalError, match="did not converge"):
-        jl.top_eigenpairs(matmul, 120, 5, method=method, tol=1e-9, max_matvecs=budget, operands=(A,),
+        jl.top_eigenpairs(matmul, 120, 5, key=KEY, method=method, tol=1e-9, max_matvecs=budget, operands=(A,),
                           block_size=5, require_convergence=True)
 
 
@@ -219,7 +220,7 @@ def _float64_basis_reaches_1e6_where_float32_cannot():
     A = jnp.asarray(A64, jnp.float32)
     true_relres = {}
     for basis in ("float32", "float64"):
-        res = jl.top_eigenpairs(matmul, n, 10, operands=(A,), tol=1e-6, basis_dtype=basis, max_matvecs=150)
+        res = jl.top_eigenpairs(matmul, n, 10, key=KEY, operands=(A,), tol=1e-6, basis_dtype=basis, max_matvecs=150)
         assert res.eigenvalues.dtype == jnp.float32 and res.eigenvectors.dtype == jnp.float32  # the operator's dtype
         V, lam = np.asarray(res.eigenvectors, np.float64), np.asarray(res.eigenvalues, np.float64)
         true_relres[basis] = np.max(np.linalg.norm(V @ A64 - lam[:, None] * V, axis=1) / np.abs(lam))
@@ -232,15 +233,15 @@ def _float64_basis_reaches_1e6_where_float32_cannot():
 
 def test_float64_basis_rejected_for_other_methods():
     with pytest.raises(jl.ConfigError, match="basis_dtype"):
-        jl.top_eigenpairs(matmul, 40, 2, operands=(jnp.eye(40),), method="power", basis_dtype="float64")
+        jl.top_eigenpairs(matmul, 40, 2, key=KEY, operands=(jnp.eye(40),), method="power", basis_dtype="float64")
     with pytest.raises(jl.ConfigError, match="basis_dtype"):
-        jl.top_eigenpairs(matmul, 40, 2, operands=(jnp.eye(40),), basis_dtype="int8")
+        jl.top_eigenpairs(matmul, 40, 2, key=KEY, operands=(jnp.eye(40),), basis_dtype="int8")
 
 
 @pytest.mark.parametrize("method", ("lanczos", "block", "dense"))
 def test_smallest_eigenpairs(x64, method):
     A, evals, vecs = known_spectrum()
-    res = jl.top_eigenpairs(matmul, 120, 3, method=method, which="smallest", tol=1e-9, operands=(A,), block_size=3,
+    res = jl.top_eigenpairs(matmul, 120, 3, key=KEY, method=method, which="smallest", tol=1e-9, operands=(A,), block_size=3,
                             max_matvecs=120)
     np.testing.assert_allclose(res.eigenvalues, np.sort(evals)[:3], rtol=1e-8)  # ascending: lambda_min first
     assert float(res.eigenvalues[0]) == pytest.approx(-12.0)
@@ -248,7 +249,7 @@ def test_smallest_eigenpairs(x64, method):
     np.testing.assert_allclose(res.residuals, r, rtol=1e-3, atol=1e-12)
     assert bool(res.converged)
     with pytest.raises(jl.ConfigError, match="which"):
-        jl.top_eigenpairs(matmul, 120, 3, which="middle", operands=(A,))
+        jl.top_eigenpairs(matmul, 120, 3, key=KEY, which="middle", operands=(A,))
 
 
 def test_float64_hvp_reaches_exact_hessian_where_float32_hvp_cannot(small_trained):
@@ -259,16 +260,21 @@ def test_float64_hvp_reaches_exact_hessian_where_float32_hvp_cannot(small_traine
         H = np.asarray(jl.dense_hessian(model, w32.astype(jnp.float64), x32.astype(jnp.float64), y))
     relres = {}
     for hd in ("float32", "float64"):
-        res = jl.hessian_eigenpairs(model, w32, x32, y, 4, tol=1e-10 if hd == "float64" else 1e-6, hvp_dtype=hd,
+        res = jl.hessian_eigenpairs(model, w32, x32, y, 4, key=KEY, tol=1e-10 if hd == "float64" else 1e-6, hvp_dtype=hd,
                                     basis_dtype="float64", max_matvecs=w.size - 1)
         assert res.eigenvalues.dtype == jnp.dtype(hd)
         V, lam = np.asarray(res.eigenvectors, np.float64), np.asarray(res.eigenvalues, np.float64)
         relres[hd] = np.max(np.linalg.norm(V @ H - lam[:, None] * V, axis=1) / np.abs(lam))
     assert relres["float64"] < 1e-9 < relres["float32"]
-    batch = jl.hessian_eigenpairs_batch(model, w32[None], x32, y, 4, tol=1e-10, hvp_dtype="float64",
+    batch = jl.hessian_eigenpairs_batch(model, w32[None], x32, y, 4, key=KEY, tol=1e-10, hvp_dtype="float64",
                                         max_matvecs=w.size - 1)
     np.testing.assert_allclose(batch.eigenvalues[0], res.eigenvalues, rtol=1e-9)
     with pytest.raises(jl.ConfigError, match="hvp_dtype"):
-        jl.hessian_eigenpairs(model, w32, x32, y, 2, hvp_dtype="float16")
+        jl.hessian_eigenpairs(model, w32, x32, y, 2, key=KEY, hvp_dtype="float16")
     with pytest.raises(jl.ConfigError, match="unknown options"):
-        jl.hessian_eigenpairs_batch(model, w32[None], x32, y, 2, tol_=1e-3)
+        jl.hessian_eigenpairs_batch(model, w32[None], x32, y, 2, key=KEY, tol_=1e-3)
+
+
+def test_missing_key_is_a_config_error():
+    with pytest.raises(jl.ConfigError, match=r"pass key=jax.random.key\(0\)"):
+        jl.top_eigenpairs(matmul, 40, 2, operands=(jnp.eye(40),))

@@ -89,13 +89,13 @@ def test_cumulative_curvature_equals_hvp_projection(mlp):
     P = sub.directions
     cum = jl.cumulative_curvature(jl.subspace_curvature(model, sub, x, y, sample_block=5))
     for k in (1, 4, 11, 23):
-        np.testing.assert_allclose(cum.hess[k - 1], P @ jl.hvp_batch(model, w, P, x[:k], y[:k]).T, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(cum.hess[k - 1], P @ jl.hvp_batch(model, w, x[:k], y[:k], P).T, rtol=1e-9, atol=1e-12)
         loss, grad = jl.loss_and_grad(model, w, x[:k], y[:k])
         np.testing.assert_allclose(cum.grad[k - 1], P @ grad, rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(cum.loss[k - 1], loss, rtol=1e-12)
     cumb = jl.cumulative_curvature(jl.subspace_curvature(model, sub, x, y), samples_per_k=4)
     assert cumb.hess.shape == (5, 3, 3)
-    np.testing.assert_allclose(cumb.hess[2], P @ jl.hvp_batch(model, w, P, x[:12], y[:12]).T, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cumb.hess[2], P @ jl.hvp_batch(model, w, x[:12], y[:12], P).T, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("use_bias", [True, False])

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 import jaxland as jl
-from jaxland.curvature.products import _hvp
+from jaxland.curvature.operators import _matvec
 from jaxland.errors import ConfigError
 from jaxland.landscape.kernels import delta_stream
 
@@ -59,9 +59,9 @@ def test_hvp_and_eigenpairs_match_dense_hessian(x64, name, model, shape):
     assert model.num_params < 400, model.num_params  # small enough for a dense reference
     H = jax.jit(jax.hessian(lambda w_, x_, y_: jl.mean_loss(model, w_, x_, y_, 9)))(w, x, y)  # jitted: op-by-op dispatch of jacfwd takes 20 s here
     v = jax.random.normal(jax.random.key(5), w.shape, jnp.float64)
-    np.testing.assert_allclose(jl.hvp(model, w, v, x, y, 9), H @ v, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(jl.hvp(model, w, x, y, v, k=9), H @ v, rtol=1e-8, atol=1e-12)
     evals, evecs = np.linalg.eigh(np.asarray(H))
-    res = jl.hessian_eigenpairs(model, w, x, y, 3, 9, key=jax.random.key(1), tol=1e-8, max_matvecs=model.num_params)
+    res = jl.hessian_eigenpairs(model, w, x, y, 3, k=9, key=jax.random.key(1), tol=1e-8, max_matvecs=model.num_params)
     np.testing.assert_allclose(res.eigenvalues, evals[::-1][:3], rtol=1e-6, atol=1e-10)
     overlap = np.abs(np.sum(np.asarray(res.eigenvectors) * evecs[:, ::-1][:, :3].T, axis=1))
     np.testing.assert_allclose(overlap, 1.0, atol=1e-5)
@@ -133,10 +133,10 @@ def test_new_k_sigma_or_key_does_not_recompile():
     w = model.init(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (8, 28, 28, 1))
     y = jnp.arange(8) % 10
-    jl.hvp(model, w, w, x, y, 3)
-    n = _hvp._cache_size()
-    jl.hvp(model, w, w * 2, x, y, 6)
-    assert _hvp._cache_size() == n
+    jl.hvp(model, w, x, y, w, k=3)
+    n = _matvec._cache_size()
+    jl.hvp(model, w, x, y, w * 2, k=6)
+    assert _matvec._cache_size() == n
     sub = jl.Subspace(w, jl.random_directions(model, w, 2, key=jax.random.key(2)))
     jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, num_draws=4, key=jax.random.key(3))
     n = delta_stream._cache_size()
@@ -214,16 +214,16 @@ def test_bad_data_names_the_problem():
     x = jnp.ones((4, 5, 5, 1))
     y = jnp.array([0, 1, 2, 0])
     with pytest.raises(ConfigError, match=r"expects \(n, 5, 5, 1\)"):
-        jl.hvp(model, w, w, jnp.ones((4, 25)), y)
+        jl.hvp(model, w, jnp.ones((4, 25)), y, w)
     with pytest.raises(ConfigError, match=r"labels y must lie in \[0, 3\)"):
-        jl.hvp(model, w, w, x, jnp.array([0, 1, 2, 3]))
+        jl.hvp(model, w, x, jnp.array([0, 1, 2, 3]), w)
     with pytest.raises(ConfigError, match="one value per sample"):
-        jl.hvp(jl.as_model(TinyCNN, loss=lambda out, y: jnp.mean(out)), w, w, x, y)
+        jl.hvp(jl.as_model(TinyCNN, loss=lambda out, y: jnp.mean(out)), w, x, y, w)
     with pytest.raises(ConfigError, match="non-finite"):
-        jl.hvp(model, w, w, x.at[1, 2, 2, 0].set(jnp.nan), y)
+        jl.hvp(model, w, x.at[1, 2, 2, 0].set(jnp.nan), y, w)
     with pytest.raises(ConfigError, match=r"k=0 must be in \[1, 4\]"):
-        jl.hvp(model, w, w, x, y, 0)
+        jl.hvp(model, w, x, y, w, k=0)
     with pytest.raises(ConfigError, match=r"k=5 must be in \[1, 4\]"):
-        jl.hvp(model, w, w, x, y, 5)
+        jl.hvp(model, w, x, y, w, k=5)
     with pytest.raises(ConfigError, match="integer class labels"):
-        jl.hvp(model, w, w, x, y.astype(jnp.float32))
+        jl.hvp(model, w, x, y.astype(jnp.float32), w)

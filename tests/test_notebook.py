@@ -53,5 +53,5 @@ def test_colab_notebook_runs(monkeypatch, tmp_path):
     assert len(got["delta"]) == 512 // 64 - 1 and np.all(np.isfinite(got["stderr"])) and np.all(np.asarray(got["stderr"]) > 0)
     # and the eigenvalues are eigenvalues of this Hessian: H v = lambda v to the solver's tolerance
     for lam, v in zip(eig.eigenvalues, eig.eigenvectors):
-        hv = jl.hvp(model, res.params, v, x, y)
+        hv = jl.hvp(model, res.params, x, y, v)
         assert float(jnp.linalg.norm(hv - lam * v)) < 1e-2 * abs(float(eig.eigenvalues[0]))

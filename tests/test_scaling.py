@@ -133,11 +133,11 @@ def test_sharded_estimates_match_single_device(run_with_devices, tiny_mlp_script
         # sharded_hvp over vectors: one compiled program, not a retrace per call
         from jaxland.curvature import products as curvature
         vs = jax.random.normal(jax.random.key(3), (5, w.size), jnp.float64)
-        ref = jl.hvp_batch(model, w, vs, x, y, 13)
-        np.testing.assert_allclose(jl.sharded_hvp(model, w, vs, x, y, 13, mesh=jl.device_mesh(8), over="vectors"), ref, rtol=1e-12)
-        size = curvature._vector_parallel_hvp._cache_size()
-        np.testing.assert_allclose(jl.sharded_hvp(model, w, 2 * vs, x, y, 13, mesh=jl.device_mesh(8), over="vectors"), 2 * ref, rtol=1e-12)
-        assert curvature._vector_parallel_hvp._cache_size() == size
+        ref = jl.hvp_batch(model, w, x, y, vs, k=13)
+        np.testing.assert_allclose(jl.sharded_hvp(model, w, x, y, vs, k=13, mesh=jl.device_mesh(8), over="vectors"), ref, rtol=1e-12)
+        size = curvature._vector_parallel._cache_size()
+        np.testing.assert_allclose(jl.sharded_hvp(model, w, x, y, 2 * vs, k=13, mesh=jl.device_mesh(8), over="vectors"), 2 * ref, rtol=1e-12)
+        assert curvature._vector_parallel._cache_size() == size
         print("OK")
         """
     ))
@@ -171,9 +171,9 @@ c, c1 = (jl.subspace_curvature(model, sub, x, y, sample_block=2, mesh=m) for m i
 for a, b in zip(c, c1):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), **tol)
 vs = jax.random.normal(jax.random.key(3), (5, w.size))
-ref = jl.hvp_batch(model, w, vs, x, y, 13)
+ref = jl.hvp_batch(model, w, x, y, vs, k=13)
 for over in ("data", "vectors"):
-    np.testing.assert_allclose(np.asarray(jl.sharded_hvp(model, w, vs, x, y, 13, mesh=jl.device_mesh(), over=over)), ref, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(jl.sharded_hvp(model, w, x, y, vs, k=13, mesh=jl.device_mesh(), over=over)), ref, rtol=1e-4, atol=1e-6)
 print("OK", jax.process_index(), jl.is_main_process())
 """
 

@@ -36,12 +36,19 @@ def test_sharded_map_and_hvp_match_single_device(run_with_devices):
             x = jax.random.normal(jax.random.key(1), (21, 5), jnp.float64)
             y = jnp.arange(21) % 3
             vs = jax.random.normal(jax.random.key(2), (5, w.size), jnp.float64)
-            ref = jl.hvp_batch(model, w, vs, x, y, 13)
+            ref = jl.hvp_batch(model, w, x, y, vs, k=13)
             for size in (8, 3):
                 mesh = jl.device_mesh(size)
                 for over in ("data", "vectors"):
-                    got = jl.sharded_hvp(model, w, vs, x, y, 13, mesh=mesh, over=over, chunk=2)
+                    got = jl.sharded_hvp(model, w, x, y, vs, k=13, mesh=mesh, over=over, chunk_size=2)
                     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-14)
+            # the Gauss-Newton matrix and the empirical Fisher spread the same way
+            for make in (jl.ggn_operator, jl.fisher_operator):
+                op = make(model, w, x, y, k=13)
+                ref = op.dense() @ vs.T
+                for over in ("data", "vectors"):
+                    got = jl.curvature.sharded_matmat(op, vs, mesh=jl.device_mesh(3), over=over, chunk_size=2)
+                    np.testing.assert_allclose(got, ref.T, rtol=1e-12, atol=1e-14)
             t = jax.random.normal(jax.random.key(3), (37, 4))
             f = lambda a, b: jnp.tanh(a @ b.T)
             for chunk in (None, 3):

@@ -64,24 +64,24 @@ CASES = [
     # the table
     ("mc labels >= classes", lambda t: _mc(y=Y.at[3].set(5)), ConfigError, "labels y"),
     ("mc one NaN pixel", lambda t: _mc(x=X.at[0, 0].set(jnp.nan)), ConfigError, "x contains 1 non-finite"),
-    ("hvp k=0", lambda t: jl.hvp(MODEL, W, W, X, Y, 0), ConfigError, "k=0"),
-    ("hvp k>N", lambda t: jl.hvp(MODEL, W, W, X, Y, 25), ConfigError, "k=25"),
+    ("hvp k=0", lambda t: jl.hvp(MODEL, W, X, Y, W, k=0), ConfigError, "k=0"),
+    ("hvp k>N", lambda t: jl.hvp(MODEL, W, X, Y, W, k=25), ConfigError, "k=25"),
     ("sufficient_k NaN curve", lambda t: jl.sufficient_k([1.0, np.nan, 0.0], 0.5), ConfigError, "delta has 1 non-finite"),
     ("x with too few features", lambda t: _mc(x=X[:, :4]), ConfigError, "x (4 features) does not fit"),
     ("train lr=1e4 diverges", lambda t: _train(lr=1e4, epochs=3), TrainingError, "lr"),
     # curvature and eigenpairs
-    ("hvp v NaN", lambda t: jl.hvp(MODEL, W, W.at[1].set(jnp.nan), X, Y), ConfigError, "v contains"),
-    ("hvp v int", lambda t: jl.hvp(MODEL, W, jnp.ones(D, jnp.int32), X, Y), ConfigError, "v must be floating"),
-    ("hvp w int", lambda t: jl.hvp(MODEL, jnp.ones(D, jnp.int32), W, X, Y), ConfigError, "w must be floating"),
-    ("hvp w NaN", lambda t: jl.hvp(MODEL, NAN_W, W, X, Y), ConfigError, "w contains"),
-    ("hvp y float labels", lambda t: jl.hvp(MODEL, W, W, X, Y.astype(jnp.float32)), ConfigError, "labels"),
-    ("hvp y too short", lambda t: jl.hvp(MODEL, W, W, X, Y[:-1]), ConfigError, "y has shape"),
-    ("hvp model None", lambda t: jl.hvp(None, W, W, X, Y), ConfigError, "model must be"),
-    ("hvp_batch 1-D vs", lambda t: jl.hvp_batch(MODEL, W, W, X, Y), ConfigError, "vs must have shape"),
-    ("dense_hessian k=2.5", lambda t: jl.dense_hessian(MODEL, W, X, Y, 2.5), ConfigError, "k must be an integer"),
+    ("hvp v NaN", lambda t: jl.hvp(MODEL, W, X, Y, W.at[1].set(jnp.nan)), ConfigError, "v contains"),
+    ("hvp v int", lambda t: jl.hvp(MODEL, W, X, Y, jnp.ones(D, jnp.int32)), ConfigError, "v must be floating"),
+    ("hvp w int", lambda t: jl.hvp(MODEL, jnp.ones(D, jnp.int32), X, Y, W), ConfigError, "w must be floating"),
+    ("hvp w NaN", lambda t: jl.hvp(MODEL, NAN_W, X, Y, W), ConfigError, "w contains"),
+    ("hvp y float labels", lambda t: jl.hvp(MODEL, W, X, Y.astype(jnp.float32), W), ConfigError, "labels"),
+    ("hvp y too short", lambda t: jl.hvp(MODEL, W, X, Y[:-1], W), ConfigError, "y has shape"),
+    ("hvp model None", lambda t: jl.hvp(None, W, X, Y, W), ConfigError, "model must be"),
+    ("hvp_batch 1-D vs", lambda t: jl.hvp_batch(MODEL, W, X, Y, W), ConfigError, "vs must have shape"),
+    ("dense_hessian k=2.5", lambda t: jl.dense_hessian(MODEL, W, X, Y, k=2.5), ConfigError, "k must be an integer"),
     ("eigenpairs key int", lambda t: jl.hessian_eigenpairs(MODEL, W, X, Y, 2, key=3), ConfigError, "key must be"),
-    ("eigenpairs d=0", lambda t: jl.hessian_eigenpairs(MODEL, W, X, Y, 0), ConfigError, "d (number of eigenpairs)"),
-    ("top_eigenpairs dim str", lambda t: jl.top_eigenpairs(lambda v: v, "a", 2), ConfigError, "dim"),
+    ("eigenpairs d=0", lambda t: jl.hessian_eigenpairs(MODEL, W, X, Y, 0, key=KEY), ConfigError, "d (number of eigenpairs)"),
+    ("top_eigenpairs dim str", lambda t: jl.top_eigenpairs(lambda v: v, "a", 2, key=KEY), ConfigError, "dim"),
     # subspaces and Monte Carlo
     ("random_directions d>D", lambda t: jl.random_directions(MODEL, W, D + 1, key=KEY), ConfigError, "subspace dimension d"),
     ("random_directions key None", lambda t: jl.random_directions(MODEL, W, 2, key=None), ConfigError, "key must be"),
@@ -148,11 +148,11 @@ def test_finite_guards_can_be_opted_out_of():
 def test_value_checks_are_skipped_under_jit_and_agree():
     # inside a caller's jit the arrays are tracers: only shape checks run, and the numbers are the same
     v = jax.random.normal(jax.random.key(4), (D,))
-    eager = jl.hvp(MODEL, W, v, X, Y, 5)
-    jitted = jax.jit(lambda w, v, k: jl.hvp(MODEL, w, v, X, Y, k))(W, v, 5)
+    eager = jl.hvp(MODEL, W, X, Y, v, k=5)
+    jitted = jax.jit(lambda w, v, k: jl.hvp(MODEL, w, X, Y, v, k=k))(W, v, 5)
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="vs must have shape"):
-        jax.jit(lambda w: jl.hvp_batch(MODEL, w, w, X, Y))(W)
+        jax.jit(lambda w: jl.hvp_batch(MODEL, w, X, Y, w))(W)
 
 
 # ------------------------------------------------------------------------------------------------ CLI

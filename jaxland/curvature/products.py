@@ -1,16 +1,17 @@
-"""Hessian-vector products of the empirical loss on any prefix of the data, for any model.
-
-All functions take the data as arguments (never closed over), so XLA does not
-constant-fold a dataset into the program, and the prefix length ``k`` is a
-traced value (a mask), so changing it does not recompile.
+"""Gradients and Hessian-vector products of the empirical loss on any prefix of the data, for any model.
 
 ``H_k(w) v`` is computed forward-over-reverse: ``jax.jvp`` of ``jax.grad`` of
 ``L_k``; one HVP costs about 1.6x a loss+gradient evaluation. ``model`` is any
 object of the model protocol (:func:`jaxland.as_model`, :class:`jaxland.MLPConfig`).
 
-The public functions check their inputs (:mod:`jaxland.validate`) when called
-with concrete arrays; inside a caller's ``jit`` the checks that need values are
-skipped and the compiled kernels (``_hvp`` ...) run directly.
+Every function takes ``(model, w, x, y)`` first, then the vector(s), with ``k``
+keyword-only (1..N; None: all N). The data are arguments of the compiled
+programs (never closed over), so XLA does not constant-fold a dataset, and
+``k`` is a traced value (a mask), so changing it does not recompile. Each
+function checks its inputs once, by building the operator
+(:func:`~jaxland.curvature.operators.hessian_operator`); to multiply many
+times without checking the data again, build the operator yourself and use
+``op @ v``. Inside a caller's ``jit`` the checks that need values are skipped.
 """
 
 from __future__ import annotations
@@ -21,127 +22,136 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from .._compat import renamed_kwargs
 from ..errors import ConfigError
-from ..models.base import mean_loss
 from ..sharding import AXIS, map_rows, pad_rows, replicate, resolve_mesh, shard_rows
-from ..validate import check_data, check_params, check_prefix, check_vectors
+from ..validate import check_operator, check_vectors, positive_int
+from .operators import CurvatureOperator, _matmat, _matvec, _prefix, hessian_operator, weighted_linear_map
 
-__all__ = ["loss_and_grad", "hvp", "hvp_batch", "sharded_hvp", "hessian_matvec", "dense_hessian"]
-
-
-def _check(model, w, x, y, k, vectors=None, name="v", ndim=1):
-    n = check_data(model, x, y, min_samples=1)
-    check_params(model, w)
-    if vectors is not None:
-        check_vectors(model, vectors, name, ndim=ndim, like=w)
-    check_prefix(k, n)
+__all__ = ["loss_and_grad", "hvp", "hvp_batch", "sharded_hvp", "sharded_matmat", "hessian_matvec", "dense_hessian"]
 
 
-@functools.partial(jax.jit, static_argnames="model")
-def _loss_and_grad(model, w, x, y, k):
-    return jax.value_and_grad(mean_loss, argnums=1)(model, w, x, y, k)
+def _prefix_mean(model, w, x, y, k):
+    losses = model.per_sample_losses(w, x, y)
+    return jnp.sum(jnp.where(jnp.arange(losses.shape[0]) < k, losses, 0.0)) / k.astype(losses.dtype)
 
 
-def loss_and_grad(model, w, x, y, k=None):
+@jax.jit
+def _loss_and_grad(op):
+    return jax.value_and_grad(lambda w: _prefix_mean(op.model, w, op.x, op.y, op.k))(op.w)
+
+
+def loss_and_grad(model, w, x, y, *, k=None):
     """``(L_k(w), grad L_k(w))``."""
-    _check(model, w, x, y, k)
-    return _loss_and_grad(model, w, x, y, k)
+    return _loss_and_grad(hessian_operator(model, w, x, y, k=k))
 
 
-def _hvp_body(model, w, v, x, y, k):
-    g = lambda w_: jax.grad(mean_loss, argnums=1)(model, w_, x, y, k)
-    return jax.jvp(g, (w,), (v,))[1]
+def _vector_after_data(model, x, v, name):
+    # the old order was hvp(model, w, v, x, y): a (.., D) "x" beside a non-(.., D) "v" is that call
+    dim = int(getattr(model, "num_params", -1))
+    xs, vs = tuple(getattr(x, "shape", ())), tuple(getattr(v, "shape", ()))
+    if xs[-1:] == (dim,) and vs[-1:] != (dim,):
+        raise ConfigError(f"{name}(model, w, x, y, v): the vector comes after the data (the old order {name}(model, w, v, x, y) "
+                          f"is gone); got x of shape {xs} (a parameter vector?) and v of shape {vs}")
 
 
-_hvp = jax.jit(_hvp_body, static_argnums=0)
+def hvp(model, w, x, y, v, *, k=None):
+    """``H_k(w) v`` for one flat vector ``v`` (D,) (forward-over-reverse); ``k`` in 1..N (None: all N)."""
+    _vector_after_data(model, x, v, "hvp")
+    op = hessian_operator(model, w, x, y, k=k)
+    return _matvec(op, check_vectors(model, v, "v", like=op.w))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _hvp_batch(model, w, vs, x, y, k):
-    g = lambda w_: jax.grad(mean_loss, argnums=1)(model, w_, x, y, k)
-    _, lin = jax.linearize(g, w)
-    return jax.vmap(lin)(vs)
-
-
-def hvp(model, w, v, x, y, k=None):
-    """``H_k(w) v`` for one flat vector ``v`` (forward-over-reverse); ``k`` in 1..N (None: all N)."""
-    _check(model, w, x, y, k, v, "v")
-    return _hvp(model, w, v, x, y, k)
-
-
-def hvp_batch(model, w, vs, x, y, k=None):
+def hvp_batch(model, w, x, y, vs, *, k=None):
     """``H_k(w) v`` for each row of ``vs`` (m, D) at once: the block operator for block eigensolvers.
 
     The gradient is linearised once and the linear map is vmapped over the
     vectors, so the m products share one forward/backward structure.
     """
-    _check(model, w, x, y, k, vs, "vs", 2)
-    return _hvp_batch(model, w, vs, x, y, k)
+    _vector_after_data(model, x, vs, "hvp_batch")
+    op = hessian_operator(model, w, x, y, k=k)
+    return _matmat(op, check_vectors(model, vs, "vs", ndim=2, like=op.w))
 
 
-def hessian_matvec(model, w, x, y, k=None) -> Callable[[jax.Array], jax.Array]:
-    """A ``matvec(v) = H_k(w) v`` closure for eigensolvers (inputs checked once, here).
+def hessian_matvec(model, w, x, y, *, k=None) -> Callable[[jax.Array], jax.Array]:
+    """A ``matvec(v) = H_k(w) v`` function for eigensolvers (inputs checked once, here).
 
-    The closure only forwards its arrays to the jitted HVP as arguments;
-    nothing is baked into the compiled program as a constant. Inside another
-    ``jit`` (e.g. an eigensolver's compiled loop) the call is inlined with
-    ``w, x, y`` as that program's inputs.
+    The function only forwards the operator's arrays to the jitted HVP as
+    arguments; nothing is baked into the compiled program as a constant, and
+    ``v`` is not checked (pass ``(D,)`` vectors of ``w``'s dtype).
     """
-    _check(model, w, x, y, k)
-    return lambda v: _hvp(model, w, v, x, y, k)
+    op = hessian_operator(model, w, x, y, k=k)
+    return lambda v: _matvec(op, v)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _dense_hessian(model, w, x, y, k):
-    return jax.hessian(mean_loss, argnums=1)(model, w, x, y, k)
+@jax.jit
+def _dense_hessian(op):
+    return jax.hessian(lambda w: _prefix_mean(op.model, w, op.x, op.y, op.k))(op.w)
 
 
-def dense_hessian(model, w, x, y, k=None):
+def dense_hessian(model, w, x, y, *, k=None):
     """Explicit (D, D) Hessian of ``L_k`` via ``jax.hessian`` (small models only: the exact reference)."""
-    _check(model, w, x, y, k)
-    return _dense_hessian(model, w, x, y, k)
+    return _dense_hessian(hessian_operator(model, w, x, y, k=k))
 
 
-def sharded_hvp(model, w, vs, x, y, k=None, *, mesh=None, over: str = "data", chunk: int | None = None):
-    """``H_k(w) v`` for each row of ``vs`` (m, D), spread over the devices of ``mesh``.
+# ----------------------------------------------------------------------------- many devices
+
+
+@renamed_kwargs(chunk="chunk_size")
+def sharded_matmat(op: CurvatureOperator, vs, *, mesh=None, over: str = "data", chunk_size: int | None = None):
+    """``A v`` for each row of ``vs`` (m, D), ``A`` the curvature operator ``op``, spread over the devices of ``mesh``.
 
     ``over="data"``: the samples are split over the devices, each computes the
-    HVP of its share of ``sum_i l_i`` and a ``psum`` adds them (what a big
-    dataset needs). ``over="vectors"``: the vectors are split, data replicated
-    (what a block eigensolver with many vectors needs). Both equal
-    :func:`hvp_batch` up to float rounding. ``mesh=None`` means one device
-    (an int n: the first n devices).
+    products of its share of ``sum_{i<=k} l_i / k`` and a ``psum`` adds them
+    (what a big dataset needs). ``over="vectors"``: the vectors are split
+    (``chunk_size`` at a time per device), data replicated (what a block
+    eigensolver with many vectors needs). Both equal ``op.matmat(vs)`` up to
+    float rounding. ``mesh=None``: one device, the plain product; an int n:
+    the first n devices; or a :func:`jaxland.device_mesh`.
     """
+    check_operator(op)
     if over not in ("data", "vectors"):
         raise ConfigError(f"over must be 'data' or 'vectors', got {over!r}")
     vs = jnp.atleast_2d(vs)
-    _check(model, w, x, y, k, vs, "vs", 2)
+    check_vectors(op.model, vs, "vs", ndim=2, like=op.w)
+    chunk_size = positive_int("chunk_size (vectors per device step)", chunk_size)
     mesh = None if mesh is None else resolve_mesh(mesh)
     if mesh is None:
-        return _hvp_batch(model, w, vs, x, y, k)
-    n = int(x.shape[0])
-    kk = jnp.asarray(n if k is None else k)
+        return _matmat(op, vs, chunk_size)
     if over == "vectors":
-        return _vector_parallel_hvp(model, mesh, chunk, vs, *replicate(mesh, w, x, y, kk))
-    return _data_parallel_hvp(model, mesh, n, pad_rows(x, mesh.size), pad_rows(y, mesh.size), *replicate(mesh, w, vs, kk))
+        return _vector_parallel(mesh, chunk_size, vs, *replicate(mesh, op))
+    n = op.num_samples
+    x, y = pad_rows(op.x, mesh.size), pad_rows(op.y, mesh.size)
+    return _data_parallel(op.model, op.kind, mesh, n, x, y, *replicate(mesh, op.w, vs, op.k))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "mesh", "chunk"))
-def _vector_parallel_hvp(model, mesh, chunk, vs, w, x, y, k):
-    body = lambda V, w_, x_, y_, k_: jax.vmap(lambda v: _hvp_body(model, w_, v, x_, y_, k_))(V)
-    return map_rows(body, vs, w, x, y, k, chunk=chunk, mesh=mesh)
+@renamed_kwargs(chunk="chunk_size")
+def sharded_hvp(model, w, x, y, vs, *, k=None, mesh=None, over: str = "data", chunk_size: int | None = None):
+    """``H_k(w) v`` for each row of ``vs`` (m, D) over the devices of ``mesh``: :func:`sharded_matmat` of the Hessian.
+
+    Equals :func:`hvp_batch` up to float rounding; ``mesh``, ``over`` and
+    ``chunk_size`` as there.
+    """
+    vs = jnp.atleast_2d(vs)
+    _vector_after_data(model, x, vs, "sharded_hvp")
+    return sharded_matmat(hessian_operator(model, w, x, y, k=k), vs, mesh=mesh, over=over, chunk_size=chunk_size)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "mesh", "n"))
-def _data_parallel_hvp(model, mesh, n, x, y, w, vs, k):
+@functools.partial(jax.jit, static_argnames=("mesh", "chunk_size"))
+def _vector_parallel(mesh, chunk_size, vs, op):
+    body = lambda V, op_: jax.vmap(weighted_linear_map(op_.kind, op_.model, op_.w, op_.x, op_.y, *_prefix(op_)))(V)
+    return map_rows(body, vs, op, chunk=chunk_size, mesh=mesh)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "kind", "mesh", "n"))
+def _data_parallel(model, kind, mesh, n, x, y, w, vs, k):
     local = x.shape[0] // mesh.size
 
     def body(rows, w_, vs_, k_):
         x_, y_ = rows
         idx = jax.lax.axis_index(AXIS) * local + jnp.arange(local)
-        valid = (idx < k_) & (idx < n)  # the prefix, without the padded rows
-        masked_sum = lambda ww: jnp.sum(jnp.where(valid, model.per_sample_losses(ww, x_, y_), 0.0))
-        _, lin = jax.linearize(jax.grad(masked_sum), w_)
-        return jax.lax.psum(jax.vmap(lin)(vs_), AXIS) / k_.astype(w_.dtype)
+        mask = (idx < k_) & (idx < n)  # the prefix, without the padded rows
+        lin = weighted_linear_map(kind, model, w_, x_, y_, mask, 1.0 / k_.astype(w_.dtype))
+        return jax.lax.psum(jax.vmap(lin)(vs_), AXIS)
 
     return shard_rows(body, (x, y), w, vs, k, mesh=mesh, replicated_output=True)

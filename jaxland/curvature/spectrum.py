@@ -1,7 +1,12 @@
-"""The whole Hessian spectrum, matrix-free: trace, spectral density, both ends, and the choice of d.
+"""The whole spectrum of a curvature operator, matrix-free: trace, spectral density, both ends, and the choice of d.
 
-For a symmetric ``D x D`` operator ``H`` (the Hessian of ``L_k`` at ``w``, seen only
-through Hessian-vector products):
+For a symmetric ``D x D`` operator ``H`` (a :class:`~jaxland.curvature.CurvatureOperator`:
+the Hessian of ``L_k`` at ``w``, its Gauss-Newton matrix or its empirical
+Fisher, seen only through products). :func:`trace`, :func:`density` and
+:func:`extremes` take the operator; :func:`hessian_trace`,
+:func:`spectral_density`, :func:`bottom_eigenpairs` and
+:func:`extreme_eigenvalues` build the Hessian's from ``(model, w, x, y)`` and
+call them:
 
 * **Trace.** Hutchinson: ``tr(H) ~ (1/m) sum_i g_i^T H g_i`` with Rademacher
   probes ``g_i`` (``E[g g^T] = I``), standard error ``std(g_i^T H g_i) / sqrt(m)``.
@@ -25,7 +30,7 @@ through Hessian-vector products):
   m-point quadrature of a spread-out spectrum (narrower invents structure
   between nodes, wider smears the outliers into the bulk).
 * **Ends.** ``lambda_max`` and ``lambda_min`` from the eigensolver
-  (:func:`jaxland.hessian_eigenpairs` with ``which="largest"`` / ``"smallest"``):
+  (:func:`jaxland.curvature.eigenpairs` with ``which="largest"`` / ``"smallest"``):
   whether ``w`` is near a minimum is read from ``lambda_min / lambda_max``.
 * **Choice of d.** ``share(d) = sum_{i<=d} lambda_i / tr(H_+)`` with
   ``tr(H_+) = D * E_v[sum_j tau_j max(theta_j, 0)]`` from the density; the
@@ -34,8 +39,8 @@ through Hessian-vector products):
   eigenvalues.
 
 The probes, sketch and Lanczos runs are one compiled program each (``lax.map``
-over probes, ``batch_size`` of them vmapped together), with the weights and data
-as inputs. The Hutchinson integrand, the Rademacher sampler and the Lanczos
+over probes, ``chunk_size`` of them vmapped together), with the operator (weights
+and data) as an input. The Hutchinson integrand, the Rademacher sampler and the Lanczos
 tridiagonalisation (full reorthogonalisation) are matfree's; Hutch++ is not in
 matfree and is written here.
 """
@@ -44,17 +49,18 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from .products import hvp
-from .eigenpairs import EigResult, hessian_eigenpairs
+from .._compat import renamed_kwargs
 from ..errors import ConfigError, NumericalError
+from ..linalg.result import EigResult
 from ..linalg.stochastic import slq, smooth_density, trace_estimate
-from ..validate import check_data, check_key, check_params, check_prefix, check_real, positive_int
+from ..validate import check_key, check_operator, check_real, positive_int
+from .eigen import eigenpairs, hessian_eigenpairs
+from .operators import CurvatureOperator, hessian_operator, linear_map
+from .results import DChoice, Extremes, SpectralDensity, TraceEstimate
 
 __all__ = [
     "TraceEstimate",
@@ -62,6 +68,9 @@ __all__ = [
     "Extremes",
     "DChoice",
     "TRACE_METHODS",
+    "trace",
+    "density",
+    "extremes",
     "hessian_trace",
     "spectral_density",
     "density_moments",
@@ -74,166 +83,122 @@ __all__ = [
 TRACE_METHODS = ("hutch++", "hutchinson")
 
 
-class TraceEstimate(NamedTuple):
-    """``tr(H)`` with its standard error.
-
-    Attributes:
-      trace: the estimate.
-      stderr: its Monte Carlo standard error (Hutch++: of the deflated part, given the sketch).
-      num_matvecs: operator products used (= ``num_probes``).
-      exact_part: ``tr(Q^T H Q)`` of the Hutch++ sketch (0 for Hutchinson).
-      samples: the per-probe quadratic forms of the stochastic part.
-      method: ``"hutch++"`` or ``"hutchinson"``.
-    """
-
-    trace: jax.Array
-    stderr: jax.Array
-    num_matvecs: int
-    exact_part: jax.Array
-    samples: jax.Array
-    method: str
+def _chunk(chunk_size):
+    return positive_int("chunk_size (probes vmapped together)", chunk_size)
 
 
-class SpectralDensity(NamedTuple):
-    """SLQ quadrature per probe plus a smoothed density on a grid.
-
-    Attributes:
-      nodes: (num_probes, steps) Ritz values ``theta_j`` of each probe's Lanczos run.
-      weights: (num_probes, steps) quadrature weights ``tau_j`` (each row sums to 1).
-      grid: (num_points,) evaluation points, ``[theta_min - 3 sigma, theta_max + 3 sigma]``.
-      density: (num_points,) ``rho(grid)``, integrating to 1.
-      sigma: Gaussian broadening width.
-      dim: operator size D (``trace(f(H)) = D * mean_probes sum_j tau_j f(theta_j)``).
-      num_matvecs: operator products used (``num_probes * steps``).
-    """
-
-    nodes: jax.Array
-    weights: jax.Array
-    grid: jax.Array
-    density: jax.Array
-    sigma: jax.Array
-    dim: int
-    num_matvecs: int
+# ----------------------------------------------------------------------------- on an operator
 
 
-class Extremes(NamedTuple):
-    """Both ends of the spectrum from the eigensolver, with their certificates."""
-
-    lambda_min: float
-    lambda_max: float
-    min_over_max: float  # lambda_min / lambda_max: about 0 (or > 0) near a minimum
-    bottom: EigResult
-    top: EigResult
+@functools.partial(jax.jit, static_argnames=("num_probes", "method", "chunk_size"))
+def _trace_jit(op, key, num_probes, method, chunk_size):
+    return trace_estimate(linear_map(op), op.dim, op.dtype, key=key, num_probes=num_probes, method=method,
+                          chunk_size=chunk_size)
 
 
-class DChoice(NamedTuple):
-    """The chosen subspace dimension and the evidence for it.
+def trace(op: CurvatureOperator, *, num_probes: int, key=None, method: str = "hutch++", chunk_size: int = 1,
+          allow_nonfinite: bool = False) -> TraceEstimate:
+    """``tr(A)`` of a curvature operator by Hutch++ (default) or Hutchinson, with its standard error.
 
-    Attributes:
-      d: smallest d with ``share(d) >= target`` (None: more than the eigenvalues given).
-      d_eigengap: ``argmax_i lambda_i / lambda_{i+1}`` (1-based, over positive eigenvalues).
-      target: the requested share.
-      captured: (m,) ``share(d)`` for d = 1..m.
-      captured_stderr: (m,) its standard error, from that of ``tr(H_+)``.
-      positive_trace, positive_trace_stderr: ``tr(H_+)`` and its standard error.
-      gap_ratios: (m-1,) ``lambda_i / lambda_{i+1}`` (inf where ``lambda_{i+1} <= 0``).
-      eigenvalues: (m,) the top eigenvalues used, descending.
-    """
-
-    d: int | None
-    d_eigengap: int | None
-    target: float
-    captured: np.ndarray
-    captured_stderr: np.ndarray
-    positive_trace: float
-    positive_trace_stderr: float
-    gap_ratios: np.ndarray
-    eigenvalues: np.ndarray
-
-
-# ----------------------------------------------------------------------------- Hessian entry points
-
-
-def _check_common(w, num_probes, name, minimum=1):
-    if isinstance(num_probes, bool) or int(num_probes) != num_probes or num_probes < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {num_probes!r}")
-    if jnp.ndim(w) != 1:
-        raise ConfigError(f"w must be a flat parameter vector, got shape {jnp.shape(w)}")
-
-
-def _check_inputs(model, w, x, y, k, key):
-    check_prefix(k, check_data(model, x, y, min_samples=1))
-    check_params(model, w, values=False)  # NaN weights surface as NumericalError on the products, below
-    check_key(key)
-
-
-def _batch(batch_size):
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ConfigError(f"batch_size (probes vmapped together) must be a positive integer, got {batch_size!r}")
-    return int(batch_size)
-
-
-@functools.partial(jax.jit, static_argnames=("model", "num_probes", "method", "batch_size"))
-def _trace_jit(model, w, x, y, k, key, num_probes, method, batch_size):
-    mv = lambda v: hvp(model, w, v, x, y, k)
-    return trace_estimate(mv, key, w.shape[0], w.dtype, num_probes=num_probes, method=method, batch_size=batch_size)
-
-
-def hessian_trace(model, w, x, y, *, num_probes: int, key, method: str = "hutch++", k=None, batch_size: int = 1,
-                  allow_nonfinite: bool = False) -> TraceEstimate:
-    """``tr(H_k(w))`` by Hutch++ (default) or Hutchinson, with its standard error.
-
-    ``num_probes`` is the budget of Hessian-vector products for both methods
+    ``num_probes`` is the budget of operator products for both methods
     (Hutch++ needs >= 6: two per sketch vector, two stochastic probes);
-    ``batch_size`` products are vmapped together (memory grows with it).
-    NaN/inf products raise :class:`NumericalError` unless ``allow_nonfinite=True``.
+    ``chunk_size`` products are vmapped together (memory grows with it);
+    ``key`` is required. NaN/inf products raise :class:`NumericalError` unless
+    ``allow_nonfinite=True``.
     """
-    _check_inputs(model, w, x, y, k, key)
+    check_operator(op)
+    key = check_key(key)
     if method not in TRACE_METHODS:
         raise ConfigError(f"method must be one of {TRACE_METHODS}, got {method!r}")
-    _check_common(w, num_probes, "num_probes", 6 if method == "hutch++" else 2)
-    if method == "hutch++" and num_probes // 3 >= w.shape[0]:
-        raise ConfigError(f"hutch++ sketch of {num_probes // 3} vectors >= dim {w.shape[0]}; use fewer num_probes")
-    k = None if k is None else jnp.asarray(k)
-    tr, se, exact, vals = _trace_jit(model, w, x, y, k, key, int(num_probes), method, _batch(batch_size))
+    num_probes = positive_int("num_probes", num_probes, minimum=6 if method == "hutch++" else 2)
+    if method == "hutch++" and num_probes // 3 >= op.dim:
+        raise ConfigError(f"hutch++ sketch of {num_probes // 3} vectors >= dim {op.dim}; use fewer num_probes")
+    tr, se, exact, vals = _trace_jit(op, key, num_probes, method, _chunk(chunk_size))
     if not allow_nonfinite and not (np.isfinite(float(tr)) and np.all(np.isfinite(np.asarray(vals)))):
-        raise NumericalError("hessian_trace: the Hessian-vector products returned NaN/Inf; check the weights and data")
-    return TraceEstimate(tr, se, int(num_probes), exact, vals, method)
+        raise NumericalError(f"trace: the {op.kind} products returned NaN/Inf; check the weights and data")
+    return TraceEstimate(tr, se, num_probes, exact, vals, method, op.kind)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "num_probes", "lanczos_steps", "batch_size"))
-def _slq_jit(model, w, x, y, k, key, num_probes, lanczos_steps, batch_size):
-    mv = lambda v: hvp(model, w, v, x, y, k)
-    return slq(mv, key, w.shape[0], w.dtype, num_probes=num_probes, lanczos_steps=lanczos_steps, batch_size=batch_size)
+@functools.partial(jax.jit, static_argnames=("num_probes", "lanczos_steps", "chunk_size"))
+def _slq_jit(op, key, num_probes, lanczos_steps, chunk_size):
+    return slq(linear_map(op), op.dim, op.dtype, key=key, num_probes=num_probes, lanczos_steps=lanczos_steps,
+               chunk_size=chunk_size)
 
 
-def spectral_density(model, w, x, y, *, num_probes: int, lanczos_steps: int, key, k=None, sigma=None,
-                     num_points: int = 1024, batch_size: int = 1, allow_nonfinite: bool = False) -> SpectralDensity:
-    """Eigenvalue density of ``H_k(w)`` by stochastic Lanczos quadrature.
+def density(op: CurvatureOperator, *, num_probes: int, lanczos_steps: int, key=None, sigma=None,
+            num_points: int = 1024, chunk_size: int = 1, allow_nonfinite: bool = False) -> SpectralDensity:
+    """Eigenvalue density of a curvature operator by stochastic Lanczos quadrature.
 
-    ``num_probes`` Rademacher probes, ``lanczos_steps`` Hessian-vector products
-    each (full reorthogonalisation; memory ``lanczos_steps * D`` per probe in
-    flight). ``sigma``: broadening width (default: the rule in the module docstring).
-    Moments: :func:`density_moments`; ``tr(H_+)``: :func:`positive_trace`.
-    Non-finite Lanczos coefficients raise :class:`NumericalError` unless ``allow_nonfinite=True``.
+    ``num_probes`` Rademacher probes, ``lanczos_steps`` products each (full
+    reorthogonalisation; memory ``lanczos_steps * D`` per probe in flight);
+    ``key`` is required. ``sigma``: broadening width (default: the rule in the
+    module docstring). Moments: :func:`density_moments`; ``tr(A_+)``:
+    :func:`positive_trace`. Non-finite Lanczos coefficients raise
+    :class:`NumericalError` unless ``allow_nonfinite=True``.
     """
-    _check_inputs(model, w, x, y, k, key)
-    _check_common(w, num_probes, "num_probes", 1)
-    _check_common(w, lanczos_steps, "lanczos_steps", 2)
-    if lanczos_steps >= w.shape[0]:
-        raise ConfigError(f"lanczos_steps = {lanczos_steps} must be < dim = {w.shape[0]} (use dense eigh on so small a model)")
+    check_operator(op)
+    key = check_key(key)
+    num_probes = positive_int("num_probes", num_probes)
+    lanczos_steps = positive_int("lanczos_steps", lanczos_steps, minimum=2)
+    if lanczos_steps >= op.dim:
+        raise ConfigError(f"lanczos_steps = {lanczos_steps} must be < dim = {op.dim} (use op.dense() and eigh on so small a model)")
     if sigma is not None:
         sigma = check_real("sigma (broadening width)", sigma)
-    k = None if k is None else jnp.asarray(k)
-    nodes, weights = _slq_jit(model, w, x, y, k, key, int(num_probes), int(lanczos_steps), _batch(batch_size))
+    nodes, weights = _slq_jit(op, key, num_probes, lanczos_steps, _chunk(chunk_size))
     if not allow_nonfinite and not (np.all(np.isfinite(np.asarray(nodes))) and np.all(np.isfinite(np.asarray(weights)))):
         raise NumericalError(
-            "spectral_density: non-finite Lanczos coefficients (NaN/Inf Hessian-vector products, or a Krylov "
+            f"density: non-finite Lanczos coefficients (NaN/Inf {op.kind} products, or a Krylov "
             "space that became invariant); check the weights and data or use fewer lanczos_steps"
         )
     grid, rho, s = smooth_density(nodes, weights, sigma=sigma, num_points=num_points, allow_nonfinite=allow_nonfinite)
-    return SpectralDensity(nodes, weights, grid, rho, s, int(w.shape[0]), int(num_probes) * int(lanczos_steps))
+    return SpectralDensity(nodes, weights, grid, rho, s, op.dim, num_probes * lanczos_steps, op.kind)
 
+
+def extremes(op: CurvatureOperator, *, key=None, tol: float = 1e-3, max_matvecs: int | None = None) -> Extremes:
+    """``lambda_min`` and ``lambda_max`` of a curvature operator (Lanczos from each end), with their residuals.
+
+    The bottom end sits next to the bulk, so it usually needs more products
+    than the top: ``max_matvecs`` defaults to 150 there (check ``bottom.converged``).
+    ``key`` is required (split for the two solves).
+    """
+    check_operator(op)
+    k1, k2 = jax.random.split(check_key(key))
+    top = eigenpairs(op, 1, key=k1, tol=tol, max_matvecs=max_matvecs)
+    bottom = eigenpairs(op, 1, key=k2, tol=tol, max_matvecs=max_matvecs or 150, which="smallest")
+    lmin, lmax = float(bottom.eigenvalues[0]), float(top.eigenvalues[0])
+    return Extremes(lmin, lmax, lmin / lmax if lmax != 0 else math.nan, bottom, top, op.kind)
+
+
+# ----------------------------------------------------------------------------- the Hessian of (model, w, x, y)
+
+
+@renamed_kwargs(batch_size="chunk_size")
+def hessian_trace(model, w, x, y, *, num_probes: int, key=None, method: str = "hutch++", k=None, chunk_size: int = 1,
+                  allow_nonfinite: bool = False) -> TraceEstimate:
+    """``tr(H_k(w))`` by Hutch++ (default) or Hutchinson, with its standard error: :func:`trace` of the Hessian."""
+    return trace(hessian_operator(model, w, x, y, k=k), num_probes=num_probes, key=key, method=method,
+                 chunk_size=chunk_size, allow_nonfinite=allow_nonfinite)
+
+
+@renamed_kwargs(batch_size="chunk_size")
+def spectral_density(model, w, x, y, *, num_probes: int, lanczos_steps: int, key=None, k=None, sigma=None,
+                     num_points: int = 1024, chunk_size: int = 1, allow_nonfinite: bool = False) -> SpectralDensity:
+    """Eigenvalue density of ``H_k(w)`` by stochastic Lanczos quadrature: :func:`density` of the Hessian."""
+    return density(hessian_operator(model, w, x, y, k=k), num_probes=num_probes, lanczos_steps=lanczos_steps, key=key,
+                   sigma=sigma, num_points=num_points, chunk_size=chunk_size, allow_nonfinite=allow_nonfinite)
+
+
+def bottom_eigenpairs(model, w, x, y, d: int = 1, *, k=None, key=None, **kwargs) -> EigResult:
+    """The d smallest (most negative) eigenpairs of ``H_k(w)``, ascending: ``hessian_eigenpairs(..., which="smallest")``."""
+    return hessian_eigenpairs(model, w, x, y, d, k=k, key=key, which="smallest", **kwargs)
+
+
+def extreme_eigenvalues(model, w, x, y, *, k=None, key=None, tol: float = 1e-3, max_matvecs: int | None = None) -> Extremes:
+    """``lambda_min`` and ``lambda_max`` of ``H_k(w)``: :func:`extremes` of the Hessian (``key`` required)."""
+    return extremes(hessian_operator(model, w, x, y, k=k), key=key, tol=tol, max_matvecs=max_matvecs)
+
+
+# ----------------------------------------------------------------------------- from the estimates
 
 def density_moments(density: SpectralDensity, p: int):
     """``(trace(H^p) / D, standard error)`` from the quadrature (exact per probe for ``p < 2 steps``)."""
@@ -249,25 +214,6 @@ def positive_trace(density: SpectralDensity):
     n = per_probe.shape[0]
     se = per_probe.std(ddof=1) / math.sqrt(n) if n > 1 else math.inf
     return float(density.dim * per_probe.mean()), float(density.dim * se)
-
-
-def bottom_eigenpairs(model, w, x, y, d: int = 1, k=None, **kwargs) -> EigResult:
-    """The d smallest (most negative) eigenpairs of ``H_k(w)``, ascending: ``hessian_eigenpairs(..., which="smallest")``."""
-    return hessian_eigenpairs(model, w, x, y, d, k, which="smallest", **kwargs)
-
-
-def extreme_eigenvalues(model, w, x, y, k=None, *, key=None, tol: float = 1e-3, max_matvecs: int | None = None) -> Extremes:
-    """``lambda_min`` and ``lambda_max`` of ``H_k(w)`` (Lanczos from each end), with their residuals.
-
-    The bottom end sits next to the bulk, so it usually needs more products
-    than the top: ``max_matvecs`` defaults to 150 there (check ``bottom.converged``).
-    """
-    key = jax.random.key(0) if key is None else key
-    k1, k2 = jax.random.split(key)
-    top = hessian_eigenpairs(model, w, x, y, 1, k, key=k1, tol=tol, max_matvecs=max_matvecs)
-    bottom = bottom_eigenpairs(model, w, x, y, 1, k, key=k2, tol=tol, max_matvecs=max_matvecs or 150)
-    lmin, lmax = float(bottom.eigenvalues[0]), float(top.eigenvalues[0])
-    return Extremes(lmin, lmax, lmin / lmax if lmax != 0 else math.nan, bottom, top)
 
 
 def choose_d(eigenvalues, density: SpectralDensity | None = None, *, share: float = 0.9,

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..curvature.eigenpairs import EigResult, hessian_eigenpairs
+from ..curvature.eigen import EigResult, hessian_eigenpairs
 from ..errors import ConfigError
 from ..validate import check_key, check_params, check_vectors, positive_int
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..curvature.eigenpairs import hessian_eigenpairs
+from ..curvature.eigen import hessian_eigenpairs
 from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from .prefix import cumulative_means, prefix_increments

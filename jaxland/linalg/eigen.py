@@ -86,24 +86,34 @@ def _solver(method, d, tol, max_matvecs, block_size, dim, basis_dtype=None):
     raise AssertionError(method)
 
 
+def _solve(matvec, matmat, method, d, tol, max_matvecs, block_size, key, dim, dtype, basis_dtype=None,
+           which="largest"):
+    """The solve of ``method`` on ``matvec: v -> A v`` (``matmat``: rows, or None for its vmap), to be traced.
+
+    ``dim``, ``dtype``: the operator's size and working precision; ``key``: the start vector(s).
+    """
+    solve, blocked = _solver(method, d, tol, max_matvecs, block_size, dim, basis_dtype)
+    # the bottom of the spectrum is the top of -A
+    sign = -1.0 if which == "smallest" else 1.0
+    mv = lambda v: sign * matvec(v)
+    if blocked:
+        mm = (lambda V: sign * matmat(V)) if matmat is not None else jax.vmap(mv)
+        res = solve(mm, jax.random.normal(key, (block_size, dim), dtype))
+    else:
+        res = solve(mv, jax.random.normal(key, (dim,), dtype))
+    return res._replace(eigenvalues=sign * res.eigenvalues)
+
+
 @functools.partial(
     jax.jit,
     static_argnames=("matvec", "matmat", "method", "d", "max_matvecs", "block_size", "tol", "basis_dtype", "which"),
 )
 def _solve_jit(matvec, matmat, method, d, tol, max_matvecs, block_size, key, dtype_probe, operands,
                basis_dtype=None, which="largest"):
-    dim = dtype_probe.shape[0]
-    dtype = dtype_probe.dtype
-    solve, blocked = _solver(method, d, tol, max_matvecs, block_size, dim, basis_dtype)
-    # the bottom of the spectrum is the top of -A
-    sign = -1.0 if which == "smallest" else 1.0
-    mv = lambda v: sign * matvec(v, *operands)
-    if blocked:
-        mm = (lambda V: sign * matmat(V, *operands)) if matmat is not None else jax.vmap(mv)
-        res = solve(mm, jax.random.normal(key, (block_size, dim), dtype))
-    else:
-        res = solve(mv, jax.random.normal(key, (dim,), dtype))
-    return res._replace(eigenvalues=sign * res.eigenvalues)
+    mv = lambda v: matvec(v, *operands)
+    mm = None if matmat is None else (lambda V: matmat(V, *operands))
+    return _solve(mv, mm, method, d, tol, max_matvecs, block_size, key, dtype_probe.shape[0], dtype_probe.dtype,
+                  basis_dtype, which)
 
 
 def _float_name(arg, value):
@@ -209,7 +219,7 @@ def top_eigenpairs(
       dim, d: operator size and number of pairs, ``0 < d < dim``.
       method: one of :data:`METHODS` (see the module docstring); default
         ``"lanczos"``, the fewest products.
-      key: start-vector key (default ``jax.random.key(0)``); same key, same result.
+      key: start-vector key, required (e.g. ``jax.random.key(0)``); same key, same result.
       tol: relative residual target ``||A v - lambda v|| <= tol |lambda|``.
       max_matvecs: product budget (method defaults: ``max(6d, d+50)`` for the
         Krylov methods, ``1000 (d+1)`` for power).
@@ -237,7 +247,7 @@ def top_eigenpairs(
     dim = positive_int("dim", dim)
     if not callable(matvec):
         raise ConfigError(f"matvec must be a function v -> A v, got {type(matvec).__name__}")
-    key = None if key is None else check_key(key)
+    key = check_key(key)
     d, b, max_matvecs = _validate(dim, d, method, tol, max_matvecs, block_size, which)
     basis = _basis_name(basis_dtype, method)
     # the operator's dtype is found outside any x64 switch: a float64 basis must not widen it
@@ -248,7 +258,6 @@ def top_eigenpairs(
     dtype = jnp.dtype(dtype if dtype is not None else out.dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ConfigError(f"eigensolvers need a real floating dtype, got {dtype}")
-    key = jax.random.key(0) if key is None else key
     with _x64_if(basis):
         res = _solve_jit(matvec, matmat, method, d, float(tol), max_matvecs, b, key, jnp.zeros((dim,), dtype),
                          operands, basis_dtype=basis, which=which)

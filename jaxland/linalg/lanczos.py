@@ -1,4 +1,4 @@
-"""Lanczos and block Lanczos with full reorthogonalisation: the Krylov machinery of :mod:`jaxland.curvature.eigenpairs`.
+"""Lanczos and block Lanczos with full reorthogonalisation: the Krylov machinery of :mod:`jaxland.curvature.eigen`.
 
 Each solver is a factory in the matfree style: static settings in, a pure
 ``solve(matvec, v0) -> EigResult`` out, one ``lax.while_loop`` over the

@@ -12,8 +12,19 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["EigResult"]
+__all__ = ["EigResult", "EigInfo"]
+
+
+class EigInfo(NamedTuple):
+    """An :class:`EigResult`'s diagnostics in one place (arrays with a leading axis for a batch)."""
+
+    d: int  # pairs returned
+    dim: int  # operator size
+    num_matvecs: int | np.ndarray  # products used
+    converged: bool | np.ndarray
+    max_relative_residual: float | np.ndarray  # over the d pairs
 
 
 class EigResult(NamedTuple):
@@ -35,6 +46,14 @@ class EigResult(NamedTuple):
     relative_residuals: jax.Array
     num_matvecs: jax.Array
     converged: jax.Array
+
+    @property
+    def info(self) -> EigInfo:
+        """:class:`EigInfo`: d, dim, products used, convergence, worst relative residual."""
+        scalar = lambda a: a.item() if a.ndim == 0 else a
+        d, dim = np.shape(self.eigenvectors)[-2:]
+        return EigInfo(int(d), int(dim), scalar(np.asarray(self.num_matvecs)), scalar(np.asarray(self.converged)),
+                       scalar(np.max(np.asarray(self.relative_residuals), axis=-1)))
 
 
 # ----------------------------------------------------------------------------- helpers

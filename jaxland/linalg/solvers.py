@@ -1,4 +1,4 @@
-"""Deflated power iteration, LOBPCG and the dense reference: the non-Krylov solvers of :mod:`jaxland.curvature.eigenpairs`.
+"""Deflated power iteration, LOBPCG and the dense reference: the non-Krylov solvers of :mod:`jaxland.curvature.eigen`.
 
 Factories in the matfree style: static settings in, a pure ``solve(matvec, v0)``
 (or ``solve(matmat, V0)``) returning :class:`~jaxland.linalg.result.EigResult` out.

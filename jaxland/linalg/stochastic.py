@@ -9,8 +9,8 @@
   of ``v^T f(A) v``.
 * :func:`smooth_density`: the Gaussian broadening of those quadratures.
 
-The estimators are pure functions of ``(matvec, key)``: jit or vmap them as you
-like. ``batch_size`` is how many probes are vmapped together inside the
+The estimators are pure functions of ``matvec`` and ``key=``: jit or vmap them as
+you like. ``chunk_size`` is how many probes are vmapped together inside the
 ``lax.map`` over probes (memory against speed; the result does not change).
 The Hutchinson integrand, the Rademacher sampler and the Lanczos
 tridiagonalisation are matfree's.
@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from matfree import decomp, stochtrace
 
+from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from ..validate import check_real, positive_int
 
@@ -32,33 +33,39 @@ __all__ = ["trace_estimate", "slq", "smooth_density"]
 
 
 
-def _rows(matvec, V, batch_size):
-    """``matvec`` of every row of ``V``, ``batch_size`` rows vmapped at a time (bounded memory)."""
-    return jax.lax.map(matvec, V, batch_size=batch_size)
+def _rows(matvec, V, chunk_size):
+    """``matvec`` of every row of ``V``, ``chunk_size`` rows vmapped at a time (bounded memory)."""
+    return jax.lax.map(matvec, V, batch_size=chunk_size)
 
 
-def trace_estimate(matvec, key, dim: int, dtype, *, num_probes: int, method: str = "hutch++", batch_size: int = 1):
-    """Pure ``tr(A)`` estimator for ``matvec: (dim,) -> (dim,)`` (jit/vmap it as you like)."""
+@renamed_kwargs(batch_size="chunk_size")
+def trace_estimate(matvec, dim: int, dtype, *, key, num_probes: int, method: str = "hutch++", chunk_size: int = 1):
+    """Pure ``tr(A)`` estimator for ``matvec: (dim,) -> (dim,)`` (jit/vmap it as you like).
+
+    Returns ``(estimate, stderr, exact_part, per_probe_values)``; ``num_probes``
+    products in all (Hutch++: a third for the sketch, a third for its exact part).
+    """
     if method == "hutchinson":
         G = stochtrace.sampler_signs(jnp.zeros((dim,), dtype), num=num_probes)(key)
         integrand = stochtrace.monte_carlo_trace()
-        vals = _rows(lambda g: integrand(matvec, g), G, batch_size)
+        vals = _rows(lambda g: integrand(matvec, g), G, chunk_size)
         exact = jnp.zeros((), dtype)
     else:
         r = num_probes // 3
         ks, kg = jax.random.split(key)
         S = stochtrace.sampler_signs(jnp.zeros((dim,), dtype), num=r)(ks)
-        Q, _ = jnp.linalg.qr(_rows(matvec, S, batch_size).T)  # (dim, r)
-        exact = jnp.sum(Q * _rows(matvec, Q.T, batch_size).T)
+        Q, _ = jnp.linalg.qr(_rows(matvec, S, chunk_size).T)  # (dim, r)
+        exact = jnp.sum(Q * _rows(matvec, Q.T, chunk_size).T)
         G = stochtrace.sampler_signs(jnp.zeros((dim,), dtype), num=num_probes - 2 * r)(kg)
         G = G - (G @ Q) @ Q.T
-        vals = jnp.sum(G * _rows(matvec, G, batch_size), axis=1)
+        vals = jnp.sum(G * _rows(matvec, G, chunk_size), axis=1)
     n = vals.shape[0]
     stderr = jnp.std(vals, ddof=1) / math.sqrt(n) if n > 1 else jnp.asarray(jnp.inf, dtype)
     return exact + jnp.mean(vals), stderr, exact, vals
 
 
-def slq(matvec, key, dim: int, dtype, *, num_probes: int, lanczos_steps: int, batch_size: int = 1):
+@renamed_kwargs(batch_size="chunk_size")
+def slq(matvec, dim: int, dtype, *, key, num_probes: int, lanczos_steps: int, chunk_size: int = 1):
     """Pure SLQ: ``(nodes, weights)``, each (num_probes, lanczos_steps), from Rademacher probes."""
     tridiag = decomp.tridiag_sym(lanczos_steps, reortho="full", materialize=True, custom_vjp=False)
     G = stochtrace.sampler_signs(jnp.zeros((dim,), dtype), num=num_probes)(key)
@@ -68,7 +75,7 @@ def slq(matvec, key, dim: int, dtype, *, num_probes: int, lanczos_steps: int, ba
         theta, U = jnp.linalg.eigh(T)
         return theta, U[0] ** 2
 
-    return _rows(one, G, batch_size)
+    return _rows(one, G, chunk_size)
 
 
 def smooth_density(nodes, weights, *, sigma=None, num_points: int = 1024, allow_nonfinite: bool = False):
