@@ -17,16 +17,16 @@ from .errors import ConfigError, DataError, DataNotFoundError, JaxlandError, Num
 
 from .data import Dataset, load_dataset
 from .models import Model, accuracy, as_model, build_model, mean_loss, MLPConfig, per_sample_losses, reference_mlp
-from .training import TrainResult, cached_train, load_params, save_params, train
+from .training import TrainResult, cached_train, train
 from .curvature import (bottom_eigenpairs, choose_d, extreme_eigenvalues, hessian_eigenpairs, hessian_eigenpairs_batch,
                         hessian_trace, hvp, loss_and_grad, spectral_density)
-from .curvature import CurvatureOperator, fisher_operator, ggn_operator, hessian_operator
-from .linalg import EigResult, top_eigenpairs
+from .curvature import fisher_operator, ggn_operator, hessian_operator
+from .linalg import EigResult
 from .landscape import (DeltaResult, Subspace, delta_monte_carlo, delta_split, hessian_subspace, loss_differences,
-                        loss_surface, random_directions, subspace_curvature, theory_delta, theory_delta_eigensolver)
+                        loss_surface, random_directions, subspace_curvature, theory_delta)
 from .sample_size import KForecast, forecast_sufficient_k, sufficient_k
 from .sharding import device_mesh, initialize_distributed
-from .io import run_metadata, write_json
+from .io import write_json
 
 __all__ = [
     "__version__",
@@ -37,18 +37,18 @@ __all__ = [
     # models
     "Model", "as_model", "MLPConfig", "reference_mlp", "build_model", "per_sample_losses", "mean_loss", "accuracy",
     # training
-    "TrainResult", "train", "cached_train", "save_params", "load_params",
+    "TrainResult", "train", "cached_train",
     # curvature
-    "loss_and_grad", "hvp", "EigResult", "top_eigenpairs", "hessian_eigenpairs", "hessian_eigenpairs_batch",
+    "loss_and_grad", "hvp", "EigResult", "hessian_eigenpairs", "hessian_eigenpairs_batch",
     "bottom_eigenpairs", "extreme_eigenvalues", "hessian_trace", "spectral_density", "choose_d",
-    "CurvatureOperator", "hessian_operator", "ggn_operator", "fisher_operator",
+    "hessian_operator", "ggn_operator", "fisher_operator",
     # landscape
     "Subspace", "hessian_subspace", "random_directions", "DeltaResult", "delta_monte_carlo", "subspace_curvature",
-    "theory_delta", "theory_delta_eigensolver", "delta_split", "loss_surface", "loss_differences",
+    "theory_delta", "delta_split", "loss_surface", "loss_differences",
     # sample size
     "sufficient_k", "KForecast", "forecast_sufficient_k",
     # devices and results on disk
-    "device_mesh", "initialize_distributed", "write_json", "run_metadata",
+    "device_mesh", "initialize_distributed", "write_json",
 ]
 
 # Names that lived at the top level before the stage subpackages: they keep
@@ -58,10 +58,12 @@ _MOVED = {
     "LOSSES": "models", "cross_entropy": "models", "mse": "models", "ACTIVATIONS": "models", "MLP": "models",
     "Layer": "models", "ARCHITECTURES": "models", "MODEL_NAMES": "models", "LeNet5": "models", "ResNet": "models",
     "ViT": "models",
-    "DIVERGENCE_FACTOR": "training", "train_epoch": "training", "default_cache_dir": "training",
+    "DIVERGENCE_FACTOR": "training", "save_params": "training", "load_params": "training", "train_epoch": "training", "default_cache_dir": "training",
     "dense_hessian": "curvature", "hessian_matvec": "curvature", "hvp_batch": "curvature", "sharded_hvp": "curvature",
     "SpectralDensity": "curvature", "TraceEstimate": "curvature", "Extremes": "curvature", "DChoice": "curvature",
     "density_moments": "curvature", "positive_trace": "curvature",
+    "CurvatureOperator": "curvature", "top_eigenpairs": "linalg", "theory_delta_eigensolver": "landscape",
+    "run_metadata": "io",
     "block_lanczos": "linalg", "dense_eigh": "linalg", "lanczos": "linalg", "lobpcg": "linalg",
     "power_iteration": "linalg", "smooth_density": "linalg",
     "normalize_filters": "landscape", "batch_means": "landscape", "cumulative_means": "landscape",
