@@ -18,6 +18,7 @@ nbclient = pytest.importorskip("nbclient")
 NB = Path(__file__).resolve().parents[1] / "experiments" / "colab.ipynb"
 
 
+@pytest.mark.slow
 def test_colab_notebook_runs(monkeypatch, tmp_path):
     monkeypatch.setenv("JAXLAND_NB_PARAMS", json.dumps(dict(n_samples=512, hidden=[32], epochs=1, d=3, num_draws=8)))
     nb = nbformat.read(NB, as_version=4)

@@ -2,6 +2,8 @@
 
 import re
 
+import pytest
+
 import numpy as np
 from pathlib import Path
 
@@ -25,6 +27,7 @@ def _snippet(title, shrink):
     return ns
 
 
+@pytest.mark.slow
 def test_readme_snippet_runs():
     ns = _snippet("## Use from a notebook", [("limit=9984", "limit=256"), ("num_draws=1024", "num_draws=8"), ('"mnist_10k/9984"', '"mnist_10k/256"')])
     mc, th = ns["mc"], ns["th"]
@@ -32,6 +35,7 @@ def test_readme_snippet_runs():
     assert ns["eig"].converged
 
 
+@pytest.mark.slow
 def test_readme_bring_your_own_model_runs():
     ns = _snippet("## Bring your own model", [("limit=2048", "limit=256"), ("epochs=3", "epochs=1"), ("num_draws=256", "num_draws=8"), ("2048/images", "256/images")])
     mc, th = ns["mc"], ns["th"]
@@ -40,6 +44,7 @@ def test_readme_bring_your_own_model_runs():
     assert ns["eig"].eigenvalues.shape == (10,)
 
 
+@pytest.mark.slow
 def test_readme_forecast_runs():
     ns = _snippet("## How much more data?", [("limit=4096", "limit=1024"), ("epochs=5", "epochs=1"), ("num_draws=64", "num_draws=16"), ("pilot/4096", "pilot/1024")])
     f = ns["f"]
@@ -47,6 +52,7 @@ def test_readme_forecast_runs():
     assert np.all(np.asarray(f.lower_scatter) <= np.asarray(f.k_scatter)) and np.all(np.asarray(f.k_scatter) <= np.asarray(f.upper_scatter))
 
 
+@pytest.mark.slow
 def test_readme_spectrum_runs():
     ns = _snippet("## The whole Hessian spectrum", [("limit=9984", "limit=256"), ('"mnist_10k/9984"', '"mnist_10k/256"'), ("num_probes=60", "num_probes=12"),
                                                     ("lanczos_steps=60", "lanczos_steps=8"), ("y, 32, key", "y, 12, key")])

@@ -32,6 +32,7 @@ def test_stream_plan():
         jl.stream_plan(10, 10, memory_budget=0)
 
 
+@pytest.mark.slow
 def test_streamed_delta_equals_one_pass(mlp):
     model, w, x, y, sub = mlp
     th = jl.draw_thetas(jax.random.key(1), 13, 3, 0.7, jnp.float64)
@@ -96,6 +97,7 @@ def test_bf16_needs_a_low_precision_forward(x64):
         jl.per_sample_loss_matrix(Linear(), sub, jnp.ones((2, 2)), x, jnp.zeros(4), mesh="all")
 
 
+@pytest.mark.slow
 def test_sharded_estimates_match_single_device(run_with_devices, tiny_mlp_script):
     out = run_with_devices(tiny_mlp_script(
         """
@@ -178,6 +180,7 @@ print("OK", jax.process_index(), jl.is_main_process())
 """
 
 
+@pytest.mark.slow
 def test_multi_process_results_on_every_process(tmp_path):
     # two processes x two CPU devices under jax.distributed.initialize (gloo collectives)
     import socket

@@ -25,6 +25,7 @@ def test_auto_chunk_and_mesh_errors():
         jl.device_mesh(10_000)
 
 
+@pytest.mark.slow
 def test_sharded_map_and_hvp_match_single_device(run_with_devices):
     out = run_with_devices(
         """

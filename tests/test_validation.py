@@ -272,6 +272,7 @@ print(hashlib.sha256(np.asarray(res.params).tobytes()).hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_two_processes_fill_one_cache_entry(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -294,6 +295,7 @@ def test_two_processes_fill_one_cache_entry(tmp_path):
 # ------------------------------------------------------------------------------------ kill -9 and resume
 
 
+@pytest.mark.slow
 def test_kill_9_mid_experiment_then_rerun_equals_uninterrupted(tmp_path):
     from experiments._cli import resolve_config
     from experiments._runner import run_experiment

@@ -73,6 +73,7 @@ def test_control_variate_is_exact_on_a_quadratic_loss(quadratic, kw):
     assert np.all(np.asarray(plain.stderr) > 1e-3 * exact)  # the plain estimator is not exact
 
 
+@pytest.mark.slow
 def test_streamed_estimates_equal_a_direct_computation(mlp):
     """The streamed per-half moments give the cross-fitted estimate computed here from the (T, N) loss matrix."""
     model, w, x, y, sub = mlp
@@ -119,6 +120,7 @@ def test_unbiased_against_a_long_plain_run(mlp, kw):
         assert r.info.num_orderings == long.info.num_orderings and r.unit == long.unit
 
 
+@pytest.mark.slow
 def test_reported_errors_match_the_spread_over_seeds(mlp):
     """Empirical SD of the estimate over 50 seeds / RMS of the reported SE in [0.8, 1.25] (median over k)."""
     model, w, x, y, sub = mlp
@@ -132,6 +134,7 @@ def test_reported_errors_match_the_spread_over_seeds(mlp):
         assert np.all((ratio > 0.5) & (ratio < 2)), (vr, np.round(ratio, 2))
 
 
+@pytest.mark.slow
 def test_methods_on_two_devices_match_one(run_with_devices, tiny_mlp_script):
     out = run_with_devices(tiny_mlp_script(
         """
@@ -149,6 +152,7 @@ def test_methods_on_two_devices_match_one(run_with_devices, tiny_mlp_script):
     assert out.strip() == "ok"
 
 
+@pytest.mark.slow
 def test_bf16_and_given_thetas(mlp):
     model, w, x, y, sub = mlp
     th = jl.draw_thetas(jax.random.key(0), 64, 3, 0.7, jnp.float64)

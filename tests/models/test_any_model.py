@@ -53,6 +53,7 @@ def _problem(model, shape, n=13, seed=0):
     return w, x, y
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,model,shape", MODELS, ids=[m[0] for m in MODELS])
 def test_hvp_and_eigenpairs_match_dense_hessian(x64, name, model, shape):
     w, x, y = _problem(model, shape)
@@ -67,6 +68,7 @@ def test_hvp_and_eigenpairs_match_dense_hessian(x64, name, model, shape):
     np.testing.assert_allclose(overlap, 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,model,shape", MODELS, ids=[m[0] for m in MODELS])
 def test_delta_monte_carlo_equals_a_plain_loop_over_draws(x64, name, model, shape):
     w, x, y = _problem(model, shape, n=12)
@@ -145,6 +147,7 @@ def test_new_k_sigma_or_key_does_not_recompile():
     assert jl.build_model("lenet5", (28, 28, 1), 10) == model  # a rebuilt model reuses the compiled programs
 
 
+@pytest.mark.slow
 def test_inference_mode_state_is_a_constant_and_losses_are_per_sample():
     module = jl.ResNet((4, 4, 1), 3, width=1, rngs=nnx.Rngs(0))
     module.stem_bn.mean[...] = jnp.full((1,), 0.5)
@@ -160,6 +163,7 @@ def test_inference_mode_state_is_a_constant_and_losses_are_per_sample():
         model.init(jax.random.key(0))
 
 
+@pytest.mark.slow
 def test_training_and_the_weight_cache_work_for_any_model(tmp_path):
     model = jl.build_model("vit", (4, 4, 1), 3, patch_size=2, dim=4, depth=1, heads=2, mlp_dim=4)
     x = jax.random.normal(jax.random.key(1), (64, 4, 4, 1))

@@ -21,6 +21,7 @@ def problem():
         yield model, w, x, y, evals
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sp.TRACE_METHODS)
 def test_trace_within_4_stderr_of_exact(x64, problem, method):
     model, w, x, y, evals = problem
@@ -69,6 +70,7 @@ def test_density_moments_within_monte_carlo_error(x64, problem):
     assert abs(tp - evals[evals > 0].sum()) < 4 * tp_se
 
 
+@pytest.mark.slow
 def test_lambda_min_and_max(x64, problem):
     model, w, x, y, evals = problem
     assert evals[0] < 0  # this model has negative curvature to find

@@ -23,6 +23,7 @@ def tiny_record(tmp_path_factory):
         yield cfg, rec, out
 
 
+@pytest.mark.slow
 def test_tiny_record_has_verdict_and_k_table(tiny_record):
     cfg, rec, out = tiny_record
     d0, dmax = cfg.ds[0], cfg.ds[-1]

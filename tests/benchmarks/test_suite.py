@@ -10,7 +10,7 @@ import pytest
 
 import jaxland as jl
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ lives beside jaxland/, not inside it
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # benchmarks/ lives beside jaxland/, not inside it
 from benchmarks import suite  # noqa: E402
 
 
@@ -29,6 +29,7 @@ def tiny_run(tmp_path_factory):
     return json.loads(path.read_text()), returned
 
 
+@pytest.mark.slow
 def test_structure(tiny_run):
     p, returned = tiny_run
     assert p["size"] == "tiny" and p["benchmark"] == f"suite-{jax.default_backend()}-tiny"
@@ -45,6 +46,7 @@ def test_structure(tiny_run):
     assert "Delta_k bf16" in text and "skipped" in text
 
 
+@pytest.mark.slow
 def test_figures_are_sane(tiny_run):
     p, _ = tiny_run
     h, e, d = p["hvp"], p["eigenpairs"], p["delta"]

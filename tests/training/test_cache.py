@@ -29,7 +29,7 @@ from jaxland.training import cache as cache_mod
 from jaxland.training.cache import cache_path
 from jaxland.training.loop import params_bytes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KEY = jax.random.key(0)
 TRAIN = dict(data_tag="t", epochs=1, batch_size=16, progress=False)
 

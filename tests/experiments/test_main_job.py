@@ -22,7 +22,7 @@ from experiments import __main__ as main_job
 from experiments._cli import resolve_config
 from experiments._runner import run_experiment
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +42,7 @@ TINY_SETTINGS = {
 }
 
 
+@pytest.mark.slow
 def test_main_job_runs_every_experiment(tiny_run):
     rc, out = tiny_run
     assert rc == 0
@@ -73,6 +74,7 @@ def test_main_job_runs_every_experiment(tiny_run):
         assert not list(d.glob("**/*.tmp")), "temporary files left behind"
 
 
+@pytest.mark.slow
 def test_report_states_what_the_records_say(tiny_run):
     _, out = tiny_run
     page = (out / "report.html").read_text()
@@ -89,6 +91,7 @@ def test_report_states_what_the_records_say(tiny_run):
     assert page.count('<span class="held">HELD</span>') >= 2 * held  # summary table and experiment section
 
 
+@pytest.mark.slow
 def test_records_agree_with_their_arrays(tiny_run):
     _, out = tiny_run
     rec = json.loads((out / "hessian_delta" / "results.json").read_text())
@@ -106,6 +109,7 @@ def test_records_agree_with_their_arrays(tiny_run):
     np.testing.assert_allclose(spec["summary"]["mean_eigenvalues"], ev.mean(0), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_rerun_resumes(tiny_run, tmp_path):
     _, out = tiny_run
     spec = get_spec("random_surface")

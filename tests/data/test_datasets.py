@@ -239,7 +239,7 @@ def test_normalize_images_unknown_dataset_is_a_config_error():
 def test_benchmarks_say_which_data_folder_they_read(tmp_path, monkeypatch, capsys):
     import sys
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from benchmarks import common
 
     monkeypatch.setenv("JAXLAND_DATA_DIR", str(tmp_path))

@@ -30,6 +30,7 @@ def test_solver_factories_find_known_eigenpairs(x64, method):
     assert bool(np.all(res.converged))
 
 
+@pytest.mark.slow
 def test_theory_delta_eigensolver_matches_the_dense_route(mlp):
     model, w, x, y, _ = mlp
     ks, d, sigma = [2, 5], 3, 0.7
