@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 
 from ..errors import ConfigError
-from ..models.base import mean_loss
+from ..models.base import prefix_mean_loss as mean_loss  # unchecked; clamps a traced k to [1, N]
 from ..sharding import AXIS, map_rows, pad_rows, replicate, resolve_mesh, shard_rows
-from ..validate import check_data, check_params, check_prefix, check_vectors
+from ..validate import check_data, check_params, check_prefix, check_vectors, clamp_prefix
 
 __all__ = ["loss_and_grad", "hvp", "hvp_batch", "sharded_hvp", "hessian_matvec", "dense_hessian"]
 
@@ -138,6 +138,7 @@ def _data_parallel_hvp(model, mesh, n, x, y, w, vs, k):
 
     def body(rows, w_, vs_, k_):
         x_, y_ = rows
+        k_ = clamp_prefix(k_, n)
         idx = jax.lax.axis_index(AXIS) * local + jnp.arange(local)
         valid = (idx < k_) & (idx < n)  # the prefix, without the padded rows
         masked_sum = lambda ww: jnp.sum(jnp.where(valid, model.per_sample_losses(ww, x_, y_), 0.0))
