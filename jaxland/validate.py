@@ -68,7 +68,7 @@ def _all_finite(a) -> bool:
 def warn(message: str, category=RuntimeWarning) -> None:
     """``warnings.warn`` pointing at the first caller outside jaxland (the user's line)."""
     here = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    level, frame = 1, sys._getframe(1)
+    level, frame = 2, sys._getframe(1)  # level 2: the caller of warn()
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
         level, frame = level + 1, frame.f_back
     warnings.warn(message, category, stacklevel=level)
@@ -259,6 +259,11 @@ def check_subspace(model, subspace, *, values: bool = True) -> int:
     if not (hasattr(subspace, "center") and hasattr(subspace, "directions")):
         raise ConfigError(f"expected a jaxland.Subspace(center, directions), got {type(subspace).__name__}")
     p = subspace.directions
+    if not hasattr(p, "ndim") or not hasattr(subspace.center, "shape"):
+        raise ConfigError(
+            f"subspace.center and subspace.directions must be arrays, got {type(subspace.center).__name__} and "
+            f"{type(p).__name__}; build it as jaxland.Subspace(jnp.asarray(w), jnp.asarray(P))"
+        )
     if p.ndim != 2:
         raise ConfigError(f"subspace.directions must be (d, D), got shape {tuple(p.shape)}")
     dim = int(model.num_params)
@@ -270,8 +275,17 @@ def check_subspace(model, subspace, *, values: bool = True) -> int:
     if p.shape[0] < 1 or p.shape[0] > dim:
         raise ConfigError(f"subspace dimension d={p.shape[0]} must be in [1, D={dim}]")
     check_params(model, subspace.center, "subspace.center", values=values)
-    if values and _concrete(p) and not _all_finite(p):
-        raise ConfigError("subspace.directions contain non-finite values (NaN/inf)")
+    if not jnp.issubdtype(p.dtype, jnp.floating):
+        raise ConfigError(f"subspace.directions must be floating point, got {p.dtype}")
+    if values and _concrete(p):
+        if not _all_finite(p):
+            raise ConfigError("subspace.directions contain non-finite values (NaN/inf)")
+        zero = _eager(lambda: np.flatnonzero(~np.asarray(jnp.any(p != 0, axis=1))))
+        if zero.size:
+            raise ConfigError(
+                f"subspace.directions row(s) {zero.tolist()} are all zero: the subspace has fewer than d={p.shape[0]} "
+                "dimensions and the estimates along it would be silently flat; drop those rows or choose other directions"
+            )
     return int(p.shape[0])
 
 

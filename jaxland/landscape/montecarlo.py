@@ -31,7 +31,9 @@ from ..errors import ConfigError
 from .kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK, delta_stream, has_fast_kernel, loss_matrix, squared_increments
 from ..sharding import AXIS, DEFAULT_MEMORY_BUDGET, auto_chunk, ceil_div, gather, pad_rows, replicate, resolve_mesh
 from .theory import SubspaceCurvature, subspace_curvature
-from ..validate import check_data, check_sigma, check_subspace, finite_result, num_groups, positive_int, unit
+from .. import memory
+from ..validate import (as_array, check_data, check_key, check_sigma, check_subspace, finite_result, group_split, num_groups,
+                        positive_int, unit)
 from .variance import DEFAULT_VARIANCE_REDUCTION, control_inputs, draw_or_check_units, estimate_from_moments, parse_variance_reduction
 
 __all__ = [
@@ -58,7 +60,12 @@ class DeltaInfo(NamedTuple):
     (:class:`~jaxland.landscape.variance.VarianceReduction`, e.g. ``"cv+antithetic"``);
     ``effective_draws``: the median over k of ``var(f_k) / stderr_k^2``, the
     number of plain draws that would give the same standard error (T for
-    plain Monte Carlo, up to noise).
+    plain Monte Carlo, up to noise); ``num_samples``: N, the samples given;
+    ``samples_used``: the samples k reaches (``K * samples_per_k``; the
+    trailing ``samples_dropped`` of an incomplete batch are not used);
+    ``orderings``: the (R, N) permutations the result is averaged over (None:
+    the data order), so that the same orderings can be rebuilt
+    (:func:`jaxland.delta_split` uses them). None where unknown.
     """
 
     sigma: float
@@ -70,6 +77,14 @@ class DeltaInfo(NamedTuple):
     kernel: str
     variance_reduction: str = "none"
     effective_draws: float | None = None
+    num_samples: int | None = None
+    samples_used: int | None = None
+    orderings: np.ndarray | None = None
+
+    @property
+    def samples_dropped(self) -> int | None:
+        """Trailing samples of an incomplete batch that no k reaches (``num_samples - samples_used``)."""
+        return None if self.num_samples is None or self.samples_used is None else self.num_samples - self.samples_used
 
 
 class DeltaResult(NamedTuple):
@@ -96,7 +111,10 @@ def draw_thetas(key: jax.Array, num_draws: int, d: int, sigma: float, dtype=jnp.
     """``theta_t ~ N(0, sigma^2 I_d)``, shape (T, d); the same key gives the same draws."""
     sigma = check_sigma(sigma)
     num_draws = positive_int("num_draws (T)", num_draws, minimum=2)
-    return sigma * jax.random.normal(key, (num_draws, int(d)), dtype)
+    d = positive_int("d", d)
+    memory.require(f"draw_thetas ({num_draws} x {d})", {"draws": memory.nbytes((num_draws, d), dtype)},
+                   fix="draw fewer at a time (several keys, jax.random.fold_in)")
+    return sigma * jax.random.normal(check_key(key), (num_draws, d), dtype)
 
 
 def orderings_array(orderings, n: int, key=None):
@@ -107,8 +125,13 @@ def orderings_array(orderings, n: int, key=None):
         r = positive_int("orderings", orderings)
         if key is None:
             raise ConfigError("orderings=R needs an explicit key= for the random permutations (or pass an (R, N) permutation array)")
-        return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, r))
-    perms = np.asarray(orderings)
+        memory.require(f"orderings={r} over N={n}", {"permutations": memory.nbytes((r, n), jnp.int32)},
+                       fix="average over fewer orderings")
+        return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(check_key(key), r))
+    try:
+        perms = np.asarray(orderings)
+    except (TypeError, ValueError):
+        raise ConfigError(f"orderings must be an int R or an (R, {n}) integer array of permutations, got {type(orderings).__name__}") from None
     if perms.ndim == 1:
         perms = perms[None]
     if perms.ndim != 2 or perms.shape[1] != n or not np.issubdtype(perms.dtype, np.integer):
@@ -182,11 +205,14 @@ def per_sample_loss_matrix(
     ``"bf16"`` runs the forward passes in bfloat16 (the MLP keeps float32
     accumulation; other models compute every layer in it).
     """
+    x, y, thetas = as_array("x", x), as_array("y", y), as_array("thetas", thetas)
     d = check_subspace(model, subspace)
     n = check_data(model, x, y)
-    thetas = jnp.asarray(thetas)
-    if thetas.ndim != 2 or thetas.shape[1] != d:
-        raise ConfigError(f"thetas must be (T, d={d}), got shape {tuple(thetas.shape)}")
+    if thetas.ndim != 2 or thetas.shape[1] != d or not jnp.issubdtype(thetas.dtype, jnp.floating):
+        raise ConfigError(f"thetas must be a float array (T, d={d}), got {thetas.dtype} of shape {tuple(thetas.shape)}")
+    memory.require(f"per_sample_loss_matrix ({thetas.shape[0]} draws x {n} samples)",
+                   {"loss matrix (T, N)": 2 * memory.nbytes((thetas.shape[0], n), thetas.dtype)},
+                   fix="use fewer draws or grid points, or jaxland.delta_monte_carlo, which never holds the matrix")
     mesh = resolve_mesh(mesh)
     subspace, x, y = replicate(mesh, subspace, x, y)
     out = loss_matrix(
@@ -245,7 +271,7 @@ def stream_plan(
 
 
 def _result(delta, se, num_k, perms, samples_per_k, *, sigma, num_draws, subspace_dim, kernel, allow_nonfinite,
-            method="none", effective=None) -> DeltaResult:
+            num_samples, method="none", effective=None) -> DeltaResult:
     """Attach k = 1..K-1, the k^2-scaled curves and the metadata to per-k estimates."""
     finite_result(
         "Delta_k", (delta, se), where="k-1 = ", allow=allow_nonfinite,
@@ -253,9 +279,32 @@ def _result(delta, se, num_k, perms, samples_per_k, *, sigma, num_draws, subspac
     )
     k = np.arange(1, num_k)
     k2 = jnp.asarray(k, delta.dtype) ** 2
+    _, used, _ = group_split(num_samples, samples_per_k)
     info = DeltaInfo(float(sigma), int(num_draws), subspace_dim, samples_per_k,
-                     1 if perms is None else int(perms.shape[0]), unit(samples_per_k), kernel, method, effective)
+                     1 if perms is None else int(perms.shape[0]), unit(samples_per_k), kernel, method, effective,
+                     int(num_samples), int(used), None if perms is None else np.asarray(perms))
     return DeltaResult(k, delta, se, delta * k2, se * k2, info)
+
+
+def _memory_budget(model, subspace, x, y, num_draws, vr, perms, draw_chunk, block, memory_budget, *, control_variate):
+    """Bytes per device the passes of :func:`delta_monte_carlo` may hold: ``memory_budget`` (default 1 GiB),
+    lowered to what the machine has left after the fixed buffers; a :class:`ConfigError` when not even one
+    unit of draws per pass fits (:mod:`jaxland.memory`)."""
+    requested = positive_int("memory_budget", memory_budget, DEFAULT_MEMORY_BUDGET)
+    r = 0 if perms is None else int(perms.shape[0])
+    fixed = memory.monte_carlo_parts(model, subspace, x, y, num_draws=num_draws, draw_chunk=draw_chunk, sample_block=block,
+                                     num_orderings=r, control_variate=control_variate)
+    m = max(1, vr.unit_draws(num_draws))
+    smallest = stream_plan(m, int(x.shape[0]), memory_budget=1, itemsize=jnp.dtype(subspace.directions.dtype).itemsize,
+                           sample_block=block if perms is None else None, unit_draws=m, control_variate=vr.control_variate)
+    one_pass = smallest.bytes_per_draw * m
+    memory.require(
+        f"delta_monte_carlo ({num_draws} draws, N={int(x.shape[0])}, d={int(subspace.directions.shape[0])})",
+        {**fixed, f"one pass of {m} draw(s)": one_pass},
+        fix="lower num_draws (run several calls with different keys and average them), chunk_size or sample_block, "
+            "or average over fewer orderings",
+    )
+    return max(one_pass, memory.draw_budget(sum(fixed.values()), requested))
 
 
 @jax.jit
@@ -279,15 +328,15 @@ def delta_from_losses(
     orderings r (one ordering -- the data order -- by default); then
     ``Delta_k = mean_t q_t,k`` and ``stderr = std_t(q_t,k) / sqrt(T)``.
     """
-    losses = jnp.asarray(losses)
-    if losses.ndim != 2 or losses.shape[0] < 2:
-        raise ConfigError(f"losses must be (T >= 2, N), got shape {tuple(losses.shape)}")
+    losses = as_array("losses", losses)
+    if losses.ndim != 2 or losses.shape[0] < 2 or not jnp.issubdtype(losses.dtype, jnp.floating):
+        raise ConfigError(f"losses must be a float array (T >= 2, N), got {losses.dtype} of shape {tuple(losses.shape)}")
     n = int(losses.shape[1])
     num_k = num_groups(n, samples_per_k)
-    perms = orderings_array(orderings, n, key)
+    perms = orderings_array(orderings, n, None if key is None else check_key(key))
     delta, se = _stats_from_q(squared_increments(losses, perms, samples_per_k))
     return _result(delta, se, num_k, perms, samples_per_k, sigma=sigma, num_draws=losses.shape[0],
-                   subspace_dim=None, kernel="none", allow_nonfinite=allow_nonfinite)
+                   subspace_dim=None, kernel="none", allow_nonfinite=allow_nonfinite, num_samples=n)
 
 
 @renamed_kwargs(removed={"ordering_key": "the orderings come from key (jax.random.fold_in(key, 1)); "
@@ -356,11 +405,21 @@ def delta_monte_carlo(
     :class:`~jaxland.NumericalError` unless ``allow_nonfinite=True``.
     """
     sigma = check_sigma(sigma)
+    key = None if key is None else check_key(key)
+    x, y, thetas = as_array("x", x), as_array("y", y), as_array("thetas", thetas, allow_none=True)
     d = check_subspace(model, subspace)
     n = check_data(model, x, y)
     num_k = num_groups(n, samples_per_k)
     vr = parse_variance_reduction(variance_reduction)
     dtype = subspace.directions.dtype
+    if thetas is None and (num_draws is None or key is None):
+        raise ConfigError("delta_monte_carlo needs num_draws and an explicit key= (or thetas)")
+    planned = positive_int("num_draws (T)", num_draws, minimum=2) if thetas is None else (int(thetas.shape[0]) if thetas.ndim >= 1 else 2)
+    perms = orderings_array(orderings, n, None if key is None else jax.random.fold_in(key, 1))
+    draw_chunk = positive_int("chunk_size", chunk_size, DEFAULT_DRAW_CHUNK)
+    block = _sample_block(sample_block, d, n, samples_per_k)
+    budget = _memory_budget(model, subspace, x, y, planned, vr, perms, draw_chunk, block, memory_budget,
+                            control_variate=vr.control_variate and curvature is None)
     units = draw_or_check_units(thetas, num_draws, key, d, sigma, vr, dtype)
     num_units, m = int(units.shape[0]), int(units.shape[1])
     t = num_units * m
@@ -368,16 +427,14 @@ def delta_monte_carlo(
         raise ConfigError(f"variance_reduction={vr.name!r} gives {num_units} independent unit(s) from {t} draws; "
                           f"need >= {4 if vr.control_variate else 2} (the control variate fits beta on two halves): "
                           "raise num_draws" + (" or lower scramblings" if vr.sobol else ""))
-    perms = orderings_array(orderings, n, None if key is None else jax.random.fold_in(key, 1))
     fast = bool(fast_kernel) and has_fast_kernel(model, d)
     mesh = resolve_mesh(mesh)
     coef = eh = None
     if vr.control_variate:
         curv = subspace_curvature(model, subspace, x, y, mesh=1 if mesh is None else mesh) if curvature is None else curvature
         coef, eh = control_inputs(curv, n, d, sigma, samples_per_k, perms)
-    block = _sample_block(sample_block, d, n, samples_per_k)
     plan = stream_plan(
-        t, n, devices=1 if mesh is None else mesh.size, memory_budget=memory_budget, itemsize=units.dtype.itemsize,
+        t, n, devices=1 if mesh is None else mesh.size, memory_budget=budget, itemsize=units.dtype.itemsize,
         sample_block=block if perms is None else None, unit_draws=m, control_variate=vr.control_variate,
     )
     pass_units = plan.pass_draws // m
@@ -393,7 +450,7 @@ def delta_monte_carlo(
     subspace, x, y, perms, coef = replicate(mesh, subspace, x, y, perms, coef)
     unit_stats, draw_stats = delta_stream(
         model, subspace, th, valid, halves, x, y, perms, coef,
-        draw_chunk=positive_int("chunk_size", chunk_size, DEFAULT_DRAW_CHUNK),
+        draw_chunk=draw_chunk,
         sample_block=block,
         fast=fast,
         matmul_dtype=check_matmul_dtype(model, matmul_dtype),
@@ -405,5 +462,5 @@ def delta_monte_carlo(
     )
     delta, se, eff = estimate_from_moments(unit_stats, draw_stats, eh, fit_on_draws=vr.sobol)
     return _result(delta, se, num_k, perms, samples_per_k, sigma=sigma, num_draws=t, subspace_dim=d,
-                   kernel="specialised" if fast else "generic", allow_nonfinite=allow_nonfinite,
+                   kernel="specialised" if fast else "generic", allow_nonfinite=allow_nonfinite, num_samples=n,
                    method=vr.name, effective=float(np.median(eff)))

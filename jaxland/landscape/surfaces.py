@@ -13,7 +13,7 @@ from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from .montecarlo import orderings_array, per_sample_loss_matrix
 from .prefix import cumulative_means, loss_increments
-from ..validate import check_data, check_key, check_params, check_real, check_subspace, finite_result, num_groups, positive_int, unit
+from ..validate import as_array, check_data, check_key, check_params, check_real, check_subspace, finite_result, num_groups, positive_int, unit
 
 __all__ = ["SurfaceResult", "LossDifferenceResult", "loss_surface", "loss_differences"]
 
@@ -82,6 +82,7 @@ def loss_surface(
     draws (:func:`~jaxland.per_sample_loss_matrix`). A non-finite loss on the
     grid raises :class:`~jaxland.NumericalError` unless ``allow_nonfinite=True``.
     """
+    x, y = as_array("x", x), as_array("y", y)
     d = check_subspace(model, subspace2d)
     if d != 2:
         raise ConfigError(f"loss_surface needs a 2-D subspace, got d={d}")
@@ -135,6 +136,7 @@ def loss_differences(
     non-finite ``diff`` raises :class:`~jaxland.NumericalError` unless
     ``allow_nonfinite=True``.
     """
+    w, x, y = as_array("w", w), as_array("x", x), as_array("y", y)
     n = check_data(model, x, y)
     check_params(model, w)
     key = None if key is None else check_key(key)
