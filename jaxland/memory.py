@@ -191,7 +191,8 @@ def require(what: str, parts: dict, *, fix: str, device=None) -> MemoryEstimate:
     if not est.fits:
         big = sorted(est.parts.items(), key=lambda kv: -kv[1])
         listed = ", ".join(f"{name} {human(b)}" for name, b in big[:5])
-        where = "the device" if device is None else str(device)
+        dev = jax.local_devices()[0] if device is None else device
+        where = f"{dev.platform} device {dev.id}"
         raise ConfigError(
             f"{what} needs about {human(est.total)} of memory ({listed}) but {human(est.available)} is available on "
             f"{where}: it cannot fit; {fix}"
@@ -210,12 +211,12 @@ def draw_budget(fixed: int, requested: int, device=None) -> int:
 
 def train_parts(model, x, y, *, batch_size: int, dtype=jnp.float32) -> dict:
     """Peak buffers of :func:`jaxland.train` with Adam: w, its two moments, the gradient and the update (D each),
-    one minibatch's forward and backward intermediates, and the data copied to the device."""
+    and one minibatch (its gathered samples and its forward and backward intermediates)."""
     p = nbytes((int(model.num_params),), dtype)
     act = per_sample_bytes(model, x, y, program="value_and_grad", w_dtype=dtype) * int(batch_size)
-    data = 0 if isinstance(x, jax.Array) else nbytes(x.shape, x.dtype) + nbytes(y.shape, y.dtype)
+    batch = (nbytes(x.shape[1:], x.dtype) + nbytes(y.shape[1:], y.dtype)) * int(batch_size)
     return {"parameters w": p, "Adam moments (2 x D)": 2 * p, "gradient and update (2 x D)": 2 * p,
-            f"activations of a minibatch of {int(batch_size)}": act, "data on the device": data}
+            f"activations of a minibatch of {int(batch_size)}": act + batch}
 
 
 def monte_carlo_parts(model, subspace, x, y, *, num_draws: int, draw_chunk: int, sample_block: int,

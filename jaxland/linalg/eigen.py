@@ -60,6 +60,7 @@ from .result import EigResult
 from .solvers import dense_eigh, lobpcg, power_iteration
 from ..errors import ConfigError, NumericalError
 from .lanczos import block_lanczos, lanczos
+from .. import memory
 from ..validate import check_key, positive_int
 
 __all__ = ["EigResult", "METHODS", "top_eigenpairs", "lanczos", "block_lanczos", "power_iteration", "lobpcg", "dense_eigh"]
@@ -163,6 +164,9 @@ def _validate(dim, d, method, tol, max_matvecs, block_size, which="largest"):
         if method in ("lanczos", "block", "power", "lobpcg") and max_matvecs < need:
             raise ConfigError(f"max_matvecs = {max_matvecs} is too small for d = {d} (need >= {need})")
         max_matvecs = int(max_matvecs)
+    memory.require(f"eigensolver {method!r} (d={d}, dim={dim})",
+                   memory.krylov_parts(dim, method=method, d=d, block_size=b, max_matvecs=max_matvecs),
+                   fix="lower max_matvecs (the Krylov basis holds that many vectors) or d, or use method='power'")
     return int(d), b, max_matvecs
 
 

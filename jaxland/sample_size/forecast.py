@@ -48,10 +48,16 @@ import numpy as np
 from scipy import stats
 
 from ..errors import ConfigError
+from ..validate import warn
 from .fit import bootstrap_power_law, covariance, effective_stderr, fit_power_law_tail, k_interval, loglog_fit, power_law_k
 from .scatter import scatter_k
 
-__all__ = ["KForecast", "forecast_sufficient_k", "power_law_k"]
+__all__ = ["KForecast", "forecast_sufficient_k", "power_law_k", "POOR_FIT_P", "POOR_FIT_CHI2"]
+
+# A weighted fit whose chi-square p-value is below POOR_FIT_P with a reduced chi-square above POOR_FIT_CHI2
+# warns: the standard errors do not explain the residuals and the scatter model carries the interval.
+POOR_FIT_P = 1e-3
+POOR_FIT_CHI2 = 2.0
 
 
 class KForecast(NamedTuple):
@@ -189,8 +195,11 @@ def forecast_sufficient_k(
       seed: the bootstrap's numpy seed (the same seed gives the same interval).
 
     Raises :class:`ConfigError` when no decay can be fitted: NaN or infinite
-    values, too few k in the tail, non-positive standard errors, or a tail
-    that does not decrease (fitted ``alpha <= 0``).
+    values, values exactly 0 in the fitted tail (with or without standard
+    errors), too few k in the tail, non-positive standard errors, or a tail
+    that does not decrease (fitted ``alpha <= 0``). A ``RuntimeWarning`` says
+    when a weighted fit is poor (chi-square p-value below
+    :data:`POOR_FIT_P` and reduced chi-square above :data:`POOR_FIT_CHI2`).
     """
     kk, d, s, unit = _curve(curve, k, stderr, curve_name)
     tols = _check_tol(tol)
@@ -220,6 +229,14 @@ def forecast_sufficient_k(
         )
     kt, dt = kk[sel], d[sel]
     logk = np.log(kt)
+    zero = dt == 0
+    if zero.any():
+        raise ConfigError(
+            f"the fitted tail has {int(zero.sum())} value(s) exactly 0 (first at k={kt[zero][0]:g}): an estimate of "
+            "Delta_k is never exactly 0 unless it underflowed or the curve was truncated, and a power law "
+            "cannot pass through it (a zero would pull the fit down and the forecast early); "
+            "drop those k (pass the curve up to the last nonzero value) or recompute them"
+        )
     if s is not None:
         st = s[sel]
         if np.any(st <= 0):
@@ -228,6 +245,13 @@ def forecast_sufficient_k(
             raise ConfigError(f"the tail k in [{kt[0]:g}, {kt[-1]:g}] has fewer than two positive values: no decay to fit")
         a, alpha, chi2_red, scatter = (float(v) for v in fit_power_law_tail(logk, dt, st))
         gof_p = float(stats.chi2.sf(chi2_red * (n - 2), n - 2))
+        if gof_p < POOR_FIT_P and chi2_red > POOR_FIT_CHI2:
+            warn(
+                f"the power law fits the tail k in [{kt[0]:g}, {kt[-1]:g}] poorly: reduced chi-square {chi2_red:.3g} "
+                f"on {n - 2} degrees of freedom (p = {gof_p:.2g}); the interval is widened by a relative scatter "
+                f"tau = {scatter:.3g}, which holds only if the curve scatters randomly around a power law; look at "
+                "the curve (a bend or a step in the tail makes the forecast wrong) and choose a later tail"
+            )
         se_eff = effective_stderr(logk, st, a, alpha, scatter)
         cov = covariance(logk, se_eff, a, alpha)
     else:
