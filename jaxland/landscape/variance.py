@@ -285,9 +285,11 @@ def estimate_from_moments(unit_stats, draw_stats, control_mean_k=None, *, fit_on
         delta, se, var_plain = _estimate_cv(unit_stats, draw, fit, jnp.asarray(control_mean_k))
     var_plain, se2 = np.asarray(var_plain, np.float64), np.asarray(se, np.float64) ** 2
     draws = float(np.sum(np.asarray(draw[0])))
+    # rounding of equal values leaves a variance of order (eps * mean)^2: that is no variance
+    flat = var_plain <= (64 * np.finfo(np.asarray(delta).dtype).eps * np.abs(np.asarray(delta, np.float64))) ** 2
     with np.errstate(divide="ignore", invalid="ignore"):
         # a zero standard error: every draw gave the same value (worth the draws made), or the method removed all variance
-        eff = np.where(se2 > 0, var_plain / np.where(se2 > 0, se2, 1.0), np.where(var_plain > 0, np.inf, draws))
+        eff = np.where(flat, draws, np.where(se2 > 0, var_plain / np.where(se2 > 0, se2, 1.0), np.inf))
     return delta, se, eff
 
 
