@@ -156,7 +156,7 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
         raise ConfigError(f"x must have a leading sample axis (n, ...), got a scalar of shape {x.shape}")
     n = int(x.shape[0])
     if n < min_samples:
-        raise ConfigError(f"need at least {min_samples} samples (to compare L_k and L_(k+1)), got {n}")
+        raise ConfigError(f"x has {n} samples; need at least {min_samples}" + (" (to compare L_k and L_(k+1))" if min_samples > 1 else ""))
     if y is None or not hasattr(y, "shape"):
         raise ConfigError(f"y must be an array with one entry per sample, got {type(y).__name__}")
     if y.ndim < 1 or int(y.shape[0]) != n:
@@ -257,7 +257,7 @@ def check_params(model, w, name: str = "w", *, values: bool = True):
 def check_subspace(model, subspace, *, values: bool = True) -> int:
     """A :class:`~jaxland.Subspace` matching the model; returns d."""
     if not (hasattr(subspace, "center") and hasattr(subspace, "directions")):
-        raise ConfigError(f"expected a jaxland.Subspace(center, directions), got {type(subspace).__name__}")
+        raise ConfigError(f"subspace must be a jaxland.Subspace(center, directions), got {type(subspace).__name__}")
     p = subspace.directions
     if not hasattr(p, "ndim") or not hasattr(subspace.center, "shape"):
         raise ConfigError(
@@ -428,7 +428,10 @@ def check_curvature(curv, *, values: bool = True) -> tuple[int, int]:
     """A :class:`~jaxland.SubspaceCurvature`: ``c`` (N,), ``g`` (N, d), ``G`` (N, d, d), finite; returns (N, d)."""
     if not all(hasattr(curv, f) for f in ("c", "g", "G")):
         raise ConfigError(f"curv must be a SubspaceCurvature from jaxland.subspace_curvature, got {type(curv).__name__}")
-    c, g, G = (jnp.asarray(a) for a in (curv.c, curv.g, curv.G))
+    c, g, G = (as_array(f"curv.{f}", getattr(curv, f)) for f in ("c", "g", "G"))
+    for f, a in (("c", c), ("g", g), ("G", G)):
+        if jnp.dtype(a.dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+            raise ConfigError(f"curv.{f} must be float32 or float64, got {a.dtype}; recompute it with jaxland.subspace_curvature")
     if c.ndim != 1 or g.ndim != 2 or G.ndim != 3:
         raise ConfigError(f"curv must hold c (N,), g (N, d), G (N, d, d); got shapes {c.shape}, {g.shape}, {G.shape}")
     n, d = int(c.shape[0]), int(g.shape[1])

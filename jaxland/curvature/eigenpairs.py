@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..linalg.eigen import _basis_name, _check, _float_name, _solve_jit, _validate, _x64_if
 from ..linalg.result import EigResult
 from ..models.base import Model
-from ..validate import check_data, check_key, check_params, check_prefix
+from ..validate import as_array, check_data, check_key, check_params, check_prefix
 from .products import hvp, hvp_batch
 
 __all__ = ["hessian_eigenpairs", "hessian_eigenpairs_batch"]
@@ -101,7 +101,7 @@ def hessian_eigenpairs(
     ``lambda_max / 6``), which no solver driven by it can get below. On a CPU a
     float64 HVP costs about twice a float32 one.
     """
-    return _hessian_solve(model, jnp.asarray(w), x, y, d, k, 1, method=method, key=key, tol=tol,
+    return _hessian_solve(model, as_array("w", w), x, y, d, k, 1, method=method, key=key, tol=tol,
                           max_matvecs=max_matvecs, block_size=block_size, require_convergence=require_convergence,
                           which=which, basis_dtype=basis_dtype, hvp_dtype=hvp_dtype)
 
@@ -140,7 +140,7 @@ def hessian_eigenpairs_batch(model: Model, ws: jax.Array, x: jax.Array, y: jax.A
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
         raise ConfigError(f"hessian_eigenpairs_batch got unknown options {unknown}; allowed: {_OPTIONS} and batch_size")
-    ws = jnp.asarray(ws)
+    ws = as_array("ws", ws)
     if ws.ndim != 2:
         raise ConfigError(f"ws must be a (B, D) stack of flat parameter vectors, got shape {ws.shape}")
     return _hessian_solve(model, ws, x, y, d, k, batch_size, **options)

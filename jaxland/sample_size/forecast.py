@@ -48,7 +48,7 @@ import numpy as np
 from scipy import stats
 
 from ..errors import ConfigError
-from ..validate import warn
+from ..validate import check_real, check_seed, positive_int, warn
 from .fit import bootstrap_power_law, covariance, effective_stderr, fit_power_law_tail, k_interval, loglog_fit, power_law_k
 from .scatter import scatter_k
 
@@ -134,17 +134,28 @@ def _curve(curve, k, stderr, which):
         k, values, unit = curve.k, getattr(curve, which), curve.unit
     else:
         values = curve
-    values = np.asarray(values, dtype=float)
+    values = _floats("curve (the Delta_k values)", values)
     if values.ndim != 1 or values.size == 0:
         raise ConfigError(f"the Delta_k curve must be a non-empty 1-D array, got shape {values.shape}")
-    k = np.arange(1, values.size + 1, dtype=float) if k is None else np.asarray(k, dtype=float)
+    k = np.arange(1, values.size + 1, dtype=float) if k is None else _floats("k", k)
     if k.shape != values.shape:
         raise ConfigError(f"k has shape {k.shape} but the curve has {values.shape}; pass one k per value")
     if stderr is not None:
-        stderr = np.asarray(stderr, dtype=float)
+        stderr = _floats("stderr", stderr)
         if stderr.shape != values.shape:
             raise ConfigError(f"stderr has shape {stderr.shape} but the curve has {values.shape}")
     return k, values, stderr, unit
+
+
+def _floats(name, a) -> np.ndarray:
+    """``a`` as a float64 array; a :class:`ConfigError` naming ``name`` when it is no array of real numbers."""
+    try:
+        out = np.asarray(a, dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an array of real numbers, got {type(a).__name__}") from None
+    if np.iscomplexobj(a):
+        raise ConfigError(f"{name} must be real, got complex values")
+    return out
 
 
 def _check_tol(tol):
@@ -203,12 +214,15 @@ def forecast_sufficient_k(
     """
     kk, d, s, unit = _curve(curve, k, stderr, curve_name)
     tols = _check_tol(tol)
+    level = check_real("level", level)
     if not 0 < level < 1:
         raise ConfigError(f"level must be in (0, 1), got {level}")
-    if int(min_points) != min_points or min_points < 3:
-        raise ConfigError(f"min_points must be an integer >= 3 (a line and its scatter), got {min_points}")
-    if int(num_bootstrap) != num_bootstrap or num_bootstrap < 100:
-        raise ConfigError(f"num_bootstrap must be an integer >= 100, got {num_bootstrap}")
+    min_points = positive_int("min_points (a line and its scatter need 3)", min_points, minimum=3)
+    num_bootstrap = positive_int("num_bootstrap", num_bootstrap, minimum=100)
+    max_extrapolation = check_real("max_extrapolation", max_extrapolation)
+    seed = check_seed(seed)
+    tail = check_real("tail", tail, positive=False)
+    k_min = None if k_min is None else check_real("k_min", k_min)
     bad = ~np.isfinite(d) | (~np.isfinite(s) if s is not None else False)
     if bad.any():
         raise ConfigError(
