@@ -68,7 +68,8 @@ CALLS = {
         ds = jl.load_dataset("mnist_10k", limit=2048)
         model = jl.reference_mlp()
         w = model.init(jax.random.key(0))
-        parts = memory.krylov_parts(model.num_params, method="lanczos", d=10, block_size=1, max_matvecs=None)
+        parts = {**memory.krylov_parts(model.num_params, method="lanczos", d=10, block_size=1, max_matvecs=None),
+                 **memory.hvp_parts(model, ds.x, ds.y)}
         first, second = twice(lambda: jl.hessian_eigenpairs(model, w, ds.x, ds.y, 10, key=jax.random.key(1)).eigenvalues)
     """,
 }
@@ -88,16 +89,16 @@ def measure(name: str) -> dict:
 
 def main(argv=None):
     names = (argv if argv is not None else sys.argv[1:]) or list(CALLS)
-    out = {}
+    path = RESULTS / "memory.json"
+    out = json.loads(path.read_text()) if path.exists() else {}  # a partial run updates its calls only
     for name in names:
         m = measure(name)
         out[name] = m
         print(f"{name:6s} estimate {m['estimate'] / 1e6:8.1f} MB   peak growth {m['peak_growth'] / 1e6:8.1f} MB   "
               f"(first call, with compilation: {m['first_call_growth'] / 1e6:.1f} MB)", flush=True)
-    RESULTS.mkdir(exist_ok=True)
     from jaxland.io import write_json
 
-    write_json(RESULTS / "memory.json", out)
+    write_json(path, out)
 
 
 if __name__ == "__main__":

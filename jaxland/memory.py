@@ -27,11 +27,10 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .errors import ConfigError
 
@@ -49,6 +48,7 @@ __all__ = [
     "monte_carlo_parts",
     "curvature_parts",
     "krylov_parts",
+    "hvp_parts",
 ]
 
 HEADROOM = 0.9  # the share of the available memory a call may plan to use
@@ -143,7 +143,14 @@ def _value_and_grad(model, w, x, y):
     return jax.value_and_grad(prefix_mean_loss, argnums=1)(model, w, x, y)
 
 
-_PROGRAMS = {"forward": _forward, "value_and_grad": _value_and_grad}
+def _hvp(model, w, x, y):
+    from .models.base import prefix_mean_loss
+
+    grad = lambda w_: jax.grad(prefix_mean_loss, argnums=1)(model, w_, x, y)
+    return jax.jvp(grad, (w,), (w,))[1]
+
+
+_PROGRAMS = {"forward": _forward, "value_and_grad": _value_and_grad, "hvp": _hvp}
 
 
 def _traced_growth(model, program: str, w_dtype, x_shape: tuple, x_dtype, y_shape: tuple, y_dtype) -> int:
@@ -162,7 +169,8 @@ _cached_growth = functools.lru_cache(maxsize=128)(_traced_growth)
 
 def per_sample_bytes(model, x, y, *, program: str = "forward", w_dtype=jnp.float32) -> int:
     """Bytes of the intermediates that grow with each sample in ``model``'s per-sample losses on ``x, y``
-    (``program="forward"``) or in the value and gradient of their mean (``"value_and_grad"``).
+    (``program="forward"``), in the value and gradient of their mean (``"value_and_grad"``) or in a
+    Hessian-vector product of it (``"hvp"``).
 
     Cached per model and shapes. Returns 0 when the model cannot be traced
     abstractly (its own error surfaces when the call runs).
@@ -265,3 +273,10 @@ def krylov_parts(dim: int, *, method: str, d: int, block_size: int, max_matvecs:
     if method == "lobpcg":
         return {f"LOBPCG blocks (~8 x {b} x {dim})": 8 * b * vec}
     return {f"dense matrix and eigenvectors (2 x {dim}^2)": 2 * dim * vec}
+
+
+def hvp_parts(model, x, y, *, dtype=jnp.float32) -> dict:
+    """The working set of one Hessian-vector product of ``L(w)`` on all of ``x, y`` (what an eigensolver's
+    operator holds while it multiplies)."""
+    n = int(x.shape[0])
+    return {f"Hessian-vector product on {n} samples": n * per_sample_bytes(model, x, y, program="hvp", w_dtype=dtype)}

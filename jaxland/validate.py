@@ -34,6 +34,7 @@ __all__ = [
     "check_prefix",
     "clamp_prefix",
     "check_labels",
+    "mse_shapes_match",
     "num_groups",
     "group_split",
     "warn",
@@ -343,11 +344,12 @@ def check_prefix(k, n: int, name: str = "k"):
     return k
 
 
-def finite_result(name: str, value, *, where: str = "", cause: str = "", allow: bool = False):
+def finite_result(name: str, value, *, where: str = "", cause: str = "", allow: bool = False, raw_hint: bool = True):
     """Raise :class:`NumericalError` if ``value`` (an array or a tree) has non-finite entries.
 
     ``where`` describes the index axis (e.g. ``"k"``) to name the first bad
-    position; ``allow=True`` returns the value unchecked.
+    position; ``allow=True`` returns the value unchecked; ``raw_hint``: the
+    message points to ``allow_nonfinite=True`` (for functions that have it).
     """
     if allow:
         return value
@@ -362,7 +364,7 @@ def finite_result(name: str, value, *, where: str = "", cause: str = "", allow: 
             raise NumericalError(
                 f"{name}{part} is non-finite ({int((~ok).sum())} entries){at}"
                 + (f"; likely cause: {cause}" if cause else "")
-                + "; pass allow_nonfinite=True to get the raw values"
+                + ("; pass allow_nonfinite=True to get the raw values" if raw_hint else "")
             )
     return value
 

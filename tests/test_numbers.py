@@ -119,14 +119,14 @@ def test_mean_loss_checks_a_concrete_k_and_clamps_a_traced_one(x64):
     v = jax.random.normal(jax.random.key(5), w.shape, w.dtype)
     mean_of = lambda m: (lambda w_: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(model.apply(w_, x[:m]), y[:m])))
     full, first = jax.hessian(mean_of(10))(w) @ v, jax.hessian(mean_of(1))(w) @ v
-    hvp = jax.jit(lambda k: jl.hvp(model, w, v, x, y, k))
+    hvp = jax.jit(lambda k: jl.hvp(model, w, x=x, y=y, v=v, k=k))
     np.testing.assert_allclose(hvp(15), full, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(hvp(0), first, rtol=1e-9, atol=1e-12)
     value, grad = jax.jit(lambda k: jl.loss_and_grad(model, w, x, y, k))(99)
     assert float(value) == pytest.approx(losses.mean(), rel=1e-12)
     np.testing.assert_allclose(grad, jax.grad(mean_of(10))(w), rtol=1e-9, atol=1e-12)
     with pytest.raises(ConfigError, match=r"k=11 must be in \[1, 10\]"):
-        jl.hvp(model, w, v, x, y, 11)
+        jl.hvp(model, w, x=x, y=y, v=v, k=11)
 
 
 def test_a_samples_per_k_that_does_not_divide_n_is_recorded_and_warned(x64):
@@ -219,7 +219,7 @@ def test_array_likes_are_converted_or_refused():
     with pytest.raises(ConfigError, match="y must hold real numbers"):
         jl.mean_loss(model, w, x, ["a"] * 48)
     with pytest.raises(ConfigError, match="must be an array"):
-        jl.hvp(model, w, w, x.tolist(), y)
+        jl.hvp(model, w, x=x.tolist(), y=y, v=w)
 
 
 def test_monte_carlo_beyond_memory_is_refused(monkeypatch):

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from .. import memory
 from ..errors import ConfigError
 from ..linalg.eigen import _basis_name, _check, _float_name, _solve_jit, _validate, _x64_if
 from ..linalg.result import EigResult
@@ -46,7 +47,8 @@ def _hessian_solve(model, ws, x, y, d, k, batch_size, method="lanczos", key=None
     for w in (ws if batched else ws[None]):
         check_params(model, w, "ws[i]" if batched else "w")
     key = None if key is None else check_key(key)
-    d, b, max_matvecs = _validate(ws.shape[-1], d, method, tol, max_matvecs, block_size, which)
+    d, b, max_matvecs = _validate(ws.shape[-1], d, method, tol, max_matvecs, block_size, which,
+                                  memory.hvp_parts(model, x, y, dtype=ws.dtype))
     basis, hd = _basis_name(basis_dtype, method), _float_name("hvp_dtype", hvp_dtype)
     if int(batch_size) != batch_size or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")

@@ -29,9 +29,10 @@ import numpy as np
 from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from .kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK, delta_stream, has_fast_kernel, loss_matrix, squared_increments
-from ..sharding import AXIS, DEFAULT_MEMORY_BUDGET, auto_chunk, ceil_div, gather, pad_rows, replicate, resolve_mesh
+from ..sharding import AXIS, gather, pad_rows, replicate, resolve_mesh
 from .theory import SubspaceCurvature, subspace_curvature
 from .. import memory
+from .passes import StreamPlan, pass_budget, stream_plan
 from ..validate import (as_array, check_data, check_key, check_sigma, check_subspace, finite_result, group_split, num_groups,
                         positive_int, unit)
 from .variance import DEFAULT_VARIANCE_REDUCTION, control_inputs, draw_or_check_units, estimate_from_moments, parse_variance_reduction
@@ -226,50 +227,6 @@ def per_sample_loss_matrix(
     return gather(out)
 
 
-class StreamPlan(NamedTuple):
-    """How :func:`delta_monte_carlo` splits T draws: ``devices`` x ``passes`` x ``pass_draws`` (>= T, padded)."""
-
-    devices: int
-    passes: int
-    pass_draws: int
-    bytes_per_draw: int
-
-
-def stream_plan(
-    num_draws: int,
-    num_samples: int,
-    *,
-    devices: int = 1,
-    memory_budget: int | None = None,
-    itemsize: int = 4,
-    sample_block: int | None = None,
-    unit_draws: int = 1,
-    control_variate: bool = False,
-) -> StreamPlan:
-    """How many draws one pass of :func:`delta_monte_carlo` holds so that it fits ``memory_budget``.
-
-    Data order (``sample_block`` given): a pass scans the samples block by
-    block, so a draw holds about 8 arrays of ``sample_block`` values (losses,
-    group means, running sums, increments, squares). With orderings
-    (``sample_block=None``) a draw holds about 8 arrays of N values (its loss
-    row, the transpose out of the sample-block map, a permuted copy, cumulative
-    sums, increments, squares). ``memory_budget`` is in bytes per device
-    (default :data:`jaxland.sharding.DEFAULT_MEMORY_BUDGET`, 1 GiB). The draws
-    of each device are split into equal passes, padded by at most
-    ``passes - 1``. The kernel's own working set (``chunk`` draws on one sample
-    block) does not grow with T or N. Draws go in whole units of
-    ``unit_draws`` (an antithetic pair, a Sobol' scrambling); the control
-    variate adds about 6 arrays per draw (h, the stacked values, deviations).
-    """
-    budget = positive_int("memory_budget", memory_budget, DEFAULT_MEMORY_BUDGET)
-    m = positive_int("unit_draws", unit_draws)
-    per_device = ceil_div(ceil_div(num_draws, m), devices)  # units
-    row = int(num_samples) if sample_block is None else min(int(sample_block), int(num_samples))
-    bytes_per_draw = (14 if control_variate else 8) * row * int(itemsize)
-    passes = ceil_div(per_device, auto_chunk(per_device, bytes_per_draw * m, budget))
-    return StreamPlan(int(devices), passes, ceil_div(per_device, passes) * m, bytes_per_draw)
-
-
 def _result(delta, se, num_k, perms, samples_per_k, *, sigma, num_draws, subspace_dim, kernel, allow_nonfinite,
             num_samples, method="none", effective=None) -> DeltaResult:
     """Attach k = 1..K-1, the k^2-scaled curves and the metadata to per-k estimates."""
@@ -284,27 +241,6 @@ def _result(delta, se, num_k, perms, samples_per_k, *, sigma, num_draws, subspac
                      1 if perms is None else int(perms.shape[0]), unit(samples_per_k), kernel, method, effective,
                      int(num_samples), int(used), None if perms is None else np.asarray(perms))
     return DeltaResult(k, delta, se, delta * k2, se * k2, info)
-
-
-def _memory_budget(model, subspace, x, y, num_draws, vr, perms, draw_chunk, block, memory_budget, *, control_variate):
-    """Bytes per device the passes of :func:`delta_monte_carlo` may hold: ``memory_budget`` (default 1 GiB),
-    lowered to what the machine has left after the fixed buffers; a :class:`ConfigError` when not even one
-    unit of draws per pass fits (:mod:`jaxland.memory`)."""
-    requested = positive_int("memory_budget", memory_budget, DEFAULT_MEMORY_BUDGET)
-    r = 0 if perms is None else int(perms.shape[0])
-    fixed = memory.monte_carlo_parts(model, subspace, x, y, num_draws=num_draws, draw_chunk=draw_chunk, sample_block=block,
-                                     num_orderings=r, control_variate=control_variate)
-    m = max(1, vr.unit_draws(num_draws))
-    smallest = stream_plan(m, int(x.shape[0]), memory_budget=1, itemsize=jnp.dtype(subspace.directions.dtype).itemsize,
-                           sample_block=block if perms is None else None, unit_draws=m, control_variate=vr.control_variate)
-    one_pass = smallest.bytes_per_draw * m
-    memory.require(
-        f"delta_monte_carlo ({num_draws} draws, N={int(x.shape[0])}, d={int(subspace.directions.shape[0])})",
-        {**fixed, f"one pass of {m} draw(s)": one_pass},
-        fix="lower num_draws (run several calls with different keys and average them), chunk_size or sample_block, "
-            "or average over fewer orderings",
-    )
-    return max(one_pass, memory.draw_budget(sum(fixed.values()), requested))
 
 
 @jax.jit
@@ -395,8 +331,17 @@ def delta_monte_carlo(
     sample_block). With orderings the draws go in passes whose (pass_draws, N)
     rows fit ``memory_budget`` (bytes per device, default 1 GiB;
     :func:`stream_plan`). Passes and devices are merged with Chan's pairwise
-    update. Without variance reduction the result equals
-    :func:`delta_from_losses` on the full matrix to float rounding.
+    update (:mod:`jaxland.landscape.moments`). Without variance reduction the
+    result equals :func:`delta_from_losses` on the full matrix to float rounding.
+
+    Memory is checked before anything is drawn (:mod:`jaxland.memory`): the
+    draws (T, d), the orderings and one kernel block must fit in the memory
+    available, and the passes get ``memory_budget`` or what is left, whichever
+    is smaller; a call that cannot fit with one unit of draws per pass is
+    refused with a :class:`~jaxland.ConfigError` stating the estimate.
+
+    ``samples_per_k`` that does not divide N drops the trailing incomplete
+    batch with a ``RuntimeWarning``; ``info.samples_used`` records it.
 
     ``mesh``: draws split over a 1-D device mesh (None: every visible device;
     an int: that many; statistics merged with a psum, so every process gets
@@ -418,7 +363,7 @@ def delta_monte_carlo(
     perms = orderings_array(orderings, n, None if key is None else jax.random.fold_in(key, 1))
     draw_chunk = positive_int("chunk_size", chunk_size, DEFAULT_DRAW_CHUNK)
     block = _sample_block(sample_block, d, n, samples_per_k)
-    budget = _memory_budget(model, subspace, x, y, planned, vr, perms, draw_chunk, block, memory_budget,
+    budget = pass_budget(model, subspace, x, y, planned, vr, perms, draw_chunk, block, memory_budget,
                             control_variate=vr.control_variate and curvature is None)
     units = draw_or_check_units(thetas, num_draws, key, d, sigma, vr, dtype)
     num_units, m = int(units.shape[0]), int(units.shape[1])

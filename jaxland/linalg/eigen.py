@@ -133,7 +133,7 @@ def _x64_if(basis_dtype):
     return jax.enable_x64(True) if basis_dtype == "float64" and not jax.config.jax_enable_x64 else contextlib.nullcontext()
 
 
-def _validate(dim, d, method, tol, max_matvecs, block_size, which="largest"):
+def _validate(dim, d, method, tol, max_matvecs, block_size, which="largest", operator_parts=None):
     if which not in WHICH:
         raise ConfigError(f"which must be one of {WHICH} (the top or the bottom of the spectrum), got {which!r}")
     if method not in METHODS:
@@ -161,9 +161,12 @@ def _validate(dim, d, method, tol, max_matvecs, block_size, which="largest"):
         if method in ("lanczos", "block", "power", "lobpcg") and max_matvecs < need:
             raise ConfigError(f"max_matvecs = {max_matvecs} is too small for d = {d} (need >= {need})")
         max_matvecs = int(max_matvecs)
+    # operator_parts: the operator's own working set (e.g. memory.hvp_parts), when the caller knows it
     memory.require(f"eigensolver {method!r} (d={d}, dim={dim})",
-                   memory.krylov_parts(dim, method=method, d=d, block_size=b, max_matvecs=max_matvecs),
-                   fix="lower max_matvecs (the Krylov basis holds that many vectors) or d, or use method='power'")
+                   {**memory.krylov_parts(dim, method=method, d=d, block_size=b, max_matvecs=max_matvecs),
+                    **(operator_parts or {})},
+                   fix="lower max_matvecs (the Krylov basis holds that many vectors) or d, use method='power', "
+                       "or fewer samples per product")
     return int(d), b, max_matvecs
 
 

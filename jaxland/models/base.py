@@ -50,7 +50,8 @@ from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from ..errors import ConfigError
-from ..validate import as_array, check_data, check_labels, check_params, check_prefix, clamp_prefix, mse_shapes_match
+from ..validate import (as_array, check_data, check_labels, check_params, check_prefix, clamp_prefix, finite_result,
+                        mse_shapes_match)
 
 __all__ = ["Model", "as_model", "LOSSES", "cross_entropy", "mse", "per_sample_losses", "mean_loss", "prefix_mean_loss",
            "accuracy"]
@@ -268,13 +269,17 @@ def _check_param_leaves(params) -> None:
     leaves = jax.tree_util.tree_leaves_with_path(params)
     for path, leaf in leaves:
         where = f"params{jax.tree_util.keystr(path)}"
-        if isinstance(leaf, (bool, np.bool_)) or not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float)):
+        if not isinstance(leaf, (jax.Array, np.ndarray)):
             raise ConfigError(
                 f"as_model: {where} is a {type(leaf).__name__}, not an array: params must hold only the trainable "
-                "float arrays; keep names and settings out of it (close over them in apply_fn)"
+                "float arrays (jnp.asarray them); keep names and settings out of it (close over them in apply_fn)"
             )
-        dt = jnp.result_type(leaf)
-        if not jnp.issubdtype(dt, jnp.floating):
+        dt = leaf.dtype
+        try:
+            floating = jnp.issubdtype(dt, jnp.floating)
+        except TypeError:
+            floating = False
+        if not floating:
             raise ConfigError(
                 f"as_model: {where} has dtype {dt}, but parameters are differentiated and must be floating point; "
                 "cast it (e.g. .astype(jnp.float32)) or keep it out of params"
@@ -393,10 +398,14 @@ def _inputs(model, w, x, y, *, k=None):
     return w, x, y
 
 
+_OVERFLOW = "the loss overflows: w or x too large for the model (or a diverged w)"
+
+
 def per_sample_losses(model: Model, w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-    """``l_i(w)`` of every sample, shape (n,)."""
+    """``l_i(w)`` of every sample, shape (n,); a non-finite loss raises :class:`~jaxland.NumericalError`."""
     w, x, y = _inputs(model, w, x, y)
-    return model.per_sample_losses(w, x, y)
+    return finite_result("per_sample_losses", model.per_sample_losses(w, x, y), where="sample ", cause=_OVERFLOW,
+                         raw_hint=False)
 
 
 def prefix_mean_loss(model: Model, w: jax.Array, x: jax.Array, y: jax.Array, k=None) -> jax.Array:
@@ -419,18 +428,24 @@ def mean_loss(model: Model, w: jax.Array, x: jax.Array, y: jax.Array, k: jax.Arr
     A concrete ``k`` must be an integer in ``[1, n]``. ``k`` may be a traced
     integer: the prefix is selected by a mask, so changing ``k`` never changes
     shapes (and never recompiles); a traced value cannot be checked, so it is
-    clamped to ``[1, n]``.
+    clamped to ``[1, n]``. A non-finite loss (concrete inputs) raises
+    :class:`~jaxland.NumericalError`.
     """
     w, x, y = _inputs(model, w, x, y, k=k)
-    return prefix_mean_loss(model, w, x, y, k)
+    return finite_result("mean_loss", prefix_mean_loss(model, w, x, y, k), cause=_OVERFLOW, raw_hint=False)
 
 
 def accuracy(model: Model, w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-    """Fraction of samples whose largest output is the label: integer labels ``y`` (n,) in ``[0, classes)``."""
+    """Fraction of samples whose largest output is the label: integer labels ``y`` (n,) in ``[0, classes)``.
+
+    Non-finite outputs (concrete inputs) raise :class:`~jaxland.NumericalError`: their argmax means nothing.
+    """
     w, x, y = as_array("w", w), as_array("x", x), as_array("y", y)
     check_labels(model, x, y)
     check_params(model, w)
-    return jnp.mean(jnp.argmax(model.apply(w, x), axis=-1) == y)
+    out = finite_result("accuracy: the model's outputs", model.apply(w, x), where="sample ",
+                        cause="w or x too large for the model (or a diverged w)", raw_hint=False)
+    return jnp.mean(jnp.argmax(out, axis=-1) == y)
 
 
 def spec_json(model: Model) -> str:
