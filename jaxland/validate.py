@@ -110,7 +110,7 @@ def positive_int(name: str, value, default=None, *, minimum: int = 1) -> int:
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be {'a positive integer' if minimum == 1 else f'an integer >= {minimum}'}, got {value!r}")
     return int(value)
 
 

@@ -118,7 +118,7 @@ def test_mean_loss_checks_a_concrete_k_and_clamps_a_traced_one(x64):
     assert float(traced(-3)) == pytest.approx(losses[0], rel=1e-12)  # k < 1: the first sample
     v = jax.random.normal(jax.random.key(5), w.shape, w.dtype)
     mean_of = lambda m: (lambda w_: jnp.mean(optax.softmax_cross_entropy_with_integer_labels(model.apply(w_, x[:m]), y[:m])))
-    full, first = jax.hessian(mean_of(10))(w) @ v, jax.hessian(mean_of(1))(w) @ v
+    full, first = (jax.jit(jax.hessian(mean_of(m)))(w) @ v for m in (10, 1))
     hvp = jax.jit(lambda k: jl.hvp(model, w, x=x, y=y, v=v, k=k))
     np.testing.assert_allclose(hvp(15), full, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(hvp(0), first, rtol=1e-9, atol=1e-12)
