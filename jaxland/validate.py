@@ -101,9 +101,17 @@ def as_array(name: str, value, *, allow_none: bool = False):
         raise ConfigError(f"{name} cannot be converted to a JAX array ({e}); pass values that fit {a.dtype}") from None
 
 
-def positive_int(name: str, value, default=None, *, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum`` (``default`` when None); bools and non-integral numbers are refused."""
+_REQUIRED = object()
+
+
+def positive_int(name: str, value, default=_REQUIRED, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; bools and non-integral numbers are refused.
+
+    ``None`` gives ``default`` when one is passed (an optional setting), else it is refused.
+    """
     if value is None:
+        if default is _REQUIRED:
+            raise ConfigError(f"{name} must be {'a positive integer' if minimum == 1 else f'an integer >= {minimum}'}, got None")
         return default
     try:
         ok = not isinstance(value, (bool, np.bool_)) and np.ndim(value) == 0 and int(value) == value and int(value) >= minimum
@@ -354,8 +362,8 @@ def finite_result(name: str, value, *, where: str = "", cause: str = "", allow: 
     if allow:
         return value
     for path, leaf in jax.tree_util.tree_leaves_with_path(value):
-        if not _concrete(leaf) or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-            continue
+        if not _concrete(leaf) or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) or _all_finite(leaf):
+            continue  # the common case costs one reduction on the device; only a bad leaf comes to the host
         ok = np.isfinite(np.asarray(leaf))
         if not ok.all():
             first = [int(i) for i in np.argwhere(~ok)[0]]

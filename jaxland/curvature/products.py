@@ -24,7 +24,9 @@ import jax.numpy as jnp
 from ..errors import ConfigError
 from ..models.base import prefix_mean_loss as mean_loss  # unchecked; clamps a traced k to [1, N]
 from ..sharding import AXIS, map_rows, pad_rows, replicate, resolve_mesh, shard_rows
-from ..validate import check_data, check_params, check_prefix, check_vectors, clamp_prefix
+from ..validate import check_data, check_params, check_prefix, check_vectors, clamp_prefix, finite_result
+
+_OVERFLOW = "the loss or its derivatives overflow: w, x or v too large for the model"
 
 __all__ = ["loss_and_grad", "hvp", "hvp_batch", "sharded_hvp", "hessian_matvec", "dense_hessian"]
 
@@ -45,7 +47,7 @@ def _loss_and_grad(model, w, x, y, k):
 def loss_and_grad(model, w, x, y, k=None):
     """``(L_k(w), grad L_k(w))``."""
     _check(model, w, x, y, k)
-    return _loss_and_grad(model, w, x, y, k)
+    return finite_result("loss_and_grad", _loss_and_grad(model, w, x, y, k), cause=_OVERFLOW, raw_hint=False)
 
 
 def _hvp_body(model, w, v, x, y, k):
@@ -66,7 +68,7 @@ def _hvp_batch(model, w, vs, x, y, k):
 def hvp(model, w, v, x, y, k=None):
     """``H_k(w) v`` for one flat vector ``v`` (forward-over-reverse); ``k`` in 1..N (None: all N)."""
     _check(model, w, x, y, k, v, "v")
-    return _hvp(model, w, v, x, y, k)
+    return finite_result("hvp", _hvp(model, w, v, x, y, k), cause=_OVERFLOW, raw_hint=False)
 
 
 def hvp_batch(model, w, vs, x, y, k=None):

@@ -155,8 +155,7 @@ class DChoice(NamedTuple):
 
 
 def _check_common(w, num_probes, name, minimum=1):
-    if isinstance(num_probes, bool) or int(num_probes) != num_probes or num_probes < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {num_probes!r}")
+    positive_int(name, num_probes, minimum=minimum)
     if jnp.ndim(w) != 1:
         raise ConfigError(f"w must be a flat parameter vector, got shape {jnp.shape(w)}")
 
@@ -168,8 +167,7 @@ def _check_inputs(model, w, x, y, k, key):
 
 
 def _batch(batch_size):
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ConfigError(f"batch_size (probes vmapped together) must be a positive integer, got {batch_size!r}")
+    positive_int("batch_size (probes vmapped together)", batch_size)
     return int(batch_size)
 
 

@@ -145,7 +145,7 @@ def _validate(dim, d, method, tol, max_matvecs, block_size, which="largest", ope
         raise ConfigError(f"tol must be a finite float > 0, got {tol!r}")
     if method == "dense" and dim > DENSE_MAX_DIM:
         raise ConfigError(f"method='dense' builds a {dim}x{dim} matrix; allowed up to dim={DENSE_MAX_DIM}")
-    block_size = positive_int("block_size", block_size)
+    block_size = positive_int("block_size", block_size, None)
     b = 1
     if method in ("block", "lobpcg"):
         b = int(block_size) if block_size is not None else d
