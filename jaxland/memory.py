@@ -91,7 +91,11 @@ def _meminfo_available() -> int | None:
 
 
 def available_bytes(device=None) -> int:
-    """Bytes a new buffer can still take on ``device`` (default: the first local device); see the module docstring."""
+    """Bytes a new buffer can still take on ``device`` (default: the first local device; ``"host"``: the
+    machine's memory, for numpy work); see the module docstring."""
+    if isinstance(device, str) and device == "host":
+        free = _meminfo_available()
+        return free if free is not None else _physical()
     device = jax.local_devices()[0] if device is None else device
     stats = None
     try:
@@ -101,8 +105,10 @@ def available_bytes(device=None) -> int:
     if stats and "bytes_limit" in stats:
         return max(0, int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
     free = _meminfo_available()
-    if free is not None:
-        return free
+    return free if free is not None else _physical()
+
+
+def _physical() -> int:
     try:
         return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
@@ -199,8 +205,11 @@ def require(what: str, parts: dict, *, fix: str, device=None) -> MemoryEstimate:
     if not est.fits:
         big = sorted(est.parts.items(), key=lambda kv: -kv[1])
         listed = ", ".join(f"{name} {human(b)}" for name, b in big[:5])
-        dev = jax.local_devices()[0] if device is None else device
-        where = f"{dev.platform} device {dev.id}"
+        if isinstance(device, str):
+            where = "the host"
+        else:
+            dev = jax.local_devices()[0] if device is None else device
+            where = f"{dev.platform} device {dev.id}"
         raise ConfigError(
             f"{what} needs about {human(est.total)} of memory ({listed}) but {human(est.available)} is available on "
             f"{where}: it cannot fit; {fix}"
@@ -236,6 +245,7 @@ def monte_carlo_parts(model, subspace, x, y, *, num_draws: int, draw_chunk: int,
     d, dim = (int(s) for s in subspace.directions.shape)
     dtype = subspace.directions.dtype
     fwd = per_sample_bytes(model, x, y, w_dtype=dtype)
+    draw_chunk = min(int(draw_chunk), int(num_draws))  # a chunk never holds more draws than there are
     parts = {
         f"draws theta ({int(num_draws)} x {d}, 2 copies)": 2 * nbytes((int(num_draws), d), dtype),
         f"kernel block ({int(draw_chunk)} draws x {int(sample_block)} samples)": int(draw_chunk) * int(sample_block) * fwd

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import memory
 from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from .montecarlo import orderings_array, per_sample_loss_matrix
@@ -94,6 +95,9 @@ def loss_surface(
     grid = positive_int("grid", grid, minimum=2)
     extent = check_real("extent", extent)
     dtype = subspace2d.directions.dtype
+    memory.require(f"loss_surface (grid={grid}, N={n})",
+                   {f"losses on the grid ({grid}^2 x {n}, 2 copies)": 2 * memory.nbytes((grid, grid, n), dtype)},
+                   fix="use a smaller grid (or fewer samples)")
     alphas = jnp.linspace(-extent, extent, grid, dtype=dtype)
     betas = jnp.linspace(-extent, extent, grid, dtype=dtype)
     aa, bb = jnp.meshgrid(alphas, betas, indexing="ij")

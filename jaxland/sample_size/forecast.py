@@ -47,6 +47,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
+from .. import memory
 from ..errors import ConfigError
 from ..validate import check_real, check_seed, positive_int, warn
 from .fit import bootstrap_power_law, covariance, effective_stderr, fit_power_law_tail, k_interval, loglog_fit, power_law_k
@@ -287,7 +288,10 @@ def forecast_sufficient_k(
             "a sufficient sample size cannot be forecast from it (use more data or a later tail)"
         )
 
-    # parametric bootstrap: refit B synthetic curves drawn around the fit
+    # parametric bootstrap: refit B synthetic curves drawn around the fit (a few (B, n) float64 arrays at once)
+    memory.require(f"forecast_sufficient_k (num_bootstrap={num_bootstrap}, {n} k)",
+                   {"bootstrap curves (about 8 x B x n)": 8 * memory.nbytes((num_bootstrap, n), np.float64)},
+                   fix="use a smaller num_bootstrap", device="host")
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((int(num_bootstrap), n))
     if s is not None:
