@@ -231,8 +231,49 @@ def map_rows(
     return gather(jax.tree.map(lambda o: o[:n], out))
 
 
+def _distributed_is_initialized() -> bool:
+    check = getattr(jax.distributed, "is_initialized", None)
+    if check is not None:
+        return bool(check())
+    from jax._src import distributed  # older jax: the client exists once initialised
+
+    return distributed.global_state.client is not None
+
+
+def _check_distributed_kwargs(kwargs) -> None:
+    """The arguments of ``jax.distributed.initialize``, checked before JAX sees them."""
+    import inspect
+
+    allowed = set(inspect.signature(jax.distributed.initialize).parameters)
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ConfigError(f"initialize_distributed got unknown argument(s) {unknown}; allowed: {sorted(allowed)}")
+    addr = kwargs.get("coordinator_address")
+    if addr is not None:
+        host, sep, port = addr.rpartition(":") if isinstance(addr, str) else ("", "", "")
+        if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"coordinator_address must be 'host:port' (process 0's address), got {addr!r}")
+    for name in ("num_processes", "process_id", "initialization_timeout", "heartbeat_timeout_seconds",
+                 "shutdown_timeout_seconds", "slice_index", "partition_index"):
+        v = kwargs.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (1 if name == "num_processes" else 0)):
+            raise ConfigError(f"{name} must be an integer >= {1 if name == 'num_processes' else 0}, got {v!r}")
+    n, i = kwargs.get("num_processes"), kwargs.get("process_id")
+    if n is not None and i is not None and not i < n:
+        raise ConfigError(f"process_id={i} must be in [0, num_processes={n})")
+    ids = kwargs.get("local_device_ids")
+    if ids is not None:
+        seq = [ids] if isinstance(ids, (int, np.integer)) else ids
+        if isinstance(seq, (str, bytes)) or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0
+                                                    for d in seq):
+            raise ConfigError(f"local_device_ids must be a device index or a sequence of them, got {ids!r}")
+    for name in ("cluster_detection_method", "coordinator_bind_address"):
+        if kwargs.get(name) is not None and not isinstance(kwargs[name], str):
+            raise ConfigError(f"{name} must be a string, got {kwargs[name]!r}")
+
+
 def initialize_distributed(**kwargs) -> None:
-    """``jax.distributed.initialize(**kwargs)`` once per process (no-op if already initialised).
+    """``jax.distributed.initialize(**kwargs)`` once per process; a no-op when already initialised.
 
     Call it at the top of the script in every process, before any other JAX
     call. On Cloud TPU pod slices and SLURM/Open MPI GPU clusters the arguments
@@ -240,12 +281,25 @@ def initialize_distributed(**kwargs) -> None:
     ("host:port" of process 0), ``num_processes`` and ``process_id``. On CPU
     set ``jax_cpu_collectives_implementation="gloo"`` first. Afterwards
     ``jax.devices()`` (and so :func:`device_mesh`) spans every process.
+    Impossible arguments, or a first call after JAX has started its backends,
+    raise :class:`~jaxland.ConfigError`.
     """
+    if _distributed_is_initialized():
+        return
+    _check_distributed_kwargs(kwargs)
     try:
         jax.distributed.initialize(**kwargs)
+    except (ValueError, TypeError, IndexError) as e:
+        raise ConfigError(f"initialize_distributed({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}): {e}") from None
     except RuntimeError as e:
-        if "already" not in str(e).lower():
-            raise
+        if _distributed_is_initialized():
+            return
+        if "before any JAX" in str(e) or "must be called before" in str(e):
+            raise ConfigError(
+                "initialize_distributed must run before any other JAX call in the process (JAX has already started "
+                "its backends); call it first thing in the script"
+            ) from None
+        raise
 
 
 def is_main_process() -> bool:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import jax
@@ -23,13 +25,19 @@ import numpy as np
 from .errors import ConfigError, DataError, DataNotFoundError, NumericalError
 
 __all__ = [
+    "as_array",
     "positive_int",
     "check_sigma",
     "check_data",
     "check_params",
     "check_subspace",
     "check_prefix",
+    "clamp_prefix",
+    "check_labels",
+    "mse_shapes_match",
     "num_groups",
+    "group_split",
+    "warn",
     "unit",
     "finite_result",
     "check_model",
@@ -61,16 +69,59 @@ def _all_finite(a) -> bool:
     return _eager(lambda: bool(jnp.all(jnp.isfinite(a))))
 
 
-def positive_int(name: str, value, default=None, *, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum`` (``default`` when None)."""
+def warn(message: str, category=RuntimeWarning) -> None:
+    """``warnings.warn`` pointing at the first caller outside jaxland (the user's line)."""
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    level, frame = 2, sys._getframe(1)  # level 2: the caller of warn()
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, category, stacklevel=level)
+
+
+def as_array(name: str, value, *, allow_none: bool = False):
+    """``value`` as a JAX array: lists, tuples, numpy arrays and scalars are converted, JAX arrays (and
+    tracers) pass unchanged; ``None`` (unless ``allow_none``), ragged lists, strings and objects are refused."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, jax.Array):
+        return value
     if value is None:
+        raise ConfigError(f"{name} is None; pass an array")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", np.exceptions.VisibleDeprecationWarning)
+            a = np.asarray(value)
+    except (TypeError, ValueError, OverflowError, np.exceptions.VisibleDeprecationWarning) as e:
+        raise ConfigError(
+            f"{name} cannot be read as an array ({type(value).__name__}: {str(e).splitlines()[0][:120]}); "
+            "pass a rectangular array of numbers (jnp.asarray)"
+        ) from None
+    if a.dtype.kind not in "biuf":
+        raise ConfigError(f"{name} must hold real numbers, got {type(value).__name__} of dtype {a.dtype}; pass a numeric array")
+    try:
+        return jnp.asarray(a)
+    except (TypeError, ValueError, OverflowError) as e:  # e.g. int64 values outside int32 without x64
+        raise ConfigError(f"{name} cannot be converted to a JAX array ({e}); pass values that fit {a.dtype}") from None
+
+
+_REQUIRED = object()
+
+
+def positive_int(name: str, value, default=_REQUIRED, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; bools and non-integral numbers are refused.
+
+    ``None`` gives ``default`` when one is passed (an optional setting), else it is refused.
+    """
+    if value is None:
+        if default is _REQUIRED:
+            raise ConfigError(f"{name} must be {'a positive integer' if minimum == 1 else f'an integer >= {minimum}'}, got None")
         return default
     try:
-        ok = not isinstance(value, bool) and int(value) == value and int(value) >= minimum
-    except (TypeError, ValueError):
+        ok = not isinstance(value, (bool, np.bool_)) and np.ndim(value) == 0 and int(value) == value and int(value) >= minimum
+    except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be {'a positive integer' if minimum == 1 else f'an integer >= {minimum}'}, got {value!r}")
     return int(value)
 
 
@@ -117,7 +168,7 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
         raise ConfigError(f"x must have a leading sample axis (n, ...), got a scalar of shape {x.shape}")
     n = int(x.shape[0])
     if n < min_samples:
-        raise ConfigError(f"need at least {min_samples} samples (to compare L_k and L_(k+1)), got {n}")
+        raise ConfigError(f"x has {n} samples; need at least {min_samples}" + (" (to compare L_k and L_(k+1))" if min_samples > 1 else ""))
     if y is None or not hasattr(y, "shape"):
         raise ConfigError(f"y must be an array with one entry per sample, got {type(y).__name__}")
     if y.ndim < 1 or int(y.shape[0]) != n:
@@ -126,7 +177,7 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
         raise ConfigError(f"x must be floating point, got {x.dtype}; convert with x.astype(jnp.float32)")
     if getattr(model, "classification", False) and (y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer)):
         raise ConfigError(
-            f"cross-entropy needs integer class labels of shape (n,), got {y.dtype} {tuple(y.shape)}; "
+            f"cross-entropy needs integer class labels y of shape (n,), got {y.dtype} {tuple(y.shape)}; "
             "for regression targets build the model with loss='mse'"
         )
     out, loss_shape = _shapes(model, tuple(x.shape[1:]), jnp.dtype(x.dtype), tuple(y.shape[1:]), jnp.dtype(y.dtype))
@@ -135,21 +186,67 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
             f"the loss must return one value per sample: on 2 samples it returned shape {loss_shape}; "
             "a custom loss(outputs, y) must not average over the batch"
         )
-    if getattr(model, "loss", None) == "mse" and out is not None and int(np.prod(y.shape[1:])) != int(np.prod(out[1:])):
-        raise ConfigError(f"mse targets y have per-sample shape {tuple(y.shape[1:])} but the model outputs {out[1:]}")
+    if getattr(model, "loss", None) == "mse" and out is not None and not mse_shapes_match(out[1:], y.shape[1:]):
+        raise ConfigError(
+            f"mse targets y have per-sample shape {tuple(y.shape[1:])} but the model outputs {tuple(out[1:])}: "
+            "give targets of the output's shape (or shape (n,) for one output)"
+        )
     if values and _concrete(x) and _concrete(y):
         if not _all_finite(x):
             bad = _eager(lambda: int(jnp.sum(~jnp.isfinite(x))))
             raise ConfigError(f"x contains {bad} non-finite value(s) (NaN/inf); clean or drop those samples first")
         if getattr(model, "classification", False) and out is not None:
-            lo, hi, classes = _eager(lambda: int(jnp.min(y))), _eager(lambda: int(jnp.max(y))), int(out[-1])
-            if lo < 0 or hi >= classes:
-                raise ConfigError(
-                    f"labels y must lie in [0, {classes}) for the model's {classes} outputs, got min {lo}, max {hi}; "
-                    "remap the labels or build the model with more outputs"
-                )
+            _label_range(y, int(out[-1]))
         elif jnp.issubdtype(y.dtype, jnp.floating) and not _all_finite(y):
             raise ConfigError("targets y contain non-finite values (NaN/inf)")
+    return n
+
+
+def mse_shapes_match(out_shape, y_shape) -> bool:
+    """Per-sample MSE targets must have the output's shape; ``()`` (y of shape (n,)) matches one output."""
+    out_shape, y_shape = tuple(out_shape), tuple(y_shape)
+    return y_shape == out_shape or (y_shape == () and int(np.prod(out_shape)) == 1)
+
+
+def _label_range(y, classes: int) -> None:
+    lo, hi = _eager(lambda: int(jnp.min(y))), _eager(lambda: int(jnp.max(y)))
+    if lo < 0 or hi >= classes:
+        raise ConfigError(
+            f"labels y must lie in [0, {classes}) for the model's {classes} outputs, got min {lo}, max {hi}; "
+            "remap the labels or build the model with more outputs"
+        )
+
+
+def check_labels(model, x, y) -> int:
+    """Inputs ``x`` (n, ...) and integer class labels ``y`` (n,) in ``[0, classes)`` of ``model``'s outputs; returns n.
+
+    What :func:`jaxland.accuracy` needs, whatever the model's loss: labels of
+    shape (n, 1) would broadcast against the (n,) predictions, and one-hot,
+    float or out-of-range labels would silently match nothing.
+    """
+    check_model(model)
+    if not hasattr(x, "shape") or not hasattr(x, "dtype") or x.ndim < 1 or int(x.shape[0]) < 1:
+        raise ConfigError(f"x must be a non-empty array (n, ...), got {getattr(x, 'shape', type(x).__name__)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ConfigError(f"x must be floating point, got {x.dtype}; convert with x.astype(jnp.float32)")
+    n = int(x.shape[0])
+    if not hasattr(y, "shape") or y.ndim != 1 or int(y.shape[0]) != n or not jnp.issubdtype(y.dtype, jnp.integer):
+        raise ConfigError(
+            f"accuracy needs integer class labels y of shape ({n},), got {getattr(y, 'dtype', type(y).__name__)} "
+            f"{tuple(getattr(y, 'shape', ()))}; convert one-hot labels with y.argmax(-1)"
+        )
+    if not callable(getattr(model, "output_shape", None)):
+        raise ConfigError(f"accuracy needs a model with outputs (model.apply), got {type(model).__name__}")
+    try:
+        out = model.output_shape((2, *x.shape[1:]), x.dtype)
+    except ConfigError as e:
+        raise ConfigError(f"x does not fit the model: {e}") from None
+    if len(out) != 2:
+        raise ConfigError(f"accuracy needs one output vector per sample (n, classes), the model gives {tuple(out)}")
+    if _concrete(x) and not _all_finite(x):
+        raise ConfigError("x contains non-finite values (NaN/inf); clean or drop those samples first")
+    if _concrete(y):
+        _label_range(y, int(out[-1]))
     return n
 
 
@@ -172,8 +269,13 @@ def check_params(model, w, name: str = "w", *, values: bool = True):
 def check_subspace(model, subspace, *, values: bool = True) -> int:
     """A :class:`~jaxland.Subspace` matching the model; returns d."""
     if not (hasattr(subspace, "center") and hasattr(subspace, "directions")):
-        raise ConfigError(f"expected a jaxland.Subspace(center, directions), got {type(subspace).__name__}")
+        raise ConfigError(f"subspace must be a jaxland.Subspace(center, directions), got {type(subspace).__name__}")
     p = subspace.directions
+    if not hasattr(p, "ndim") or not hasattr(subspace.center, "shape"):
+        raise ConfigError(
+            f"subspace.center and subspace.directions must be arrays, got {type(subspace.center).__name__} and "
+            f"{type(p).__name__}; build it as jaxland.Subspace(jnp.asarray(w), jnp.asarray(P))"
+        )
     if p.ndim != 2:
         raise ConfigError(f"subspace.directions must be (d, D), got shape {tuple(p.shape)}")
     dim = int(model.num_params)
@@ -185,19 +287,50 @@ def check_subspace(model, subspace, *, values: bool = True) -> int:
     if p.shape[0] < 1 or p.shape[0] > dim:
         raise ConfigError(f"subspace dimension d={p.shape[0]} must be in [1, D={dim}]")
     check_params(model, subspace.center, "subspace.center", values=values)
-    if values and _concrete(p) and not _all_finite(p):
-        raise ConfigError("subspace.directions contain non-finite values (NaN/inf)")
+    if not jnp.issubdtype(p.dtype, jnp.floating):
+        raise ConfigError(f"subspace.directions must be floating point, got {p.dtype}")
+    if values and _concrete(p):
+        if not _all_finite(p):
+            raise ConfigError("subspace.directions contain non-finite values (NaN/inf)")
+        zero = _eager(lambda: np.flatnonzero(~np.asarray(jnp.any(p != 0, axis=1))))
+        if zero.size:
+            raise ConfigError(
+                f"subspace.directions row(s) {zero.tolist()} are all zero: the subspace has fewer than d={p.shape[0]} "
+                "dimensions and the estimates along it would be silently flat; drop those rows or choose other directions"
+            )
     return int(p.shape[0])
 
 
-def num_groups(n: int, samples_per_k) -> int:
-    """K: the number of samples, or of complete groups of ``samples_per_k`` samples; must be >= 2."""
+def clamp_prefix(k, n: int):
+    """``k`` clamped to ``[1, n]`` inside a computation: a traced prefix length cannot be checked, so a
+    ``k > n`` means all n samples and ``k < 1`` the first sample (never a rescaled or a zero answer)."""
+    return jnp.clip(k, 1, n)
+
+
+def group_split(n: int, samples_per_k) -> tuple[int, int, int]:
+    """``(K, used, dropped)``: K units of k (samples, or complete groups of ``samples_per_k``), the samples
+    they use, and the trailing samples of an incomplete group, which no estimate sees."""
     if samples_per_k is None:
-        return n
+        return n, n, 0
     b = positive_int("samples_per_k", samples_per_k)
     k = n // b
     if k < 2:
         raise ConfigError(f"samples_per_k={samples_per_k} leaves {k} complete group(s) of {n} samples; need >= 2")
+    return k, k * b, n - k * b
+
+
+def num_groups(n: int, samples_per_k, *, warn_dropped: bool = True) -> int:
+    """K: the number of samples, or of complete groups of ``samples_per_k`` samples; must be >= 2.
+
+    When ``samples_per_k`` does not divide n the trailing incomplete group is
+    dropped, with a ``RuntimeWarning`` that says how many samples are unused
+    (the results' ``.info`` records ``samples_used``).
+    """
+    k, used, dropped = group_split(n, samples_per_k)
+    if dropped and warn_dropped:
+        warn(f"samples_per_k={int(samples_per_k)} does not divide the {n} samples: k counts {k} complete batches "
+             f"({used} samples) and the last {dropped} sample(s) are not used; pass a multiple of samples_per_k "
+             "samples to use them all")
     return k
 
 
@@ -207,28 +340,33 @@ def unit(samples_per_k) -> str:
 
 
 def check_prefix(k, n: int, name: str = "k"):
-    """A prefix length ``1 <= k <= n`` (None: all n); traced values pass through unchecked."""
+    """A prefix length ``1 <= k <= n`` (None: all n), an integer (not a bool); traced values pass through unchecked
+    (the computation clamps them, :func:`clamp_prefix`)."""
     if k is None or not _concrete(k):
         return k
-    kk = np.asarray(k)
+    try:
+        kk = np.asarray(k)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an integer number of samples, got {type(k).__name__}") from None
     if kk.ndim != 0 or not np.issubdtype(kk.dtype, np.integer):
-        raise ConfigError(f"{name} must be an integer number of samples, got {k!r}")
+        raise ConfigError(f"{name} must be an integer number of samples in [1, {n}], got {k!r}")
     if not 1 <= int(kk) <= n:
         raise ConfigError(f"{name}={int(kk)} must be in [1, {n}] (the number of samples given); L_k needs k samples")
     return k
 
 
-def finite_result(name: str, value, *, where: str = "", cause: str = "", allow: bool = False):
+def finite_result(name: str, value, *, where: str = "", cause: str = "", allow: bool = False, raw_hint: bool = True):
     """Raise :class:`NumericalError` if ``value`` (an array or a tree) has non-finite entries.
 
     ``where`` describes the index axis (e.g. ``"k"``) to name the first bad
-    position; ``allow=True`` returns the value unchecked.
+    position; ``allow=True`` returns the value unchecked; ``raw_hint``: the
+    message points to ``allow_nonfinite=True`` (for functions that have it).
     """
     if allow:
         return value
     for path, leaf in jax.tree_util.tree_leaves_with_path(value):
-        if not _concrete(leaf) or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
-            continue
+        if not _concrete(leaf) or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) or _all_finite(leaf):
+            continue  # the common case costs one reduction on the device; only a bad leaf comes to the host
         ok = np.isfinite(np.asarray(leaf))
         if not ok.all():
             first = [int(i) for i in np.argwhere(~ok)[0]]
@@ -237,7 +375,7 @@ def finite_result(name: str, value, *, where: str = "", cause: str = "", allow: 
             raise NumericalError(
                 f"{name}{part} is non-finite ({int((~ok).sum())} entries){at}"
                 + (f"; likely cause: {cause}" if cause else "")
-                + "; pass allow_nonfinite=True to get the raw values"
+                + ("; pass allow_nonfinite=True to get the raw values" if raw_hint else "")
             )
     return value
 
@@ -348,7 +486,10 @@ def check_curvature(curv, *, values: bool = True) -> tuple[int, int]:
     """A :class:`~jaxland.SubspaceCurvature`: ``c`` (N,), ``g`` (N, d), ``G`` (N, d, d), finite; returns (N, d)."""
     if not all(hasattr(curv, f) for f in ("c", "g", "G")):
         raise ConfigError(f"curv must be a SubspaceCurvature from jaxland.subspace_curvature, got {type(curv).__name__}")
-    c, g, G = (jnp.asarray(a) for a in (curv.c, curv.g, curv.G))
+    c, g, G = (as_array(f"curv.{f}", getattr(curv, f)) for f in ("c", "g", "G"))
+    for f, a in (("c", c), ("g", g), ("G", G)):
+        if jnp.dtype(a.dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+            raise ConfigError(f"curv.{f} must be float32 or float64, got {a.dtype}; recompute it with jaxland.subspace_curvature")
     if c.ndim != 1 or g.ndim != 2 or G.ndim != 3:
         raise ConfigError(f"curv must hold c (N,), g (N, d), G (N, d, d); got shapes {c.shape}, {g.shape}, {G.shape}")
     n, d = int(c.shape[0]), int(g.shape[1])

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from .._compat import renamed_kwargs
+from .. import memory
 from ..errors import ConfigError
 from ..linalg.eigen import _basis_name, _check, _float_name, _solve, _validate, _x64_if
 from ..linalg.result import EigResult
@@ -52,7 +53,8 @@ def _eig_batch_jit(op, ws, keys, d, method, tol, max_matvecs, block_size, which,
 
 
 def _settings(op, d, method, tol, max_matvecs, block_size, which, basis_dtype, product_dtype, dtype_name="product_dtype"):
-    d, b, max_matvecs = _validate(op.dim, d, method, tol, max_matvecs, block_size, which)
+    d, b, max_matvecs = _validate(op.dim, d, method, tol, max_matvecs, block_size, which,
+                                  memory.hvp_parts(op.model, op.x, op.y, dtype=op.w.dtype))
     basis, pd = _basis_name(basis_dtype, method), _float_name(dtype_name, product_dtype)
     return (d, method, float(tol), max_matvecs, b, which, basis), pd
 

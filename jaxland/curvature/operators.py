@@ -44,7 +44,8 @@ import jax.numpy as jnp
 
 from ..errors import ConfigError
 from ..models.base import _loss_fn
-from ..validate import check_data, check_output_loss, check_params, check_prefix, check_vectors, positive_int
+from ..validate import (check_data, check_output_loss, check_params, check_prefix, check_vectors, clamp_prefix,
+                        positive_int)
 
 __all__ = ["KINDS", "DENSE_MAX_DIM", "CurvatureOperator", "hessian_operator", "ggn_operator", "fisher_operator",
            "curvature_operator", "linear_map"]
@@ -100,7 +101,8 @@ def weighted_linear_map(kind, model, w, x, y, mask, scale):
 
 def _prefix(op):
     n = op.x.shape[0]
-    return jnp.arange(n) < op.k, 1.0 / op.k.astype(op.w.dtype)
+    k = clamp_prefix(op.k, n)  # a traced k cannot be checked: k > N means all N, k < 1 the first sample
+    return jnp.arange(n) < k, 1.0 / k.astype(op.w.dtype)
 
 
 def linear_map(op: "CurvatureOperator"):

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from ..sharding import AXIS, map_rows, pad_rows, replicate, resolve_mesh, shard_rows
-from ..validate import check_operator, check_vectors, positive_int
+from ..validate import check_operator, check_vectors, clamp_prefix, finite_result, positive_int
 from .operators import CurvatureOperator, _matmat, _matvec, _prefix, hessian_operator, weighted_linear_map
 
 __all__ = ["loss_and_grad", "hvp", "hvp_batch", "sharded_hvp", "sharded_matmat", "hessian_matvec", "dense_hessian"]
@@ -43,7 +43,11 @@ def _loss_and_grad(op):
 
 def loss_and_grad(model, w, x, y, *, k=None):
     """``(L_k(w), grad L_k(w))``."""
-    return _loss_and_grad(hessian_operator(model, w, x, y, k=k))
+    return finite_result("loss_and_grad", _loss_and_grad(hessian_operator(model, w, x, y, k=k)), cause=_OVERFLOW,
+                         raw_hint=False)
+
+
+_OVERFLOW = "the loss or its derivatives overflow: w, x or v too large for the model"
 
 
 def _vector_after_data(model, x, v, name):
@@ -59,7 +63,7 @@ def hvp(model, w, x, y, v, *, k=None):
     """``H_k(w) v`` for one flat vector ``v`` (D,) (forward-over-reverse); ``k`` in 1..N (None: all N)."""
     _vector_after_data(model, x, v, "hvp")
     op = hessian_operator(model, w, x, y, k=k)
-    return _matvec(op, check_vectors(model, v, "v", like=op.w))
+    return finite_result("hvp", _matvec(op, check_vectors(model, v, "v", like=op.w)), cause=_OVERFLOW, raw_hint=False)
 
 
 def hvp_batch(model, w, x, y, vs, *, k=None):
@@ -149,6 +153,7 @@ def _data_parallel(model, kind, mesh, n, x, y, w, vs, k):
 
     def body(rows, w_, vs_, k_):
         x_, y_ = rows
+        k_ = clamp_prefix(k_, n)
         idx = jax.lax.axis_index(AXIS) * local + jnp.arange(local)
         mask = (idx < k_) & (idx < n)  # the prefix, without the padded rows
         lin = weighted_linear_map(kind, model, w_, x_, y_, mask, 1.0 / k_.astype(w_.dtype))

@@ -174,7 +174,13 @@ def normalize_images(x: np.ndarray, name: str, normalize: str) -> np.ndarray:
         raise ConfigError(f"normalize_images: unknown dataset {name!r} (its mean and std are not known); valid names are: {', '.join(DATASETS)}")
     if normalize not in NORMALIZATIONS:
         raise DataError(f"unknown normalize={normalize!r}; choose one of {NORMALIZATIONS}")
-    x = np.asarray(x)
+    try:
+        x = np.asarray(x)
+    except (TypeError, ValueError):
+        raise ConfigError(f"normalize_images: x must be an array of pixel values, got {type(x).__name__}") from None
+    if x.dtype.kind not in "biuf" or (x.size and not (np.all(np.isfinite(x)) and x.min() >= 0 and x.max() <= 255)):
+        raise ConfigError(f"normalize_images: x must hold pixel values in [0, 255] (uint8 images), got {x.dtype} values; "
+                          "pass the raw images, not already-normalised ones")
     if normalize == "standard" and len(_MEAN_STD[canon][0]) == 3 and (x.ndim != 4 or x.shape[-1] != 3):
         raise ConfigError(f"normalize_images: {canon} images must be channels-last (n, h, w, 3) for per-channel constants, got shape {x.shape}")
     x = x.astype(np.float32)

@@ -11,10 +11,10 @@ The per-block kernel is the model's own when it has one
 otherwise the generic one, which evaluates ``model.per_sample_losses`` at
 ``center + theta @ directions`` -- any architecture, vmapped per chunk of draws.
 
-Statistics over draws are streamed as (count, mean, M2 = sum of squared
-deviations) per k and merged chunk by chunk and device by device with Chan et
-al.'s pairwise update: the sum/sum-of-squares accumulation without its
-cancellation.
+Statistics over draws are streamed as (count, mean, co-moment) per k and
+merged chunk by chunk and device by device with Chan et al.'s pairwise update
+(:mod:`jaxland.landscape.moments`): the sum/sum-of-squares accumulation
+without its cancellation.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from .moments import chan_merge, psum_moments, unit_moments
 from .prefix import batch_means, loss_increments, prefix_increments
 from ..sharding import AXIS, ceil_div, map_rows, pad_rows, shard_rows
 from .variance import quadratic_features
@@ -80,42 +81,6 @@ def loss_matrix(model, subspace, thetas, x, y, *, draw_chunk, sample_block, fast
 # ----------------------------------------------------------------------------- streamed statistics
 
 
-def chunk_stats(q, valid):
-    """(count, mean, M2) over the valid rows of ``q`` (rows = draws)."""
-    v = valid.astype(q.dtype)[:, None]
-    n = jnp.sum(v)
-    mean = jnp.sum(v * q, 0) / jnp.maximum(n, 1)
-    return n, mean, jnp.sum(v * (q - mean) ** 2, 0)
-
-
-def _chan_merge(a, b, outer):
-    """Chan et al.'s pairwise merge of (count, mean, M2) where M2 sums ``outer(x - mean)``.
-
-    ``count`` may carry leading axes of its own (one count per half); it is
-    broadcast over the trailing axes of the mean and of M2.
-    """
-    na, ma, ca = a
-    nb, mb, cb = b
-    n = na + nb
-    delta = mb - ma
-    frac = nb / jnp.maximum(n, 1)
-    lift = lambda c, like: jnp.reshape(c, jnp.shape(c) + (1,) * (jnp.ndim(like) - jnp.ndim(c)))
-    return n, ma + delta * lift(frac, ma), ca + cb + outer(delta) * lift(na * frac, ca)
-
-
-def merge_stats(a, b):
-    """Merge two (count, mean, M2) triples of per-k values (M2: sums of squared deviations)."""
-    return _chan_merge(a, b, lambda d: d * d)
-
-
-def psum_stats(stats, axis):
-    """:func:`merge_stats` across the devices of a mesh axis."""
-    n, mean, m2 = stats
-    total = jax.lax.psum(n, axis)
-    gmean = jax.lax.psum(n * mean, axis) / total
-    return total, gmean, jax.lax.psum(m2 + n * (mean - gmean) ** 2, axis)
-
-
 def squared_increments(losses, perms, samples_per_k):
     """``q_t,k`` = mean over orderings of ``(L_{k+1} - L_k)^2`` for each draw t: (T, K-1)."""
     if perms is None:
@@ -127,45 +92,6 @@ def squared_increments(losses, perms, samples_per_k):
     num_k = batch_means(losses[:1], samples_per_k).shape[-1]
     acc = jnp.zeros((losses.shape[0], num_k - 1), losses.dtype)
     return jax.lax.fori_loop(0, perms.shape[0], body, acc) / perms.shape[0]
-
-
-def moment_stats(values, valid, halves):
-    """Per-half (count (2,), mean (2, K, V), co-moment (2, K, V, V)) over the valid rows of ``values`` (R, K, V).
-
-    Deviations are taken from the pooled mean of the rows and each half's
-    co-moment corrected by its count times the outer product of its mean's
-    offset: one (R, K, V) array of deviations, not one per half.
-    """
-    w = jax.nn.one_hot(halves, 2, dtype=values.dtype) * valid.astype(values.dtype)[:, None]  # (R, 2)
-    n = jnp.sum(w, 0)
-    pooled = jnp.einsum("rh,rkv->kv", w, values) / jnp.maximum(jnp.sum(n), 1)
-    dev = values - pooled
-    off = jnp.einsum("rh,rkv->hkv", w, dev) / jnp.maximum(n, 1)[:, None, None]  # mean_h - pooled
-    com = jnp.einsum("rh,rkv,rku->hkvu", w, dev, dev) - n[:, None, None, None] * off[..., :, None] * off[..., None, :]
-    return n, pooled + off, com
-
-
-def merge_moments(a, b):
-    """Merge two per-half (count, mean, co-moment) triples: the co-moment sums outer products of deviations."""
-    return _chan_merge(a, b, lambda d: d[..., :, None] * d[..., None, :])
-
-
-def psum_moments(stats, axis):
-    """:func:`merge_moments` across the devices of a mesh axis."""
-    n, mean, com = stats
-    total = jax.lax.psum(n, axis)
-    gmean = jax.lax.psum(n[:, None, None] * mean, axis) / jnp.maximum(total, 1)[:, None, None]
-    d = mean - gmean
-    return total, gmean, jax.lax.psum(com + n[:, None, None, None] * d[..., :, None] * d[..., None, :], axis)
-
-
-def unit_moments(values, valid, halves, unit_draws, draw_level):
-    """Moments over units (means of ``unit_draws`` consecutive rows of ``values``) and, if asked, over rows."""
-    units = values.reshape(valid.shape[0], unit_draws, *values.shape[1:]).mean(1)
-    per_unit = moment_stats(units, valid, halves)
-    if not draw_level:
-        return per_unit, None
-    return per_unit, moment_stats(values, jnp.repeat(valid, unit_draws), jnp.repeat(halves, unit_draws))
 
 
 def joint_increments(losses, perms, samples_per_k, feats, coef):
@@ -286,7 +212,7 @@ def delta_stream(
                 losses = loss_body(model, sub, thc, xx, yy, **kw)  # (pass draws, N): the only big array
                 feats = None if cc is None else quadratic_features(thc)
                 stats = unit_moments(joint_increments(losses, pp, samples_per_k, feats, cc), vc, hc, unit_draws, draw_level)
-            return tuple(None if a is None else merge_moments(a, b) for a, b in zip(acc, stats)), None
+            return tuple(None if a is None else chan_merge(a, b) for a, b in zip(acc, stats)), None
 
         num_q = batch_means(jnp.zeros((1, xx.shape[0])), samples_per_k).shape[-1] - 1
         v = 1 if cc is None else 2

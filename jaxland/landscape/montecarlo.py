@@ -29,9 +29,12 @@ import numpy as np
 from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from .kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK, delta_stream, has_fast_kernel, loss_matrix, squared_increments
-from ..sharding import AXIS, DEFAULT_MEMORY_BUDGET, auto_chunk, ceil_div, gather, pad_rows, replicate, resolve_mesh
+from ..sharding import AXIS, gather, pad_rows, replicate, resolve_mesh
 from .theory import SubspaceCurvature, subspace_curvature
-from ..validate import check_data, check_sigma, check_subspace, finite_result, num_groups, positive_int, unit
+from .. import memory
+from .passes import StreamPlan, pass_budget, stream_plan
+from ..validate import (as_array, check_data, check_key, check_sigma, check_subspace, finite_result, group_split, num_groups,
+                        positive_int, unit)
 from .variance import DEFAULT_VARIANCE_REDUCTION, control_inputs, draw_or_check_units, estimate_from_moments, parse_variance_reduction
 
 __all__ = [
@@ -58,7 +61,12 @@ class DeltaInfo(NamedTuple):
     (:class:`~jaxland.landscape.variance.VarianceReduction`, e.g. ``"cv+antithetic"``);
     ``effective_draws``: the median over k of ``var(f_k) / stderr_k^2``, the
     number of plain draws that would give the same standard error (T for
-    plain Monte Carlo, up to noise).
+    plain Monte Carlo, up to noise); ``num_samples``: N, the samples given;
+    ``samples_used``: the samples k reaches (``K * samples_per_k``; the
+    trailing ``samples_dropped`` of an incomplete batch are not used);
+    ``orderings``: the (R, N) permutations the result is averaged over (None:
+    the data order), so that the same orderings can be rebuilt
+    (:func:`jaxland.delta_split` uses them). None where unknown.
     """
 
     sigma: float
@@ -70,6 +78,14 @@ class DeltaInfo(NamedTuple):
     kernel: str
     variance_reduction: str = "none"
     effective_draws: float | None = None
+    num_samples: int | None = None
+    samples_used: int | None = None
+    orderings: np.ndarray | None = None
+
+    @property
+    def samples_dropped(self) -> int | None:
+        """Trailing samples of an incomplete batch that no k reaches (``num_samples - samples_used``)."""
+        return None if self.num_samples is None or self.samples_used is None else self.num_samples - self.samples_used
 
 
 class DeltaResult(NamedTuple):
@@ -96,7 +112,10 @@ def draw_thetas(key: jax.Array, num_draws: int, d: int, sigma: float, dtype=jnp.
     """``theta_t ~ N(0, sigma^2 I_d)``, shape (T, d); the same key gives the same draws."""
     sigma = check_sigma(sigma)
     num_draws = positive_int("num_draws (T)", num_draws, minimum=2)
-    return sigma * jax.random.normal(key, (num_draws, int(d)), dtype)
+    d = positive_int("d", d)
+    memory.require(f"draw_thetas ({num_draws} x {d})", {"draws": memory.nbytes((num_draws, d), dtype)},
+                   fix="draw fewer at a time (several keys, jax.random.fold_in)")
+    return sigma * jax.random.normal(check_key(key), (num_draws, d), dtype)
 
 
 def orderings_array(orderings, n: int, key=None):
@@ -107,8 +126,13 @@ def orderings_array(orderings, n: int, key=None):
         r = positive_int("orderings", orderings)
         if key is None:
             raise ConfigError("orderings=R needs an explicit key= for the random permutations (or pass an (R, N) permutation array)")
-        return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, r))
-    perms = np.asarray(orderings)
+        memory.require(f"orderings={r} over N={n}", {"permutations": memory.nbytes((r, n), jnp.int32)},
+                       fix="average over fewer orderings")
+        return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(check_key(key), r))
+    try:
+        perms = np.asarray(orderings)
+    except (TypeError, ValueError):
+        raise ConfigError(f"orderings must be an int R or an (R, {n}) integer array of permutations, got {type(orderings).__name__}") from None
     if perms.ndim == 1:
         perms = perms[None]
     if perms.ndim != 2 or perms.shape[1] != n or not np.issubdtype(perms.dtype, np.integer):
@@ -182,11 +206,14 @@ def per_sample_loss_matrix(
     ``"bf16"`` runs the forward passes in bfloat16 (the MLP keeps float32
     accumulation; other models compute every layer in it).
     """
+    x, y, thetas = as_array("x", x), as_array("y", y), as_array("thetas", thetas)
     d = check_subspace(model, subspace)
     n = check_data(model, x, y)
-    thetas = jnp.asarray(thetas)
-    if thetas.ndim != 2 or thetas.shape[1] != d:
-        raise ConfigError(f"thetas must be (T, d={d}), got shape {tuple(thetas.shape)}")
+    if thetas.ndim != 2 or thetas.shape[1] != d or not jnp.issubdtype(thetas.dtype, jnp.floating):
+        raise ConfigError(f"thetas must be a float array (T, d={d}), got {thetas.dtype} of shape {tuple(thetas.shape)}")
+    memory.require(f"per_sample_loss_matrix ({thetas.shape[0]} draws x {n} samples)",
+                   {"loss matrix (T, N)": 2 * memory.nbytes((thetas.shape[0], n), thetas.dtype)},
+                   fix="use fewer draws or grid points, or jaxland.delta_monte_carlo, which never holds the matrix")
     mesh = resolve_mesh(mesh)
     subspace, x, y = replicate(mesh, subspace, x, y)
     out = loss_matrix(
@@ -200,52 +227,8 @@ def per_sample_loss_matrix(
     return gather(out)
 
 
-class StreamPlan(NamedTuple):
-    """How :func:`delta_monte_carlo` splits T draws: ``devices`` x ``passes`` x ``pass_draws`` (>= T, padded)."""
-
-    devices: int
-    passes: int
-    pass_draws: int
-    bytes_per_draw: int
-
-
-def stream_plan(
-    num_draws: int,
-    num_samples: int,
-    *,
-    devices: int = 1,
-    memory_budget: int | None = None,
-    itemsize: int = 4,
-    sample_block: int | None = None,
-    unit_draws: int = 1,
-    control_variate: bool = False,
-) -> StreamPlan:
-    """How many draws one pass of :func:`delta_monte_carlo` holds so that it fits ``memory_budget``.
-
-    Data order (``sample_block`` given): a pass scans the samples block by
-    block, so a draw holds about 8 arrays of ``sample_block`` values (losses,
-    group means, running sums, increments, squares). With orderings
-    (``sample_block=None``) a draw holds about 8 arrays of N values (its loss
-    row, the transpose out of the sample-block map, a permuted copy, cumulative
-    sums, increments, squares). ``memory_budget`` is in bytes per device
-    (default :data:`jaxland.sharding.DEFAULT_MEMORY_BUDGET`, 1 GiB). The draws
-    of each device are split into equal passes, padded by at most
-    ``passes - 1``. The kernel's own working set (``chunk`` draws on one sample
-    block) does not grow with T or N. Draws go in whole units of
-    ``unit_draws`` (an antithetic pair, a Sobol' scrambling); the control
-    variate adds about 6 arrays per draw (h, the stacked values, deviations).
-    """
-    budget = positive_int("memory_budget", memory_budget, DEFAULT_MEMORY_BUDGET)
-    m = positive_int("unit_draws", unit_draws)
-    per_device = ceil_div(ceil_div(num_draws, m), devices)  # units
-    row = int(num_samples) if sample_block is None else min(int(sample_block), int(num_samples))
-    bytes_per_draw = (14 if control_variate else 8) * row * int(itemsize)
-    passes = ceil_div(per_device, auto_chunk(per_device, bytes_per_draw * m, budget))
-    return StreamPlan(int(devices), passes, ceil_div(per_device, passes) * m, bytes_per_draw)
-
-
 def _result(delta, se, num_k, perms, samples_per_k, *, sigma, num_draws, subspace_dim, kernel, allow_nonfinite,
-            method="none", effective=None) -> DeltaResult:
+            num_samples, method="none", effective=None) -> DeltaResult:
     """Attach k = 1..K-1, the k^2-scaled curves and the metadata to per-k estimates."""
     finite_result(
         "Delta_k", (delta, se), where="k-1 = ", allow=allow_nonfinite,
@@ -253,8 +236,10 @@ def _result(delta, se, num_k, perms, samples_per_k, *, sigma, num_draws, subspac
     )
     k = np.arange(1, num_k)
     k2 = jnp.asarray(k, delta.dtype) ** 2
+    _, used, _ = group_split(num_samples, samples_per_k)
     info = DeltaInfo(float(sigma), int(num_draws), subspace_dim, samples_per_k,
-                     1 if perms is None else int(perms.shape[0]), unit(samples_per_k), kernel, method, effective)
+                     1 if perms is None else int(perms.shape[0]), unit(samples_per_k), kernel, method, effective,
+                     int(num_samples), int(used), None if perms is None else np.asarray(perms))
     return DeltaResult(k, delta, se, delta * k2, se * k2, info)
 
 
@@ -279,15 +264,15 @@ def delta_from_losses(
     orderings r (one ordering -- the data order -- by default); then
     ``Delta_k = mean_t q_t,k`` and ``stderr = std_t(q_t,k) / sqrt(T)``.
     """
-    losses = jnp.asarray(losses)
-    if losses.ndim != 2 or losses.shape[0] < 2:
-        raise ConfigError(f"losses must be (T >= 2, N), got shape {tuple(losses.shape)}")
+    losses = as_array("losses", losses)
+    if losses.ndim != 2 or losses.shape[0] < 2 or not jnp.issubdtype(losses.dtype, jnp.floating):
+        raise ConfigError(f"losses must be a float array (T >= 2, N), got {losses.dtype} of shape {tuple(losses.shape)}")
     n = int(losses.shape[1])
     num_k = num_groups(n, samples_per_k)
-    perms = orderings_array(orderings, n, key)
+    perms = orderings_array(orderings, n, None if key is None else check_key(key))
     delta, se = _stats_from_q(squared_increments(losses, perms, samples_per_k))
     return _result(delta, se, num_k, perms, samples_per_k, sigma=sigma, num_draws=losses.shape[0],
-                   subspace_dim=None, kernel="none", allow_nonfinite=allow_nonfinite)
+                   subspace_dim=None, kernel="none", allow_nonfinite=allow_nonfinite, num_samples=n)
 
 
 @renamed_kwargs(removed={"ordering_key": "the orderings come from key (jax.random.fold_in(key, 1)); "
@@ -346,8 +331,17 @@ def delta_monte_carlo(
     sample_block). With orderings the draws go in passes whose (pass_draws, N)
     rows fit ``memory_budget`` (bytes per device, default 1 GiB;
     :func:`stream_plan`). Passes and devices are merged with Chan's pairwise
-    update. Without variance reduction the result equals
-    :func:`delta_from_losses` on the full matrix to float rounding.
+    update (:mod:`jaxland.landscape.moments`). Without variance reduction the
+    result equals :func:`delta_from_losses` on the full matrix to float rounding.
+
+    Memory is checked before anything is drawn (:mod:`jaxland.memory`): the
+    draws (T, d), the orderings and one kernel block must fit in the memory
+    available, and the passes get ``memory_budget`` or what is left, whichever
+    is smaller; a call that cannot fit with one unit of draws per pass is
+    refused with a :class:`~jaxland.ConfigError` stating the estimate.
+
+    ``samples_per_k`` that does not divide N drops the trailing incomplete
+    batch with a ``RuntimeWarning``; ``info.samples_used`` records it.
 
     ``mesh``: draws split over a 1-D device mesh (None: every visible device;
     an int: that many; statistics merged with a psum, so every process gets
@@ -356,11 +350,21 @@ def delta_monte_carlo(
     :class:`~jaxland.NumericalError` unless ``allow_nonfinite=True``.
     """
     sigma = check_sigma(sigma)
+    key = None if key is None else check_key(key)
+    x, y, thetas = as_array("x", x), as_array("y", y), as_array("thetas", thetas, allow_none=True)
     d = check_subspace(model, subspace)
     n = check_data(model, x, y)
     num_k = num_groups(n, samples_per_k)
     vr = parse_variance_reduction(variance_reduction)
     dtype = subspace.directions.dtype
+    if thetas is None and (num_draws is None or key is None):
+        raise ConfigError("delta_monte_carlo needs num_draws and an explicit key= (or thetas)")
+    planned = positive_int("num_draws (T)", num_draws, minimum=2) if thetas is None else (int(thetas.shape[0]) if thetas.ndim >= 1 else 2)
+    perms = orderings_array(orderings, n, None if key is None else jax.random.fold_in(key, 1))
+    draw_chunk = positive_int("chunk_size", chunk_size, DEFAULT_DRAW_CHUNK)
+    block = _sample_block(sample_block, d, n, samples_per_k)
+    budget = pass_budget(model, subspace, x, y, planned, vr, perms, draw_chunk, block, memory_budget,
+                            control_variate=vr.control_variate and curvature is None)
     units = draw_or_check_units(thetas, num_draws, key, d, sigma, vr, dtype)
     num_units, m = int(units.shape[0]), int(units.shape[1])
     t = num_units * m
@@ -368,16 +372,14 @@ def delta_monte_carlo(
         raise ConfigError(f"variance_reduction={vr.name!r} gives {num_units} independent unit(s) from {t} draws; "
                           f"need >= {4 if vr.control_variate else 2} (the control variate fits beta on two halves): "
                           "raise num_draws" + (" or lower scramblings" if vr.sobol else ""))
-    perms = orderings_array(orderings, n, None if key is None else jax.random.fold_in(key, 1))
     fast = bool(fast_kernel) and has_fast_kernel(model, d)
     mesh = resolve_mesh(mesh)
     coef = eh = None
     if vr.control_variate:
         curv = subspace_curvature(model, subspace, x, y, mesh=1 if mesh is None else mesh) if curvature is None else curvature
         coef, eh = control_inputs(curv, n, d, sigma, samples_per_k, perms)
-    block = _sample_block(sample_block, d, n, samples_per_k)
     plan = stream_plan(
-        t, n, devices=1 if mesh is None else mesh.size, memory_budget=memory_budget, itemsize=units.dtype.itemsize,
+        t, n, devices=1 if mesh is None else mesh.size, memory_budget=budget, itemsize=units.dtype.itemsize,
         sample_block=block if perms is None else None, unit_draws=m, control_variate=vr.control_variate,
     )
     pass_units = plan.pass_draws // m
@@ -393,7 +395,7 @@ def delta_monte_carlo(
     subspace, x, y, perms, coef = replicate(mesh, subspace, x, y, perms, coef)
     unit_stats, draw_stats = delta_stream(
         model, subspace, th, valid, halves, x, y, perms, coef,
-        draw_chunk=positive_int("chunk_size", chunk_size, DEFAULT_DRAW_CHUNK),
+        draw_chunk=draw_chunk,
         sample_block=block,
         fast=fast,
         matmul_dtype=check_matmul_dtype(model, matmul_dtype),
@@ -405,5 +407,5 @@ def delta_monte_carlo(
     )
     delta, se, eff = estimate_from_moments(unit_stats, draw_stats, eh, fit_on_draws=vr.sobol)
     return _result(delta, se, num_k, perms, samples_per_k, sigma=sigma, num_draws=t, subspace_dim=d,
-                   kernel="specialised" if fast else "generic", allow_nonfinite=allow_nonfinite,
+                   kernel="specialised" if fast else "generic", allow_nonfinite=allow_nonfinite, num_samples=n,
                    method=vr.name, effective=float(np.median(eff)))

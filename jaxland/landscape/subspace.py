@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from ..curvature.eigen import EigResult, hessian_eigenpairs
 from ..errors import ConfigError
-from ..validate import check_key, check_params, check_vectors, positive_int
+from ..validate import as_array, check_key, check_params, check_vectors, positive_int
 
 __all__ = ["Subspace", "random_directions", "normalize_filters", "hessian_subspace"]
 
@@ -83,6 +83,7 @@ def normalize_filters(model, w: jax.Array, directions: jax.Array) -> jax.Array:
     ``D[..., j] <- D[..., j] * ||W[..., j]|| / ||D[..., j]||``; 1-D entries
     (biases) are set to zero.
     """
+    w, directions = as_array("w", w), as_array("directions", directions)
     check_params(model, w)
     check_vectors(model, directions, "directions", ndim=2, like=w)
     return _normalize_filters(model, w, directions)
@@ -108,7 +109,9 @@ def random_directions(
       w: the centre w* (D,).
       d: number of directions, ``1 <= d <= D``.
       key: explicit PRNG key; the same key gives the same directions.
-      filter_normalize: apply :func:`normalize_filters` (bias entries zeroed).
+      filter_normalize: apply :func:`normalize_filters` (bias entries zeroed);
+        a model without any kernel of 2 or more dimensions would get only
+        zero directions, which is refused.
       orthonormalize: afterwards replace the rows by an orthonormal basis of
         their span (QR; the first row keeps its direction). Rows then have unit
         norm, so the filter-wise scale is lost but bias entries stay zero.
@@ -119,10 +122,16 @@ def random_directions(
         ``sigma sqrt(d)`` times that norm instead of ``sigma sqrt(d)``.
     """
     d = _check_dim(model, d)
-    w = check_params(model, jnp.asarray(w))
+    w = check_params(model, as_array("w", w))
     dirs = jax.random.normal(check_key(key), (d, w.shape[0]), w.dtype)
     if filter_normalize:
         dirs = _normalize_filters(model, w, dirs)
+        if not bool(jnp.all(jnp.any(dirs != 0, axis=1))):
+            raise ConfigError(
+                f"filter normalisation zeroes a whole direction of {getattr(model, 'name', model)}: it perturbs only "
+                "kernels of 2 or more dimensions (biases and other 1-D parameters are zeroed, Li et al. 2018), and "
+                "this model has none, or w's kernels are all zero; pass filter_normalize=False for plain Gaussian directions"
+            )
     if orthonormalize:
         support = jnp.any(dirs != 0, axis=0)  # keep zeroed (bias) entries exactly zero
         q, r = jnp.linalg.qr(dirs.T)

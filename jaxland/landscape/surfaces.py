@@ -9,11 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import memory
 from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from .montecarlo import orderings_array, per_sample_loss_matrix
 from .prefix import cumulative_means, loss_increments
-from ..validate import check_data, check_key, check_params, check_real, check_subspace, finite_result, num_groups, positive_int, unit
+from ..validate import as_array, check_data, check_key, check_params, check_real, check_subspace, finite_result, num_groups, positive_int, unit
 
 __all__ = ["SurfaceResult", "LossDifferenceResult", "loss_surface", "loss_differences"]
 
@@ -82,6 +83,7 @@ def loss_surface(
     draws (:func:`~jaxland.per_sample_loss_matrix`). A non-finite loss on the
     grid raises :class:`~jaxland.NumericalError` unless ``allow_nonfinite=True``.
     """
+    x, y = as_array("x", x), as_array("y", y)
     d = check_subspace(model, subspace2d)
     if d != 2:
         raise ConfigError(f"loss_surface needs a 2-D subspace, got d={d}")
@@ -93,6 +95,9 @@ def loss_surface(
     grid = positive_int("grid", grid, minimum=2)
     extent = check_real("extent", extent)
     dtype = subspace2d.directions.dtype
+    memory.require(f"loss_surface (grid={grid}, N={n})",
+                   {f"losses on the grid ({grid}^2 x {n}, 2 copies)": 2 * memory.nbytes((grid, grid, n), dtype)},
+                   fix="use a smaller grid (or fewer samples)")
     alphas = jnp.linspace(-extent, extent, grid, dtype=dtype)
     betas = jnp.linspace(-extent, extent, grid, dtype=dtype)
     aa, bb = jnp.meshgrid(alphas, betas, indexing="ij")
@@ -135,6 +140,7 @@ def loss_differences(
     non-finite ``diff`` raises :class:`~jaxland.NumericalError` unless
     ``allow_nonfinite=True``.
     """
+    w, x, y = as_array("w", w), as_array("x", x), as_array("y", y)
     n = check_data(model, x, y)
     check_params(model, w)
     key = None if key is None else check_key(key)

@@ -22,8 +22,9 @@ from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from .prefix import cumulative_means, prefix_increments
 from ..sharding import ceil_div, gather, map_rows, replicate, resolve_mesh
-from ..validate import (check_curvature, check_data, check_key, check_params, check_sigma, check_subspace, finite_result,
-                       num_groups, positive_int, unit)
+from .. import memory
+from ..validate import (as_array, check_curvature, check_data, check_key, check_params, check_sigma, check_subspace,
+                        finite_result, group_split, num_groups, positive_int, unit)
 
 __all__ = [
     "SubspaceCurvature",
@@ -56,11 +57,19 @@ class CumulativeCurvature(NamedTuple):
 
 
 class TheoryInfo(NamedTuple):
-    """``sigma`` of the draws, ``samples_per_k`` (None: k counts samples) and ``unit``."""
+    """``sigma`` of the draws, ``samples_per_k`` (None: k counts samples) and ``unit``; ``num_samples``: N given,
+    ``samples_used``: the samples k reaches (an incomplete last batch is not used). None where unknown."""
 
     sigma: float
     samples_per_k: int | None
     unit: str
+    num_samples: int | None = None
+    samples_used: int | None = None
+
+    @property
+    def samples_dropped(self) -> int | None:
+        """Trailing samples of an incomplete batch that no k reaches (``num_samples - samples_used``)."""
+        return None if self.num_samples is None or self.samples_used is None else self.num_samples - self.samples_used
 
 
 class TheoryResult(NamedTuple):
@@ -120,6 +129,19 @@ def _curvature(model, subspace, x, y, *, chunk, mesh=None):
     return map_rows(body, (x, y), subspace, chunk=chunk, mesh=mesh)
 
 
+def _curvature_block(model, subspace, x, y, local: int, sample_block) -> int:
+    """``sample_block`` (default 1024, or fewer so that the pass fits in memory; :mod:`jaxland.memory`)."""
+    given = sample_block is not None
+    block = min(positive_int("sample_block", sample_block, 1024), local)
+    what = f"subspace_curvature (N={int(x.shape[0])}, d={int(subspace.directions.shape[0])}, sample_block={block})"
+    if not given:  # the default: halve it until the pass fits
+        while block > 1 and not memory.estimate(memory.curvature_parts(model, subspace, x, y, sample_block=block)).fits:
+            block = ceil_div(block, 2)
+    memory.require(what, memory.curvature_parts(model, subspace, x, y, sample_block=block),
+                   fix="pass a smaller sample_block, or use a lower subspace dimension d")
+    return block
+
+
 @renamed_kwargs(chunk="sample_block")
 def subspace_curvature(model, subspace, x: jax.Array, y: jax.Array, *, sample_block: int | None = None, mesh=None,
                        allow_nonfinite: bool = False) -> SubspaceCurvature:
@@ -135,11 +157,12 @@ def subspace_curvature(model, subspace, x: jax.Array, y: jax.Array, *, sample_bl
     the same numbers as on one device to float rounding. A non-finite result
     raises :class:`~jaxland.NumericalError` unless ``allow_nonfinite=True``.
     """
+    x, y = as_array("x", x), as_array("y", y)
     check_subspace(model, subspace)
     n = check_data(model, x, y)
     mesh = resolve_mesh(mesh)
     local = n if mesh is None else ceil_div(n, mesh.size)
-    block = positive_int("sample_block", sample_block, 1024)
+    block = _curvature_block(model, subspace, x, y, local, sample_block)
     block = ceil_div(local, ceil_div(local, block))  # equal blocks: the least padding
     subspace, x, y = replicate(mesh, subspace, x, y)
     out = SubspaceCurvature(*gather(_curvature(model, subspace, x, y, chunk=block, mesh=mesh)))
@@ -201,14 +224,15 @@ def theory_delta(curv: SubspaceCurvature, *, sigma: float, samples_per_k: int | 
     first bad k, unless ``allow_nonfinite=True``.
     """
     sigma = check_sigma(sigma)
-    num_k = num_groups(check_curvature(curv)[0], samples_per_k)
+    n = check_curvature(curv)[0]
+    num_k = num_groups(n, samples_per_k)
     theorem1, second_order, curvature_only, lam = theory_terms(
         jnp.asarray(curv.c), jnp.asarray(curv.g), jnp.asarray(curv.G), sigma, samples_per_k=samples_per_k
     )
     finite_result("theory_delta (theorem1, second_order, curvature_only)", (theorem1, second_order, curvature_only),
                   where="k-1 = ", allow=allow_nonfinite, cause="sigma^4 times the curvature overflows (sigma too large)")
     return TheoryResult(np.arange(1, num_k), theorem1, second_order, curvature_only, lam,
-                        TheoryInfo(sigma, samples_per_k, unit(samples_per_k)))
+                        TheoryInfo(sigma, samples_per_k, unit(samples_per_k), n, group_split(n, samples_per_k)[1]))
 
 
 @renamed_kwargs(ks="k", batch_size="samples_per_k")
@@ -225,6 +249,7 @@ def theory_delta_eigensolver(
     :func:`theory_delta` for all k.
     """
     sigma = check_sigma(sigma)
+    w, x, y = as_array("w", w), as_array("x", x), as_array("y", y)
     n = check_data(model, x, y)
     check_params(model, w)
     key = check_key(key)
@@ -242,4 +267,5 @@ def theory_delta_eigensolver(
         dl = pair[1] - pair[0]
         out.append(sigma**4 / 4 * (2 * np.sum(dl**2) + np.sum(dl) ** 2))
         lams.append(pair)
-    return EigensolverTheory(ks, np.asarray(out), np.asarray(lams), TheoryInfo(sigma, samples_per_k, unit(samples_per_k)))
+    return EigensolverTheory(ks, np.asarray(out), np.asarray(lams),
+                             TheoryInfo(sigma, samples_per_k, unit(samples_per_k), n, group_split(n, samples_per_k)[1]))

@@ -30,8 +30,8 @@ combination is allowed (:class:`VarianceReduction`):
 
 Statistics are streamed over *units* (one draw, an antithetic pair, or one
 scrambling): per k the count, means and co-moments of (F, H), per half,
-merged with Chan's update across chunks, passes and devices
-(:mod:`jaxland.landscape.kernels`). With Sobol' draws beta is fitted on individual draws
+merged with Chan's update across chunks, passes, devices and halves
+(:func:`jaxland.landscape.moments.chan_merge`). With Sobol' draws beta is fitted on individual draws
 (a half holds only S/2 units); otherwise on units.
 """
 
@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import ConfigError
+from .moments import pool_halves, variance
 from .theory import SubspaceCurvature, theory_terms
 from ..validate import check_sigma, positive_int
 
@@ -256,22 +257,12 @@ def control_inputs(curv, n: int, d: int, sigma: float, samples_per_k=None, perms
     return curvature_coefficients(curv), control_mean(curv, sigma, samples_per_k=samples_per_k, perms=perms)
 
 
-def _pool(stats):
-    """Merge the two halves of per-half moment statistics (Chan's update)."""
-    n, mean, com = stats
-    total = n[0] + n[1]
-    delta = mean[1] - mean[0]
-    frac = n[1] / jnp.maximum(total, 1)
-    outer = delta[..., :, None] * delta[..., None, :]
-    return total, mean[0] + delta * frac, com[0] + com[1] + outer * n[0] * frac
-
-
 @jax.jit
 def _estimate_plain(unit, draw):
-    total, mean, com = _pool(unit)
-    nd, _, comd = _pool(draw)
+    total, mean, com = pool_halves(unit)
+    nd, _, comd = pool_halves(draw)
     # per-draw variance of f: what plain Monte Carlo pays per draw
-    return mean[..., 0], jnp.sqrt(com[..., 0, 0] / (total - 1) / total), comd[..., 0, 0] / (nd - 1)
+    return mean[..., 0], jnp.sqrt(variance(com[..., 0, 0], total) / total), variance(comd[..., 0, 0], nd)
 
 
 def estimate_from_moments(unit_stats, draw_stats, control_mean_k=None, *, fit_on_draws: bool = False):
@@ -292,23 +283,28 @@ def estimate_from_moments(unit_stats, draw_stats, control_mean_k=None, *, fit_on
     else:
         fit = draw if fit_on_draws else unit_stats
         delta, se, var_plain = _estimate_cv(unit_stats, draw, fit, jnp.asarray(control_mean_k))
+    var_plain, se2 = np.asarray(var_plain, np.float64), np.asarray(se, np.float64) ** 2
+    draws = float(np.sum(np.asarray(draw[0])))
+    # rounding of equal values leaves a variance of order (eps * mean)^2: that is no variance
+    flat = var_plain <= (64 * np.finfo(np.asarray(delta).dtype).eps * np.abs(np.asarray(delta, np.float64))) ** 2
     with np.errstate(divide="ignore", invalid="ignore"):
-        eff = np.asarray(var_plain) / np.asarray(se) ** 2
+        # a zero standard error: every draw gave the same value (worth the draws made), or the method removed all variance
+        eff = np.where(flat, draws, np.where(se2 > 0, var_plain / np.where(se2 > 0, se2, 1.0), np.inf))
     return delta, se, eff
 
 
 @jax.jit
 def _estimate_cv(unit, draw, fit, eh):
     n, mean, com = unit
-    nd, _, comd = _pool(draw)
-    var_plain = comd[..., 0, 0] / (nd - 1)
+    nd, _, comd = pool_halves(draw)
+    var_plain = variance(comd[..., 0, 0], nd)
     var_h = fit[2][..., 1, 1]
     ok = var_h > 0
     # half j is corrected with the beta fitted on the other half: reversed along the half axis
     beta = jnp.where(ok, fit[2][..., 0, 1] / jnp.where(ok, var_h, 1), 0.0)[::-1]
     est = mean[..., 0] - beta * (mean[..., 1] - eh)
     resid = com[..., 0, 0] - 2 * beta * com[..., 0, 1] + beta * beta * com[..., 1, 1]
-    var = jnp.maximum(resid, 0) / (n - 1)[:, None]
+    var = variance(resid, n[:, None])
     total = n[0] + n[1]
     delta = (n[0] * est[0] + n[1] * est[1]) / total
     se = jnp.sqrt(n[0] * var[0] + n[1] * var[1]) / total

@@ -60,6 +60,7 @@ from .result import EigResult
 from .solvers import dense_eigh, lobpcg, power_iteration
 from ..errors import ConfigError, NumericalError
 from .lanczos import block_lanczos, lanczos
+from .. import memory
 from ..validate import check_key, positive_int
 
 __all__ = ["EigResult", "METHODS", "top_eigenpairs", "lanczos", "block_lanczos", "power_iteration", "lobpcg", "dense_eigh"]
@@ -142,21 +143,19 @@ def _x64_if(basis_dtype):
     return jax.enable_x64(True) if basis_dtype == "float64" and not jax.config.jax_enable_x64 else contextlib.nullcontext()
 
 
-def _validate(dim, d, method, tol, max_matvecs, block_size, which="largest"):
+def _validate(dim, d, method, tol, max_matvecs, block_size, which="largest", operator_parts=None):
     if which not in WHICH:
         raise ConfigError(f"which must be one of {WHICH} (the top or the bottom of the spectrum), got {which!r}")
     if method not in METHODS:
         raise ConfigError(f"unknown eigensolver method {method!r}; choose one of {METHODS}")
-    if isinstance(d, bool) or int(d) != d or d <= 0:
-        raise ConfigError(f"d (number of eigenpairs) must be a positive integer, got {d!r}")
+    d = positive_int("d (number of eigenpairs)", d)
     if d >= dim:
         raise ConfigError(f"d = {d} must be < dim = {dim}; for the full spectrum use jnp.linalg.eigh")
     if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
         raise ConfigError(f"tol must be a finite float > 0, got {tol!r}")
     if method == "dense" and dim > DENSE_MAX_DIM:
         raise ConfigError(f"method='dense' builds a {dim}x{dim} matrix; allowed up to dim={DENSE_MAX_DIM}")
-    if block_size is not None and (int(block_size) != block_size or block_size <= 0):
-        raise ConfigError(f"block_size must be a positive integer, got {block_size!r}")
+    block_size = positive_int("block_size", block_size, None)
     b = 1
     if method in ("block", "lobpcg"):
         b = int(block_size) if block_size is not None else d
@@ -167,21 +166,27 @@ def _validate(dim, d, method, tol, max_matvecs, block_size, which="largest"):
         if b > dim // 2:
             raise ConfigError(f"block_size = {b} too large for dim = {dim}")
     if max_matvecs is not None:
-        if isinstance(max_matvecs, bool) or int(max_matvecs) != max_matvecs:
-            raise ConfigError(f"max_matvecs must be an integer, got {max_matvecs!r}")
+        max_matvecs = positive_int("max_matvecs", max_matvecs)
         need = {"power": d + 1, "lobpcg": 5 * b}.get(method, max(d, b))
         if method in ("lanczos", "block", "power", "lobpcg") and max_matvecs < need:
             raise ConfigError(f"max_matvecs = {max_matvecs} is too small for d = {d} (need >= {need})")
         max_matvecs = int(max_matvecs)
+    # operator_parts: the operator's own working set (e.g. memory.hvp_parts), when the caller knows it
+    memory.require(f"eigensolver {method!r} (d={d}, dim={dim})",
+                   {**memory.krylov_parts(dim, method=method, d=d, block_size=b, max_matvecs=max_matvecs),
+                    **(operator_parts or {})},
+                   fix="lower max_matvecs (the Krylov basis holds that many vectors) or d, use method='power', "
+                       "or fewer samples per product")
     return int(d), b, max_matvecs
 
 
 def _check(res: EigResult, method: str, require_convergence: bool) -> EigResult:
-    bad = ~np.isfinite(np.asarray(res.eigenvalues)).all(axis=-1)
+    bad = ~(np.isfinite(np.asarray(res.eigenvalues)).all(axis=-1) & np.isfinite(np.asarray(res.residuals)).all(axis=-1))
     if np.any(bad):
         raise NumericalError(
             f"eigensolver {method!r}: the operator returned non-finite values (NaN/Inf) "
-            f"after {np.asarray(res.num_matvecs).max()} products; check the parameters/data"
+            f"after {np.asarray(res.num_matvecs).max()} products; check its inputs (for a Hessian: w, x and y "
+            "finite and not so large that the loss or its derivatives overflow)"
         )
     if require_convergence and not bool(np.all(np.asarray(res.converged))):
         raise NumericalError(

@@ -51,8 +51,11 @@ from jax.flatten_util import ravel_pytree
 
 from ..errors import ConfigError
 from .identity import callable_key
+from ..validate import (as_array, check_data, check_labels, check_params, check_prefix, clamp_prefix, finite_result,
+                        mse_shapes_match)
 
-__all__ = ["Model", "as_model", "LOSSES", "cross_entropy", "mse", "per_sample_losses", "mean_loss", "accuracy"]
+__all__ = ["Model", "as_model", "LOSSES", "cross_entropy", "mse", "per_sample_losses", "mean_loss", "prefix_mean_loss",
+           "accuracy"]
 
 
 def cross_entropy(outputs: jax.Array, y: jax.Array) -> jax.Array:
@@ -61,7 +64,15 @@ def cross_entropy(outputs: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def mse(outputs: jax.Array, y: jax.Array) -> jax.Array:
-    """Mean over output entries of ``(outputs - y)^2``, one value per sample."""
+    """Mean over output entries of ``(outputs - y)^2``, one value per sample.
+
+    ``y`` has the outputs' shape, or shape (n,) when each sample has one output.
+    """
+    if not mse_shapes_match(outputs.shape[1:], jnp.shape(y)[1:]) or jnp.shape(y)[:1] != outputs.shape[:1]:
+        raise ConfigError(
+            f"mse targets y have per-sample shape {tuple(jnp.shape(y)[1:])} but the model outputs "
+            f"{tuple(outputs.shape[1:])} per sample: give targets of the output's shape (or shape (n,) for one output)"
+        )
     err = outputs - jnp.reshape(y, outputs.shape).astype(outputs.dtype)
     return jnp.mean(err * err, axis=tuple(range(1, outputs.ndim)))
 
@@ -260,10 +271,33 @@ class NNXModel(Model):
 # ----------------------------------------------------------------------------- pure functions
 
 
+def _check_param_leaves(params) -> None:
+    """Every leaf of a parameter pytree must be a floating-point array (what ``w`` is raveled from)."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    for path, leaf in leaves:
+        where = f"params{jax.tree_util.keystr(path)}"
+        if not isinstance(leaf, (jax.Array, np.ndarray)):
+            raise ConfigError(
+                f"as_model: {where} is a {type(leaf).__name__}, not an array: params must hold only the trainable "
+                "float arrays (jnp.asarray them); keep names and settings out of it (close over them in apply_fn)"
+            )
+        dt = leaf.dtype
+        try:
+            floating = jnp.issubdtype(dt, jnp.floating)
+        except TypeError:
+            floating = False
+        if not floating:
+            raise ConfigError(
+                f"as_model: {where} has dtype {dt}, but parameters are differentiated and must be floating point; "
+                "cast it (e.g. .astype(jnp.float32)) or keep it out of params"
+            )
+
+
 class FunctionModel(Model):
     """``apply_fn(params, x)`` over a parameter pytree (Linen's ``module.apply``, plain JAX)."""
 
     def __init__(self, apply_fn, params, *, loss, name=None, init_fn=None, input_shape=None):
+        _check_param_leaves(params)
         flat, unravel = ravel_pytree(params)
         if flat.size == 0:
             raise ConfigError("params has no array leaves: there is nothing to differentiate")
@@ -362,27 +396,63 @@ def as_model(
 # ----------------------------------------------------------------------------- functions of a model
 
 
+def _inputs(model, w, x, y, *, k=None):
+    """The checked arrays of :func:`per_sample_losses` and :func:`mean_loss` (array-likes converted)."""
+    w, x, y = as_array("w", w), as_array("x", x), as_array("y", y)
+    n = check_data(model, x, y, min_samples=1)
+    check_params(model, w)
+    check_prefix(k, n)
+    return w, x, y
+
+
+_OVERFLOW = "the loss overflows: w or x too large for the model (or a diverged w)"
+
+
 def per_sample_losses(model: Model, w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-    """``l_i(w)`` of every sample, shape (n,)."""
-    return model.per_sample_losses(w, x, y)
+    """``l_i(w)`` of every sample, shape (n,); a non-finite loss raises :class:`~jaxland.NumericalError`."""
+    w, x, y = _inputs(model, w, x, y)
+    return finite_result("per_sample_losses", model.per_sample_losses(w, x, y), where="sample ", cause=_OVERFLOW,
+                         raw_hint=False)
+
+
+def prefix_mean_loss(model: Model, w: jax.Array, x: jax.Array, y: jax.Array, k=None) -> jax.Array:
+    """:func:`mean_loss` without the input checks: the kernel compiled programs differentiate.
+
+    A traced ``k`` is clamped to ``[1, n]`` (:func:`jaxland.validate.clamp_prefix`):
+    ``k > n`` gives the mean over all n samples, ``k < 1`` the first sample's loss.
+    """
+    losses = model.per_sample_losses(w, x, y)
+    if k is None:
+        return jnp.mean(losses)
+    k = clamp_prefix(jnp.asarray(k), losses.shape[0])
+    mask = jnp.arange(losses.shape[0]) < k
+    return jnp.sum(jnp.where(mask, losses, 0.0)) / k.astype(losses.dtype)
 
 
 def mean_loss(model: Model, w: jax.Array, x: jax.Array, y: jax.Array, k: jax.Array | int | None = None) -> jax.Array:
     """``L_k(w) = (1/k) sum_{i<k} l_i(w)``; the full mean when ``k`` is None.
 
-    ``k`` may be a traced integer: the prefix is selected by a mask, so changing
-    ``k`` never changes shapes (and never recompiles).
+    A concrete ``k`` must be an integer in ``[1, n]``. ``k`` may be a traced
+    integer: the prefix is selected by a mask, so changing ``k`` never changes
+    shapes (and never recompiles); a traced value cannot be checked, so it is
+    clamped to ``[1, n]``. A non-finite loss (concrete inputs) raises
+    :class:`~jaxland.NumericalError`.
     """
-    losses = model.per_sample_losses(w, x, y)
-    if k is None:
-        return jnp.mean(losses)
-    mask = jnp.arange(losses.shape[0]) < k
-    return jnp.sum(jnp.where(mask, losses, 0.0)) / jnp.asarray(k, losses.dtype)
+    w, x, y = _inputs(model, w, x, y, k=k)
+    return finite_result("mean_loss", prefix_mean_loss(model, w, x, y, k), cause=_OVERFLOW, raw_hint=False)
 
 
 def accuracy(model: Model, w: jax.Array, x: jax.Array, y: jax.Array) -> jax.Array:
-    """Fraction of samples whose largest output is the label (classification models)."""
-    return jnp.mean(jnp.argmax(model.apply(w, x), axis=-1) == y)
+    """Fraction of samples whose largest output is the label: integer labels ``y`` (n,) in ``[0, classes)``.
+
+    Non-finite outputs (concrete inputs) raise :class:`~jaxland.NumericalError`: their argmax means nothing.
+    """
+    w, x, y = as_array("w", w), as_array("x", x), as_array("y", y)
+    check_labels(model, x, y)
+    check_params(model, w)
+    out = finite_result("accuracy: the model's outputs", model.apply(w, x), where="sample ",
+                        cause="w or x too large for the model (or a diverged w)", raw_hint=False)
+    return jnp.mean(jnp.argmax(out, axis=-1) == y)
 
 
 def spec_json(model: Model) -> str:

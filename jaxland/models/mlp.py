@@ -70,9 +70,14 @@ class Layer(NamedTuple):
 def _structure(config: "MLPConfig"):
     abstract = nnx.eval_shape(lambda: config.module(nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state)
-    flat, unravel = ravel_pytree(zeros)
-    return graphdef, unravel, int(flat.size)
+    found = {}
+
+    def flat_zeros():  # traced abstractly: the unravel function needs only shapes, so nothing of size D is allocated
+        flat, found["unravel"] = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state))
+        return flat
+
+    size = jax.eval_shape(flat_zeros).size
+    return graphdef, found["unravel"], int(size)
 
 
 def _mm(a, b, dt, spec=None):

@@ -47,11 +47,18 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
+from .. import memory
 from ..errors import ConfigError
+from ..validate import check_real, check_seed, positive_int, warn
 from .fit import bootstrap_power_law, covariance, effective_stderr, fit_power_law_tail, k_interval, loglog_fit, power_law_k
 from .scatter import scatter_k
 
-__all__ = ["KForecast", "forecast_sufficient_k", "power_law_k"]
+__all__ = ["KForecast", "forecast_sufficient_k", "power_law_k", "POOR_FIT_P", "POOR_FIT_CHI2"]
+
+# A weighted fit whose chi-square p-value is below POOR_FIT_P with a reduced chi-square above POOR_FIT_CHI2
+# warns: the standard errors do not explain the residuals and the scatter model carries the interval.
+POOR_FIT_P = 1e-3
+POOR_FIT_CHI2 = 2.0
 
 
 class KForecast(NamedTuple):
@@ -128,17 +135,28 @@ def _curve(curve, k, stderr, which):
         k, values, unit = curve.k, getattr(curve, which), curve.unit
     else:
         values = curve
-    values = np.asarray(values, dtype=float)
+    values = _floats("curve (the Delta_k values)", values)
     if values.ndim != 1 or values.size == 0:
         raise ConfigError(f"the Delta_k curve must be a non-empty 1-D array, got shape {values.shape}")
-    k = np.arange(1, values.size + 1, dtype=float) if k is None else np.asarray(k, dtype=float)
+    k = np.arange(1, values.size + 1, dtype=float) if k is None else _floats("k", k)
     if k.shape != values.shape:
         raise ConfigError(f"k has shape {k.shape} but the curve has {values.shape}; pass one k per value")
     if stderr is not None:
-        stderr = np.asarray(stderr, dtype=float)
+        stderr = _floats("stderr", stderr)
         if stderr.shape != values.shape:
             raise ConfigError(f"stderr has shape {stderr.shape} but the curve has {values.shape}")
     return k, values, stderr, unit
+
+
+def _floats(name, a) -> np.ndarray:
+    """``a`` as a float64 array; a :class:`ConfigError` naming ``name`` when it is no array of real numbers."""
+    try:
+        out = np.asarray(a, dtype=float)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an array of real numbers, got {type(a).__name__}") from None
+    if np.iscomplexobj(a):
+        raise ConfigError(f"{name} must be real, got complex values")
+    return out
 
 
 def _check_tol(tol):
@@ -189,17 +207,23 @@ def forecast_sufficient_k(
       seed: the bootstrap's numpy seed (the same seed gives the same interval).
 
     Raises :class:`ConfigError` when no decay can be fitted: NaN or infinite
-    values, too few k in the tail, non-positive standard errors, or a tail
-    that does not decrease (fitted ``alpha <= 0``).
+    values, values exactly 0 in the fitted tail (with or without standard
+    errors), too few k in the tail, non-positive standard errors, or a tail
+    that does not decrease (fitted ``alpha <= 0``). A ``RuntimeWarning`` says
+    when a weighted fit is poor (chi-square p-value below
+    :data:`POOR_FIT_P` and reduced chi-square above :data:`POOR_FIT_CHI2`).
     """
     kk, d, s, unit = _curve(curve, k, stderr, curve_name)
     tols = _check_tol(tol)
+    level = check_real("level", level)
     if not 0 < level < 1:
         raise ConfigError(f"level must be in (0, 1), got {level}")
-    if int(min_points) != min_points or min_points < 3:
-        raise ConfigError(f"min_points must be an integer >= 3 (a line and its scatter), got {min_points}")
-    if int(num_bootstrap) != num_bootstrap or num_bootstrap < 100:
-        raise ConfigError(f"num_bootstrap must be an integer >= 100, got {num_bootstrap}")
+    min_points = positive_int("min_points (a line and its scatter need 3)", min_points, minimum=3)
+    num_bootstrap = positive_int("num_bootstrap", num_bootstrap, minimum=100)
+    max_extrapolation = check_real("max_extrapolation", max_extrapolation)
+    seed = check_seed(seed)
+    tail = check_real("tail", tail, positive=False)
+    k_min = None if k_min is None else check_real("k_min", k_min)
     bad = ~np.isfinite(d) | (~np.isfinite(s) if s is not None else False)
     if bad.any():
         raise ConfigError(
@@ -220,6 +244,14 @@ def forecast_sufficient_k(
         )
     kt, dt = kk[sel], d[sel]
     logk = np.log(kt)
+    zero = dt == 0
+    if zero.any():
+        raise ConfigError(
+            f"the fitted tail has {int(zero.sum())} value(s) exactly 0 (first at k={kt[zero][0]:g}): an estimate of "
+            "Delta_k is never exactly 0 unless it underflowed or the curve was truncated, and a power law "
+            "cannot pass through it (a zero would pull the fit down and the forecast early); "
+            "drop those k (pass the curve up to the last nonzero value) or recompute them"
+        )
     if s is not None:
         st = s[sel]
         if np.any(st <= 0):
@@ -228,6 +260,13 @@ def forecast_sufficient_k(
             raise ConfigError(f"the tail k in [{kt[0]:g}, {kt[-1]:g}] has fewer than two positive values: no decay to fit")
         a, alpha, chi2_red, scatter = (float(v) for v in fit_power_law_tail(logk, dt, st))
         gof_p = float(stats.chi2.sf(chi2_red * (n - 2), n - 2))
+        if gof_p < POOR_FIT_P and chi2_red > POOR_FIT_CHI2:
+            warn(
+                f"the power law fits the tail k in [{kt[0]:g}, {kt[-1]:g}] poorly: reduced chi-square {chi2_red:.3g} "
+                f"on {n - 2} degrees of freedom (p = {gof_p:.2g}); the interval is widened by a relative scatter "
+                f"tau = {scatter:.3g}, which holds only if the curve scatters randomly around a power law; look at "
+                "the curve (a bend or a step in the tail makes the forecast wrong) and choose a later tail"
+            )
         se_eff = effective_stderr(logk, st, a, alpha, scatter)
         cov = covariance(logk, se_eff, a, alpha)
     else:
@@ -249,7 +288,10 @@ def forecast_sufficient_k(
             "a sufficient sample size cannot be forecast from it (use more data or a later tail)"
         )
 
-    # parametric bootstrap: refit B synthetic curves drawn around the fit
+    # parametric bootstrap: refit B synthetic curves drawn around the fit (a few (B, n) float64 arrays at once)
+    memory.require(f"forecast_sufficient_k (num_bootstrap={num_bootstrap}, {n} k)",
+                   {"bootstrap curves (about 8 x B x n)": 8 * memory.nbytes((num_bootstrap, n), np.float64)},
+                   fix="use a smaller num_bootstrap", device="host")
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((int(num_bootstrap), n))
     if s is not None:

@@ -18,7 +18,8 @@ from ..errors import ConfigError, DataError, DataNotFoundError, TrainingError
 from ..io import atomic_write_bytes
 from ..models.mlp import MLPConfig
 from ..models.base import Model, accuracy, mean_loss, spec_json
-from ..validate import check_data, check_key, check_params, check_real, positive_int
+from .. import memory
+from ..validate import as_array, check_data, check_key, check_params, check_real, positive_int
 
 __all__ = ["TrainResult", "train", "train_epoch", "save_params", "load_params", "params_bytes", "DIVERGENCE_FACTOR"]
 
@@ -84,10 +85,15 @@ def train(
     batch_size = positive_int("batch_size", batch_size)
     lr = check_real("lr", lr)
     check_key(key)
-    x, y = jnp.asarray(x), jnp.asarray(y)
+    x, y = as_array("x", x), as_array("y", y)
     n = check_data(model, x, y, min_samples=1)
     if batch_size > n:
         raise ConfigError(f"batch_size={batch_size} exceeds the {n} training samples")
+    # before any parameter exists: a model that cannot train here is refused, not killed half-way
+    memory.require(f"train({getattr(model, 'name', type(model).__name__)}, D={model.num_params}, batch_size={batch_size})",
+                   memory.train_parts(model, x, y, batch_size=batch_size,
+                                      dtype=jnp.float32 if init is None else jnp.result_type(init)),
+                   fix="train a smaller model or use a smaller batch_size")
     k_init, k_shuffle = jax.random.split(key)
     if init is None:
         init = getattr(model, "initial_params", None)

@@ -212,8 +212,10 @@ def test_split_sums_back_and_the_rest_vanishes_with_sigma(x64):
             np.testing.assert_allclose(s.theta_free_fraction, 1.0, atol=1e-3)
         else:
             assert np.median(s.theta_free_fraction) < 0.9
-    with pytest.raises(ConfigError, match="samples_per_k"):
-        delta_split(mc, model, w, x, y)
+    # samples_per_k defaults to the result's own; a different one is refused
+    np.testing.assert_array_equal(delta_split(mc, model, w, x, y).theta_free, s.theta_free)
+    with pytest.raises(ConfigError, match="samples_per_k=None contradicts"):
+        delta_split(mc, model, w, x, y, samples_per_k=None)
     with pytest.raises(ConfigError, match="the data the estimate used"):
         delta_split(mc, model, w, x[:32], y[:32], samples_per_k=4)
 
