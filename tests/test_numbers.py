@@ -122,7 +122,7 @@ def test_mean_loss_checks_a_concrete_k_and_clamps_a_traced_one(x64):
     hvp = jax.jit(lambda k: jl.hvp(model, w, x=x, y=y, v=v, k=k))
     np.testing.assert_allclose(hvp(15), full, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(hvp(0), first, rtol=1e-9, atol=1e-12)
-    value, grad = jax.jit(lambda k: jl.loss_and_grad(model, w, x, y, k))(99)
+    value, grad = jax.jit(lambda k: jl.loss_and_grad(model, w, x, y, k=k))(99)
     assert float(value) == pytest.approx(losses.mean(), rel=1e-12)
     np.testing.assert_allclose(grad, jax.grad(mean_of(10))(w), rtol=1e-9, atol=1e-12)
     with pytest.raises(ConfigError, match=r"k=11 must be in \[1, 10\]"):

@@ -33,6 +33,7 @@ __all__ = ["loss_and_grad", "hvp", "hvp_batch", "sharded_hvp", "sharded_matmat",
 
 def _prefix_mean(model, w, x, y, k):
     losses = model.per_sample_losses(w, x, y)
+    k = clamp_prefix(k, losses.shape[0])  # a traced k cannot be checked: k > N means all N
     return jnp.sum(jnp.where(jnp.arange(losses.shape[0]) < k, losses, 0.0)) / k.astype(losses.dtype)
 
 
