@@ -108,19 +108,15 @@ def hessian_eigenpairs(
     *,
     k: jax.Array | int | None = None,
     key: jax.Array | None = None,
-    method: str = "lanczos",
-    tol: float = 1e-3,
-    max_matvecs: int | None = None,
-    block_size: int | None = None,
-    require_convergence: bool = False,
-    which: str = "largest",
-    basis_dtype: Any = None,
     hvp_dtype: Any = None,
+    **options,
 ) -> EigResult:
     """Top-d eigenpairs of ``H_k(w)``, the Hessian of ``L_k`` (full data when ``k`` is None).
 
-    ``eigenpairs(hessian_operator(model, w, x, y, k=k), d, key=key, ...)``.
-    ``key`` is required. ``w, x, y, k`` are inputs of one compiled program: a new
+    ``eigenpairs(hessian_operator(model, w, x, y, k=k), d, key=key, **options)``:
+    ``options`` are :func:`eigenpairs`' (``method``, ``tol``, ``max_matvecs``,
+    ``block_size``, ``require_convergence``, ``which``, ``basis_dtype``), with
+    the same defaults. ``key`` is required. ``w, x, y, k`` are inputs of one compiled program: a new
     ``w`` or ``k`` (same shapes) does not recompile. ``which="smallest"`` gives
     the bottom of the spectrum (``lambda_min`` first), ``basis_dtype="float64"``
     a float64 Krylov basis around float32 HVPs.
@@ -133,11 +129,12 @@ def hessian_eigenpairs(
     ``lambda_max / 6``), which no solver driven by it can get below. On a CPU a
     float64 HVP costs about twice a float32 one.
     """
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise ConfigError(f"hessian_eigenpairs got unknown options {unknown}; allowed: {_OPTIONS}, k and key")
     op = hessian_operator(model, w, x, y, k=k)
     _float_name("hvp_dtype", hvp_dtype)
-    return eigenpairs(op, d, key=key, method=method, tol=tol, max_matvecs=max_matvecs, block_size=block_size,
-                      require_convergence=require_convergence, which=which, basis_dtype=basis_dtype,
-                      product_dtype=hvp_dtype)
+    return eigenpairs(op, d, key=key, product_dtype=hvp_dtype, **options)
 
 
 @renamed_kwargs(batch_size="chunk_size")
