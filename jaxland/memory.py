@@ -144,13 +144,13 @@ def _forward(model, w, x, y):
 
 
 def _value_and_grad(model, w, x, y):
-    from .models.base import prefix_mean_loss
+    from .models.functions import prefix_mean_loss
 
     return jax.value_and_grad(prefix_mean_loss, argnums=1)(model, w, x, y)
 
 
 def _hvp(model, w, x, y):
-    from .models.base import prefix_mean_loss
+    from .models.functions import prefix_mean_loss
 
     grad = lambda w_: jax.grad(prefix_mean_loss, argnums=1)(model, w_, x, y)
     return jax.jvp(grad, (w,), (w,))[1]

@@ -68,5 +68,5 @@ def test_layout_lists_every_subpackage_and_module():
     subpackages = sorted(p.name for p in pkg.iterdir() if (p / "__init__.py").exists())
     listed = sorted(line.split()[0].rstrip("/") for line in block.splitlines()[2:] if line.startswith("  ") and line.split()[0].endswith("/"))
     assert listed == subpackages
-    for module in ("validate.py", "sharding.py", "io.py", "errors.py"):
+    for module in ("sharding.py", "memory.py", "io.py", "errors.py"):
         assert module in block

@@ -25,7 +25,7 @@ import numpy as np
 
 from .._compat import renamed_kwargs
 from ..errors import ConfigError
-from ..models.base import per_sample_losses
+from ..models.functions import per_sample_losses
 from ..validate import as_array, num_groups
 from .montecarlo import orderings_array
 

@@ -9,11 +9,12 @@ this stage.
 """
 
 from .architectures import ARCHITECTURES, MODEL_NAMES, LeNet5, ResNet, ViT, build_model, flops_per_sample
-from .base import LOSSES, Model, accuracy, as_model, cross_entropy, mean_loss, mse, per_sample_losses
+from .base import LOSSES, Model, as_model, cross_entropy, mse
+from .functions import accuracy, mean_loss, per_sample_losses, prefix_mean_loss
 from .mlp import ACTIVATIONS, MLP, Layer, MLPConfig, reference_mlp
 
 __all__ = [
-    "Model", "as_model", "LOSSES", "cross_entropy", "mse", "per_sample_losses", "mean_loss", "accuracy",
+    "Model", "as_model", "LOSSES", "cross_entropy", "mse", "per_sample_losses", "mean_loss", "prefix_mean_loss", "accuracy",
     "MLP", "MLPConfig", "Layer", "ACTIVATIONS", "reference_mlp",
     "ARCHITECTURES", "MODEL_NAMES", "LeNet5", "ResNet", "ViT", "build_model", "flops_per_sample",
 ]

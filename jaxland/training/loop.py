@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError, DataError, DataNotFoundError, TrainingError
 from ..io import atomic_write_bytes
 from ..models.mlp import MLPConfig
-from ..models.base import Model, accuracy, mean_loss, spec_json
+from ..models.base import Model
+from ..models.functions import accuracy, mean_loss, spec_json
 from .. import memory
 from ..validate import as_array, check_data, check_key, check_params, check_real, positive_int
 

@@ -1,132 +1,15 @@
-"""One validation layer for every public entry point.
-
-Each check raises :class:`~jaxland.ConfigError` naming the argument, the
-problem and the fix, before any compiled program runs, so a bad input never
-surfaces as a traceback from inside JAX or as a silently wrong number.
-Checks of array *values* (finite inputs, label range) run once per call on the
-host; they are skipped for traced arrays (inside a user's ``jit``), where the
-finite-result guard on the output (:func:`finite_result`) still applies.
-"""
+"""The data, parameters, subspaces, vectors and curvature a model's functions take."""
 
 from __future__ import annotations
 
 import functools
-import math
-import os
-import sys
-import tempfile
-import warnings
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .errors import ConfigError, DataError, DataNotFoundError, NumericalError
-
-__all__ = [
-    "as_array",
-    "positive_int",
-    "check_sigma",
-    "check_data",
-    "check_params",
-    "check_subspace",
-    "check_prefix",
-    "clamp_prefix",
-    "check_labels",
-    "mse_shapes_match",
-    "num_groups",
-    "group_split",
-    "warn",
-    "unit",
-    "finite_result",
-    "check_model",
-    "check_key",
-    "check_seed",
-    "check_real",
-    "check_vectors",
-    "check_output_loss",
-    "check_operator",
-    "check_curvature",
-    "check_output_dir",
-    "check_data_dir",
-    "check_private",
-]
-
-
-def _concrete(a) -> bool:
-    return not isinstance(a, jax.core.Tracer)
-
-
-def _eager(fn):
-    # concrete arrays closed over by a caller's jit are still checked: evaluate now, do not stage into the trace
-    with jax.ensure_compile_time_eval():
-        return fn()
-
-
-def _all_finite(a) -> bool:
-    """One reduction on the array's device; only a bool comes back to the host."""
-    return _eager(lambda: bool(jnp.all(jnp.isfinite(a))))
-
-
-def warn(message: str, category=RuntimeWarning) -> None:
-    """``warnings.warn`` pointing at the first caller outside jaxland (the user's line)."""
-    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    level, frame = 2, sys._getframe(1)  # level 2: the caller of warn()
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
-        level, frame = level + 1, frame.f_back
-    warnings.warn(message, category, stacklevel=level)
-
-
-def as_array(name: str, value, *, allow_none: bool = False):
-    """``value`` as a JAX array: lists, tuples, numpy arrays and scalars are converted, JAX arrays (and
-    tracers) pass unchanged; ``None`` (unless ``allow_none``), ragged lists, strings and objects are refused."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, jax.Array):
-        return value
-    if value is None:
-        raise ConfigError(f"{name} is None; pass an array")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", np.exceptions.VisibleDeprecationWarning)
-            a = np.asarray(value)
-    except (TypeError, ValueError, OverflowError, np.exceptions.VisibleDeprecationWarning) as e:
-        raise ConfigError(
-            f"{name} cannot be read as an array ({type(value).__name__}: {str(e).splitlines()[0][:120]}); "
-            "pass a rectangular array of numbers (jnp.asarray)"
-        ) from None
-    if a.dtype.kind not in "biuf":
-        raise ConfigError(f"{name} must hold real numbers, got {type(value).__name__} of dtype {a.dtype}; pass a numeric array")
-    try:
-        return jnp.asarray(a)
-    except (TypeError, ValueError, OverflowError) as e:  # e.g. int64 values outside int32 without x64
-        raise ConfigError(f"{name} cannot be converted to a JAX array ({e}); pass values that fit {a.dtype}") from None
-
-
-_REQUIRED = object()
-
-
-def positive_int(name: str, value, default=_REQUIRED, *, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``; bools and non-integral numbers are refused.
-
-    ``None`` gives ``default`` when one is passed (an optional setting), else it is refused.
-    """
-    if value is None:
-        if default is _REQUIRED:
-            raise ConfigError(f"{name} must be {'a positive integer' if minimum == 1 else f'an integer >= {minimum}'}, got None")
-        return default
-    try:
-        ok = not isinstance(value, (bool, np.bool_)) and np.ndim(value) == 0 and int(value) == value and int(value) >= minimum
-    except (TypeError, ValueError, OverflowError):
-        ok = False
-    if not ok:
-        raise ConfigError(f"{name} must be {'a positive integer' if minimum == 1 else f'an integer >= {minimum}'}, got {value!r}")
-    return int(value)
-
-
-def check_sigma(sigma) -> float:
-    return check_real("sigma (theta ~ N(0, sigma^2 I))", sigma)
+from ..errors import ConfigError
+from .values import _all_finite, _concrete, _eager, as_array
 
 
 @functools.lru_cache(maxsize=256)
@@ -301,85 +184,6 @@ def check_subspace(model, subspace, *, values: bool = True) -> int:
     return int(p.shape[0])
 
 
-def clamp_prefix(k, n: int):
-    """``k`` clamped to ``[1, n]`` inside a computation: a traced prefix length cannot be checked, so a
-    ``k > n`` means all n samples and ``k < 1`` the first sample (never a rescaled or a zero answer)."""
-    return jnp.clip(k, 1, n)
-
-
-def group_split(n: int, samples_per_k) -> tuple[int, int, int]:
-    """``(K, used, dropped)``: K units of k (samples, or complete groups of ``samples_per_k``), the samples
-    they use, and the trailing samples of an incomplete group, which no estimate sees."""
-    if samples_per_k is None:
-        return n, n, 0
-    b = positive_int("samples_per_k", samples_per_k)
-    k = n // b
-    if k < 2:
-        raise ConfigError(f"samples_per_k={samples_per_k} leaves {k} complete group(s) of {n} samples; need >= 2")
-    return k, k * b, n - k * b
-
-
-def num_groups(n: int, samples_per_k, *, warn_dropped: bool = True) -> int:
-    """K: the number of samples, or of complete groups of ``samples_per_k`` samples; must be >= 2.
-
-    When ``samples_per_k`` does not divide n the trailing incomplete group is
-    dropped, with a ``RuntimeWarning`` that says how many samples are unused
-    (the results' ``.info`` records ``samples_used``).
-    """
-    k, used, dropped = group_split(n, samples_per_k)
-    if dropped and warn_dropped:
-        warn(f"samples_per_k={int(samples_per_k)} does not divide the {n} samples: k counts {k} complete batches "
-             f"({used} samples) and the last {dropped} sample(s) are not used; pass a multiple of samples_per_k "
-             "samples to use them all")
-    return k
-
-
-def unit(samples_per_k) -> str:
-    """``"samples"`` or ``"batches"``: what k counts."""
-    return "samples" if samples_per_k is None else "batches"
-
-
-def check_prefix(k, n: int, name: str = "k"):
-    """A prefix length ``1 <= k <= n`` (None: all n), an integer (not a bool); traced values pass through unchecked
-    (the computation clamps them, :func:`clamp_prefix`)."""
-    if k is None or not _concrete(k):
-        return k
-    try:
-        kk = np.asarray(k)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be an integer number of samples, got {type(k).__name__}") from None
-    if kk.ndim != 0 or not np.issubdtype(kk.dtype, np.integer):
-        raise ConfigError(f"{name} must be an integer number of samples in [1, {n}], got {k!r}")
-    if not 1 <= int(kk) <= n:
-        raise ConfigError(f"{name}={int(kk)} must be in [1, {n}] (the number of samples given); L_k needs k samples")
-    return k
-
-
-def finite_result(name: str, value, *, where: str = "", cause: str = "", allow: bool = False, raw_hint: bool = True):
-    """Raise :class:`NumericalError` if ``value`` (an array or a tree) has non-finite entries.
-
-    ``where`` describes the index axis (e.g. ``"k"``) to name the first bad
-    position; ``allow=True`` returns the value unchecked; ``raw_hint``: the
-    message points to ``allow_nonfinite=True`` (for functions that have it).
-    """
-    if allow:
-        return value
-    for path, leaf in jax.tree_util.tree_leaves_with_path(value):
-        if not _concrete(leaf) or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) or _all_finite(leaf):
-            continue  # the common case costs one reduction on the device; only a bad leaf comes to the host
-        ok = np.isfinite(np.asarray(leaf))
-        if not ok.all():
-            first = [int(i) for i in np.argwhere(~ok)[0]]
-            at = f" first at {where}{first[0] if len(first) == 1 else tuple(first)}" if first else ""
-            part = f" (part {jax.tree_util.keystr(path)})" if path else ""
-            raise NumericalError(
-                f"{name}{part} is non-finite ({int((~ok).sum())} entries){at}"
-                + (f"; likely cause: {cause}" if cause else "")
-                + ("; pass allow_nonfinite=True to get the raw values" if raw_hint else "")
-            )
-    return value
-
-
 def check_model(model):
     """``model`` must follow the model protocol (``num_params``, ``per_sample_losses``)."""
     if not (hasattr(model, "num_params") and callable(getattr(model, "per_sample_losses", None))):
@@ -388,43 +192,6 @@ def check_model(model):
             "wrap a Flax NNX module or a pure function with jaxland.as_model, or use jaxland.MLPConfig"
         )
     return model
-
-
-def check_key(key, name: str = "key"):
-    """``key`` must be one PRNG key: ``jax.random.key(seed)`` (or a legacy ``jax.random.PRNGKey``).
-
-    None is refused: every function that draws random numbers takes its key explicitly.
-    """
-    if key is None:
-        raise ConfigError(f"{name} must be given (random numbers are drawn here): pass {name}=jax.random.key(0); "
-                          "the same key gives the same result")
-    dt = getattr(key, "dtype", None)
-    if dt is not None and jnp.issubdtype(dt, jax.dtypes.prng_key):
-        if tuple(key.shape) != ():
-            raise ConfigError(f"{name} must be a single PRNG key, got a batch of shape {tuple(key.shape)}; pass {name}[0]")
-        return key
-    if dt is not None and dt == jnp.uint32 and tuple(key.shape) in ((2,), (4,)):  # raw legacy key data
-        return key
-    shown = repr(key) if not hasattr(key, "shape") else f"{dt} array of shape {tuple(key.shape)}"
-    raise ConfigError(f"{name} must be a PRNG key such as jax.random.key(0), got {type(key).__name__} {shown[:60]}")
-
-
-def check_seed(seed, name: str = "seed") -> int:
-    """An integer seed in ``[0, 2^63)`` (what ``jax.random.key`` takes)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
-        raise ConfigError(f"{name} must be an integer in [0, 2^63), got {seed!r}")
-    return int(seed)
-
-
-def check_real(name: str, value, *, positive: bool = True) -> float:
-    """``value`` as a finite float (``> 0`` when ``positive``); the error names ``name``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = math.nan
-    if not math.isfinite(v) or (positive and v <= 0):
-        raise ConfigError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
-    return v
 
 
 def check_vectors(model, v, name: str = "v", *, ndim: int = 1, like=None, values: bool = True):
@@ -451,7 +218,7 @@ def check_output_loss(model):
     be ``loss(apply(w, x), y)`` (a model that overrides ``per_sample_losses``
     computes something else, so its Gauss-Newton matrix would not belong to its loss).
     """
-    from .models.base import Model, _loss_fn  # models import nothing from here; imported late all the same
+    from ..models.base import Model, _loss_fn  # models import nothing from here; imported late all the same
 
     check_model(model)
     name = getattr(model, "name", type(model).__name__)
@@ -471,7 +238,7 @@ def check_output_loss(model):
 
 def check_operator(op, name: str = "op"):
     """``op`` must be a :class:`~jaxland.curvature.CurvatureOperator` (from ``hessian_operator`` and its siblings)."""
-    from .curvature.operators import CurvatureOperator
+    from ..curvature.operators import CurvatureOperator
 
     if not isinstance(op, CurvatureOperator):
         raise ConfigError(
@@ -500,76 +267,3 @@ def check_curvature(curv, *, values: bool = True) -> tuple[int, int]:
             if _concrete(a) and not _all_finite(a):
                 raise ConfigError(f"curv.{nm} contains non-finite values (NaN/inf): recompute subspace_curvature at a finite w*")
     return n, d
-
-
-def check_output_dir(path, name: str = "--out") -> Path:
-    """``path`` must be a folder that exists or can be created, and be writable; nothing is created.
-
-    An empty path is refused (it would mean the current folder); ``~`` is expanded.
-    """
-    if path is None or not str(path).strip():
-        raise ConfigError(f"{name} is empty; give a folder path (e.g. runs/out)")
-    p = Path(path).expanduser()
-    if p.is_symlink() and not p.exists():
-        raise ConfigError(f"{name} {path}: a symbolic link to {os.readlink(p)}, which does not exist; give an existing folder or a new path")
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"{name} {path}: exists and is not a folder; give a folder path")
-    anc = p.absolute()
-    while not anc.exists():
-        anc = anc.parent
-    if not anc.is_dir():
-        raise ConfigError(f"{name} {path}: {anc} is a file, so the folder cannot be created; give another path")
-    try:  # a real write, since os.access says yes to root on read-only file systems
-        fd, probe = tempfile.mkstemp(dir=anc, prefix=".jaxland-probe-")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ConfigError(f"{name} {path}: cannot write in {anc} ({e.strerror}); choose a writable folder") from None
-    return p
-
-
-def check_data_dir(path, name: str = "data_dir") -> Path | None:
-    """A folder of dataset files named by the user, or ``None`` when none was named.
-
-    ``None`` and ``""`` (an empty environment variable) mean none was named;
-    ``~`` is expanded. A named path that does not exist is a
-    :class:`~jaxland.DataNotFoundError` naming it, so a typo never falls back
-    to other data; a path that is a file is a :class:`~jaxland.DataError`.
-    """
-    if path is None:
-        return None
-    try:
-        raw = os.fspath(path)
-    except TypeError:
-        raise ConfigError(f"{name} must be a folder path (str or os.PathLike), got {type(path).__name__}") from None
-    if raw in ("", b""):
-        return None
-    p = Path(os.fsdecode(raw)).expanduser()
-    if not p.exists():
-        raise DataNotFoundError(f"{name}={raw!r}: no such folder ({p}); give the folder that holds the dataset files, or unset it to use the defaults")
-    if not p.is_dir():
-        raise DataError(f"{name}={raw!r} is a file; give the folder that holds the dataset files")
-    return p
-
-
-def check_private(path, name: str) -> Path:
-    """``path`` (a file or folder) must be owned by the current user and writable by no one else.
-
-    What jaxland reads back and trusts (weight-cache entries) must come from a
-    place only the user can write: a folder that others can write lets them
-    plant or replace files. Group- or world-writable, or another owner, is a
-    :class:`ConfigError` naming the owner and mode. Platforms without user ids
-    (Windows) pass.
-    """
-    p = Path(path)
-    if not hasattr(os, "getuid"):
-        return p
-    st = p.stat()
-    kind = "folder" if p.is_dir() else "file"
-    if st.st_uid != os.getuid():
-        raise ConfigError(f"{name} {path}: the {kind} belongs to user id {st.st_uid}, not to you (user id {os.getuid()})")
-    if st.st_mode & 0o022:
-        who = " and ".join(w for w, bit in (("its group", 0o020), ("every user", 0o002)) if st.st_mode & bit)
-        raise ConfigError(f"{name} {path}: the {kind} is writable by {who} (mode {oct(st.st_mode & 0o777)}); "
-                          f"make it private (chmod go-w {path}) or use another")
-    return p
