@@ -119,7 +119,7 @@ def sharded_matmat(op: CurvatureOperator, vs, *, mesh=None, over: str = "data", 
         raise ConfigError(f"over must be 'data' or 'vectors', got {over!r}")
     vs = jnp.atleast_2d(vs)
     check_vectors(op.model, vs, "vs", ndim=2, like=op.w)
-    chunk_size = positive_int("chunk_size (vectors per device step)", chunk_size)
+    chunk_size = positive_int("chunk_size (vectors per device step)", chunk_size, None)
     mesh = None if mesh is None else resolve_mesh(mesh)
     if mesh is None:
         return _matmat(op, vs, chunk_size)
