@@ -132,10 +132,6 @@ def test_bad_input_raises_a_named_error(tmp_path, call, error, text):
     assert text in str(info.value), str(info.value)
 
 
-def test_table_is_large_and_distinct():
-    assert len(CASES) >= 25 and len({c[0] for c in CASES}) == len(CASES)
-
-
 def test_finite_guards_can_be_opted_out_of():
     th = jl.theory_delta(_curv(), sigma=1e30, allow_nonfinite=True)
     assert not np.all(np.isfinite(np.asarray(th.second_order)))

@@ -52,7 +52,6 @@ def test_figures_are_sane(tiny_run):
     h, e, d = p["hvp"], p["eigenpairs"], p["delta"]
     for t in (h["hvp_s"], h["loss_grad"]["median_s"], h["hvp"]["first_call_s"], e["wall_s"], e["time"]["first_call_s"]):
         assert np.isfinite(t) and t > 0
-    assert h["hvp_over_loss_grad"] == pytest.approx(h["hvp_s"] / h["loss_grad"]["median_s"])
     assert e["num_hvps"] >= e["d"] == 10 and e["verified_max_relres"] < 1e-2
     vals = np.asarray(e["eigenvalues"])
     assert vals.shape == (10,) and np.all(np.diff(vals) <= 0) and vals[0] > 0
@@ -61,9 +60,7 @@ def test_figures_are_sane(tiny_run):
     for name in ("float32", "bf16"):
         r = d[name]
         assert r["median_s"] > 0 and r["first_call_s"] > 0 and len(r["times_s"]) == cfg["repeats"]
-        assert r["draws_per_s"] == pytest.approx(d["draws"] / r["median_s"])
         assert r["ceiling_gflops"] > 0 and r["kernel_gflops"] > 0
-        assert r["fraction_of_matmul"] == pytest.approx(r["kernel_gflops"] / r["ceiling_gflops"])
     # same draws and weights: bf16 matmuls move the curve by a small fraction of one Monte Carlo standard error
     assert 0 <= d["bf16_vs_float32"]["max_abs_diff_over_se"] < 2
     assert 0 < d["bf16_vs_float32"]["max_rel_diff"] < 0.1
