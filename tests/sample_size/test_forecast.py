@@ -11,7 +11,6 @@ import jaxland as jl
 from jaxland.landscape.split import delta_split, theta_free_term
 from jaxland.errors import ConfigError
 from jaxland.sample_size.forecast import forecast_sufficient_k, power_law_k
-from jaxland.sample_size.fit import power_law_k
 
 
 def _definition4(curve, k, tol):
