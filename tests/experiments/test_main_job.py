@@ -135,6 +135,20 @@ def test_experiment_cli_quick_path(tmp_path):
     assert "Delta_k * k^2" in r.stdout
 
 
+def _in_process(args, capsys):
+    """``python -m <module> <args>`` run in this process: (exit code, stderr)."""
+    from experiments import get_spec
+    from experiments.__main__ import main
+    from experiments._cli import cli
+
+    module, *argv = args
+    try:
+        code = main(argv) if module == "experiments" else cli(get_spec(module.split(".", 1)[1]), argv)
+    except SystemExit as e:  # argparse
+        code = e.code
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -144,21 +158,18 @@ def test_experiment_cli_quick_path(tmp_path):
         (("experiments.hessian_delta", "--num_draws", "1"), "num_draws must be an integer >= 2"),
         (("experiments.loss_difference", "--datasets", "cifar10", "--tiny"), "no requested dataset is available"),
         (("experiments.theory_vs_empirical", "--window", "4"), "odd"),
+        (("experiments.spectrum", "--num_models", "many"), "invalid"),
     ],
 )
-def test_bad_arguments_fail_cleanly(tmp_path, args, message):
+def test_bad_arguments_fail_cleanly(tmp_path, capsys, args, message):
+    """A user error: exit code 2, one line naming the problem, nothing left in --out (in process; the
+    subprocess path is covered by tests/test_validation.py::test_cli_subprocess_out_is_a_file)."""
     out = tmp_path / "never"
-    r = _cli(*args, "--out", str(out))
-    assert r.returncode != 0
-    assert message in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr
+    code, err = _in_process((*args, "--out", str(out), "--no-progress"), capsys)
+    assert code == 2, err
+    assert message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists(), "nothing may be left in --out after a bad argument"
-
-
-def test_bad_type_is_an_argparse_error(tmp_path):
-    r = _cli("experiments.spectrum", "--num_models", "many", "--out", str(tmp_path / "x"))
-    assert r.returncode == 2 and "invalid" in r.stderr
-    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.parametrize("given, stored", [("batch", "batches"), ("batches", "batches"), ("sample", "samples"), ("samples", "samples")])
