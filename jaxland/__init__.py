@@ -24,7 +24,7 @@ from .curvature import fisher_operator, ggn_operator, hessian_operator
 from .linalg import EigResult
 from .landscape import (DeltaResult, Subspace, delta_monte_carlo, delta_split, hessian_subspace, loss_differences,
                         loss_surface, random_directions, subspace_curvature, theory_delta)
-from .sample_size import KForecast, forecast_sufficient_k, sufficient_k
+from .sample_size import KForecast, forecast_dataset_size, forecast_sufficient_k, sufficient_k
 from .sharding import device_mesh, initialize_distributed
 from .io import write_json
 
@@ -46,7 +46,7 @@ __all__ = [
     "Subspace", "hessian_subspace", "random_directions", "DeltaResult", "delta_monte_carlo", "subspace_curvature",
     "theory_delta", "delta_split", "loss_surface", "loss_differences",
     # sample size
-    "sufficient_k", "KForecast", "forecast_sufficient_k",
+    "sufficient_k", "KForecast", "forecast_sufficient_k", "forecast_dataset_size",
     # devices and results on disk
     "device_mesh", "initialize_distributed", "write_json",
 ]
