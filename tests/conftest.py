@@ -116,3 +116,19 @@ def tiny_mlp_script():
     For :func:`run_with_devices`, whose fresh interpreter cannot take fixtures.
     """
     return lambda body: TINY_MLP_SETUP + textwrap.dedent(body)
+
+
+@pytest.fixture
+def mlp32():
+    """A float32 MLP 20-16-16-4 on n random samples with a 3-D random subspace and ``draws`` draws at sigma 1:
+    ``make(n, draws) -> (model, w, x, y, subspace, thetas)`` (the fast-kernel and precision checks)."""
+
+    def make(n, draws):
+        model = jl.MLPConfig((20, 16, 16, 4))
+        w = model.init(jax.random.key(0))
+        x = jax.random.normal(jax.random.key(1), (n, 20))
+        y = jnp.arange(n) % 4
+        sub = jl.Subspace(w, jl.random_directions(model, w, 3, key=jax.random.key(2)))
+        return model, w, x, y, sub, jl.draw_thetas(jax.random.key(3), draws, 3, 1.0)
+
+    return make

@@ -48,27 +48,17 @@ def test_streamed_delta_equals_one_pass(mlp):
     assert jl.stream_plan(13, 23, memory_budget=8 * 23 * 8 * 4, itemsize=8).pass_draws == 4
 
 
-def test_streamed_delta_float32_large_offsets():
+def test_streamed_delta_float32_large_offsets(mlp32):
     # float32, many passes: the pairwise merge keeps the standard error accurate
-    model = jl.MLPConfig((20, 16, 16, 4))
-    w = model.init(jax.random.key(0))
-    x = jax.random.normal(jax.random.key(1), (300, 20))
-    y = jnp.arange(300) % 4
-    sub = jl.Subspace(w, jl.random_directions(model, w, 3, key=jax.random.key(2)))
-    th = jl.draw_thetas(jax.random.key(3), 64, 3, 1.0)
+    model, w, x, y, sub, th = mlp32(300, 64)
     one = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, samples_per_k=10)
     many = jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=th, samples_per_k=10, memory_budget=300 * 32 * 5)
     np.testing.assert_allclose(many.delta, one.delta, rtol=2e-5)
     np.testing.assert_allclose(many.stderr, one.stderr, rtol=2e-4)
 
 
-def test_bf16_matmuls_close_to_float32():
-    model = jl.MLPConfig((20, 16, 16, 4))
-    w = model.init(jax.random.key(0))
-    x = jax.random.normal(jax.random.key(1), (200, 20))
-    y = jnp.arange(200) % 4
-    sub = jl.Subspace(w, jl.random_directions(model, w, 3, key=jax.random.key(2)))
-    th = jl.draw_thetas(jax.random.key(3), 8, 3, 1.0)
+def test_bf16_matmuls_close_to_float32(mlp32):
+    model, w, x, y, sub, th = mlp32(200, 8)
     ref = jl.per_sample_loss_matrix(model, sub, th, x, y)
     for fast in (True, False):
         got = jl.per_sample_loss_matrix(model, sub, th, x, y, matmul_dtype="bf16", fast_kernel=fast)

@@ -112,13 +112,8 @@ def test_fast_first_layer_equals_plain_forward(mlp, use_bias):
     np.testing.assert_allclose(plain, ref, rtol=1e-12)
 
 
-def test_fast_path_float32_and_no_recompile():
-    model = jl.MLPConfig((20, 16, 16, 4))
-    w = model.init(jax.random.key(0))
-    x = jax.random.normal(jax.random.key(1), (100, 20))
-    y = jnp.arange(100) % 4
-    sub = jl.Subspace(w, jl.random_directions(model, w, 3, key=jax.random.key(2)))
-    th = jl.draw_thetas(jax.random.key(3), 9, 3, 1.0)
+def test_fast_path_float32_and_no_recompile(mlp32):
+    model, w, x, y, sub, th = mlp32(100, 9)
     fast = jl.per_sample_loss_matrix(model, sub, th, x, y)
     plain = jl.per_sample_loss_matrix(model, sub, th, x, y, fast_kernel=False)
     np.testing.assert_allclose(fast, plain, rtol=2e-5, atol=1e-6)
