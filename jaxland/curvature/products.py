@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from ..errors import ConfigError
 from ..models.base import prefix_mean_loss as mean_loss  # unchecked; clamps a traced k to [1, N]
 from ..sharding import AXIS, map_rows, pad_rows, replicate, resolve_mesh, shard_rows
-from ..validate import check_data, check_params, check_prefix, check_vectors, clamp_prefix, finite_result
+from ..validate import as_array, check_data, check_params, check_prefix, check_vectors, clamp_prefix, finite_result
 
 _OVERFLOW = "the loss or its derivatives overflow: w, x or v too large for the model"
 
@@ -67,6 +67,7 @@ def _hvp_batch(model, w, vs, x, y, k):
 
 def hvp(model, w, v, x, y, k=None):
     """``H_k(w) v`` for one flat vector ``v`` (forward-over-reverse); ``k`` in 1..N (None: all N)."""
+    v = as_array("v", v)
     _check(model, w, x, y, k, v, "v")
     return finite_result("hvp", _hvp(model, w, v, x, y, k), cause=_OVERFLOW, raw_hint=False)
 

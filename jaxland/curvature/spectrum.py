@@ -163,6 +163,8 @@ def _check_common(w, num_probes, name, minimum=1):
 def _check_inputs(model, w, x, y, k, key):
     check_prefix(k, check_data(model, x, y, min_samples=1))
     check_params(model, w, values=False)  # NaN weights surface as NumericalError on the products, below
+    if jnp.dtype(w.dtype) not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+        raise ConfigError(f"w must be float32 or float64 for the Hessian's spectrum (QR, eigh), got {w.dtype}")
     check_key(key)
 
 
@@ -194,8 +196,9 @@ def hessian_trace(model, w, x, y, *, num_probes: int, key, method: str = "hutch+
         raise ConfigError(f"hutch++ sketch of {num_probes // 3} vectors >= dim {w.shape[0]}; use fewer num_probes")
     k = None if k is None else jnp.asarray(k)
     tr, se, exact, vals = _trace_jit(model, w, x, y, k, key, int(num_probes), method, _batch(batch_size))
-    if not allow_nonfinite and not (np.isfinite(float(tr)) and np.all(np.isfinite(np.asarray(vals)))):
-        raise NumericalError("hessian_trace: the Hessian-vector products returned NaN/Inf; check the weights and data")
+    if not allow_nonfinite and not (np.isfinite(float(tr)) and np.isfinite(float(se)) and np.all(np.isfinite(np.asarray(vals)))):
+        raise NumericalError("hessian_trace: the Hessian-vector products returned NaN/Inf; check w, x and y (finite, "
+                             "and not so large that the loss or its derivatives overflow)")
     return TraceEstimate(tr, se, int(num_probes), exact, vals, method)
 
 
