@@ -66,7 +66,10 @@ def _hvp_batch(model, w, vs, x, y, k):
 
 
 def hvp(model, w, v, x, y, k=None):
-    """``H_k(w) v`` for one flat vector ``v`` (forward-over-reverse); ``k`` in 1..N (None: all N)."""
+    """``H_k(w) v`` for one flat vector ``v`` (forward-over-reverse); ``k`` in 1..N (None: all N).
+
+    A concrete ``k`` outside 1..N is refused; a traced ``k`` (inside ``jit``) is clamped to ``[1, N]``.
+    """
     v = as_array("v", v)
     _check(model, w, x, y, k, v, "v")
     return finite_result("hvp", _hvp(model, w, v, x, y, k), cause=_OVERFLOW, raw_hint=False)
