@@ -71,7 +71,10 @@ class MemoryEstimate(NamedTuple):
 
 def human(n: float) -> str:
     """``n`` bytes as text, e.g. ``"18.7 GB"``."""
-    n = float(n)
+    try:
+        n = float(n)
+    except OverflowError:
+        return "more than 1e308 B"
     for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
         if abs(n) < 1000 or unit == "PB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.3g} {unit}"

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 import jaxland as jl
 from jaxland.errors import JaxlandError
 
-EXAMPLES = int(os.environ.get("JAXLAND_FUZZ_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("JAXLAND_FUZZ_EXAMPLES", "100"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=True,
                 suppress_health_check=list(HealthCheck))
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from .._compat import renamed_kwargs
 from ..errors import ConfigError
 from ..sharding import AXIS, map_rows, pad_rows, replicate, resolve_mesh, shard_rows
-from ..validate import check_operator, check_vectors, clamp_prefix, finite_result, positive_int
+from ..validate import as_array, check_operator, check_vectors, clamp_prefix, finite_result, positive_int
 from .operators import CurvatureOperator, _matmat, _matvec, _prefix, hessian_operator, weighted_linear_map
 
 __all__ = ["loss_and_grad", "hvp", "hvp_batch", "sharded_hvp", "sharded_matmat", "hessian_matvec", "dense_hessian"]
@@ -62,6 +62,7 @@ def _vector_after_data(model, x, v, name):
 
 def hvp(model, w, x, y, v, *, k=None):
     """``H_k(w) v`` for one flat vector ``v`` (D,) (forward-over-reverse); ``k`` in 1..N (None: all N)."""
+    v = as_array("v", v)
     _vector_after_data(model, x, v, "hvp")
     op = hessian_operator(model, w, x, y, k=k)
     return finite_result("hvp", _matvec(op, check_vectors(model, v, "v", like=op.w)), cause=_OVERFLOW, raw_hint=False)

@@ -114,8 +114,9 @@ def trace(op: CurvatureOperator, *, num_probes: int, key=None, method: str = "hu
     if method == "hutch++" and num_probes // 3 >= op.dim:
         raise ConfigError(f"hutch++ sketch of {num_probes // 3} vectors >= dim {op.dim}; use fewer num_probes")
     tr, se, exact, vals = _trace_jit(op, key, num_probes, method, _chunk(chunk_size))
-    if not allow_nonfinite and not (np.isfinite(float(tr)) and np.all(np.isfinite(np.asarray(vals)))):
-        raise NumericalError(f"trace: the {op.kind} products returned NaN/Inf; check the weights and data")
+    if not allow_nonfinite and not (np.isfinite(float(tr)) and np.isfinite(float(se)) and np.all(np.isfinite(np.asarray(vals)))):
+        raise NumericalError(f"trace: the {op.kind} products returned NaN/Inf; check w, x and y (finite, and not so "
+                             "large that the loss or its derivatives overflow)")
     return TraceEstimate(tr, se, num_probes, exact, vals, method, op.kind)
 
 

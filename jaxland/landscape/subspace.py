@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from ..curvature.eigen import EigResult, hessian_eigenpairs
 from ..errors import ConfigError
-from ..validate import as_array, check_key, check_params, check_vectors, positive_int
+from ..validate import as_array, check_key, check_params, check_vectors, finite_result, positive_int
 
 __all__ = ["Subspace", "random_directions", "normalize_filters", "hessian_subspace"]
 
@@ -56,12 +56,18 @@ def _check_dim(model, d: int) -> int:
     return int(d)
 
 
+def _norm(a, axes):
+    """Euclidean norm over ``axes`` (kept), scaled by the largest entry so that squares cannot overflow."""
+    m = jnp.max(jnp.abs(a), axis=axes, keepdims=True)
+    safe = jnp.where(m > 0, m, 1.0)
+    return m * jnp.sqrt(jnp.sum((a / safe) ** 2, axis=axes, keepdims=True))
+
+
 def _normalize_leaf(wl, dl):
     if dl.ndim <= 1:  # biases, norm scales: not perturbed (Li et al. 2018)
         return jnp.zeros_like(dl)
     axes = tuple(range(dl.ndim - 1))  # a filter = everything feeding one output unit (last axis)
-    wn = jnp.sqrt(jnp.sum(wl * wl, axis=axes, keepdims=True))
-    dn = jnp.sqrt(jnp.sum(dl * dl, axis=axes, keepdims=True))
+    wn, dn = _norm(wl, axes), _norm(dl, axes)
     return dl * jnp.where(dn > 0, wn / jnp.where(dn > 0, dn, 1.0), 0.0)
 
 
@@ -134,11 +140,11 @@ def random_directions(
             )
     if orthonormalize:
         support = jnp.any(dirs != 0, axis=0)  # keep zeroed (bias) entries exactly zero
-        q, r = jnp.linalg.qr(dirs.T)
-        dirs = jnp.where(support, (q * jnp.where(jnp.diag(r) < 0, -1.0, 1.0)).T, 0.0)
+        q, r = jnp.linalg.qr(dirs.T.astype(jnp.promote_types(dirs.dtype, jnp.float32)))  # no 16-bit QR
+        dirs = jnp.where(support, (q * jnp.where(jnp.diag(r) < 0, -1.0, 1.0)).T, 0.0).astype(dirs.dtype)
     if unit_norm:
-        dirs = dirs / jnp.linalg.norm(dirs, axis=1, keepdims=True)
-    return dirs
+        dirs = dirs / _norm(dirs, (1,))
+    return finite_result("random_directions", dirs, cause="w too large for its filter norms", raw_hint=False)
 
 
 def hessian_subspace(model, w: jax.Array, x: jax.Array, y: jax.Array, d: int, *, key=None, k=None, **eig_kwargs) -> tuple[Subspace, EigResult]:

@@ -167,7 +167,8 @@ def subspace_curvature(model, subspace, x: jax.Array, y: jax.Array, *, sample_bl
     subspace, x, y = replicate(mesh, subspace, x, y)
     out = SubspaceCurvature(*gather(_curvature(model, subspace, x, y, chunk=block, mesh=mesh)))
     return finite_result("subspace_curvature (c, g, G)", out, where="sample ", allow=allow_nonfinite,
-                         cause="the loss overflows at w* or its derivatives along the directions do (directions too long?)")
+                         cause="the loss overflows at subspace.center or its derivatives along subspace.directions do "
+                               "(directions too long, or x too large?)")
 
 
 @renamed_kwargs(batch_size="samples_per_k")
