@@ -110,6 +110,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None
     ``path`` is a folder, and an ``OSError`` naming the path and a fix if the
     disk is full or not writable.
     """
+    if not isinstance(path, (str, os.PathLike)) or str(path) == "":
+        raise ConfigError(f"path must be a file path (str or os.PathLike), got {path!r}")
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"cannot write {path}: it is a folder; give a file path, or remove or rename the folder")

@@ -309,8 +309,6 @@ def test_normalize_images(x, name, normalize):
     check(jl.normalize_images, ["x", "name", "normalize", "dataset", "images"], x=x, name=name, normalize=normalize)
 
 
-@pytest.mark.xfail(strict=True, reason="jaxland/io.py (write_json) is being rewritten for strict JSON on another branch; "
-                   "fuzzing found raw TypeError for path=None and non-string keys, IsADirectoryError for a folder path")
 @FUZZ
 @given(value=st.one_of(arrays(CURVE), st.sampled_from([{"a": 1}, {1: 2}, {(1, 2): 3}, [math.nan], _Opaque(), b"bytes"])),
        name=st.sampled_from(["out.json", "sub/out.json", "", ".", None]))
