@@ -31,7 +31,7 @@ def _all_finite(a) -> bool:
 
 def warn(message: str, category=RuntimeWarning) -> None:
     """``warnings.warn`` pointing at the first caller outside jaxland (the user's line)."""
-    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # the jaxland package
     level, frame = 2, sys._getframe(1)  # level 2: the caller of warn()
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
         level, frame = level + 1, frame.f_back
