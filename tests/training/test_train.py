@@ -104,5 +104,5 @@ def test_cached_train_reuses_weights(tmp_path):
     assert len(list(tmp_path.glob("w_*.npz"))) == 1
     b = jl.cached_train(model, ds.x, ds.y, **kw)
     np.testing.assert_array_equal(a.params, b.params)
-    jl.cached_train(model, ds.x, ds.y, **{**kw, "seed": 1})
+    jl.cached_train(model, ds.x, ds.y, **{**kw, "key": jax.random.key(1)})
     assert len(list(tmp_path.glob("w_*.npz"))) == 2
