@@ -11,12 +11,15 @@ resumes where it stopped. Progress goes to stderr.
 
 from __future__ import annotations
 
+import gc
 import html
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
+
+import jax
 
 from jaxland.errors import ConfigError, DataError, JaxlandError
 
@@ -138,6 +141,11 @@ def _main(argv) -> int:
                 return 2
             failures[spec.name] = f"{type(e).__name__}: {e}"
             traceback.print_exc()
+        finally:
+            # the next experiment compiles its own programs: free these (each holds memory mappings,
+            # and one process may hold at most vm.max_map_count of them)
+            jax.clear_caches()
+            gc.collect()
     total = time.perf_counter() - t0
     from ._report import write_report
 

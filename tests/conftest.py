@@ -1,4 +1,5 @@
 import dataclasses
+import gc
 import os
 import subprocess
 import sys
@@ -12,6 +13,22 @@ import pytest
 import jaxland as jl
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Free every compiled program after each test module.
+
+    Each XLA CPU executable keeps its code in a few memory mappings for as
+    long as jax's caches hold it. Over the whole suite (thousands of
+    programs, hundreds of them from the fuzz tests) the count passes Linux's
+    default limit of 65,530 mappings per process (``vm.max_map_count``), and
+    the next compilation dies with a segmentation fault inside LLVM. Clearing
+    the caches per module keeps the count near 1,000-10,000.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture
