@@ -31,6 +31,7 @@ __all__ = [
     "check_prefix",
     "num_groups",
     "unit",
+    "is_sequence_model",
     "finite_result",
     "check_model",
     "check_key",
@@ -105,7 +106,10 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
 
     Shapes: ``x`` must be something the model accepts (the expected shape is
     named otherwise); ``y`` has one entry per sample: integer labels in
-    ``[0, classes)`` for cross-entropy, targets of the output's shape for MSE.
+    ``[0, classes)`` for cross-entropy, targets of the output's shape for MSE,
+    and for a language model (``"sequence_cross_entropy"``) integer token ids
+    ``x`` (n, T) in ``[0, V)`` and next-token targets (n, T) in ``[0, V)`` or
+    ``-1`` (padding), at least one counted target per sequence.
     Values (concrete arrays only): every input finite; labels in range.
     """
     check_model(model)
@@ -120,14 +124,24 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
         raise ConfigError(f"y must be an array with one entry per sample, got {type(y).__name__}")
     if y.ndim < 1 or int(y.shape[0]) != n:
         raise ConfigError(f"x has {n} samples but y has shape {tuple(y.shape)}; give one label/target per sample")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
+    sequences = is_sequence_model(model)
+    if sequences and not jnp.issubdtype(x.dtype, jnp.integer):
+        raise ConfigError(f"a language model's inputs x must be integer token ids (n, T), got {x.dtype}; "
+                          "load them with jaxland.data.load_text or convert with x.astype(jnp.int32)")
+    if not sequences and not jnp.issubdtype(x.dtype, jnp.floating):
         raise ConfigError(f"x must be floating point, got {x.dtype}; convert with x.astype(jnp.float32)")
     if getattr(model, "classification", False) and (y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer)):
         raise ConfigError(
             f"cross-entropy needs integer class labels of shape (n,), got {y.dtype} {tuple(y.shape)}; "
             "for regression targets build the model with loss='mse'"
         )
+    if sequences and not jnp.issubdtype(y.dtype, jnp.integer):
+        raise ConfigError(f"sequence_cross_entropy needs integer next-token targets (n, T) (-1 = padding), got {y.dtype} "
+                          f"{tuple(y.shape)}")
     out, loss_shape = _shapes(model, tuple(x.shape[1:]), jnp.dtype(x.dtype), tuple(y.shape[1:]), jnp.dtype(y.dtype))
+    if sequences and out is not None and tuple(y.shape[1:]) != tuple(out[1:-1]):
+        raise ConfigError(f"targets y have per-sequence shape {tuple(y.shape[1:])} but the model's logits are "
+                          f"{tuple(out[1:])} (positions, vocabulary): give one target per position, -1 for padding")
     if loss_shape != (2,):
         raise ConfigError(
             f"the loss must return one value per sample: on 2 samples it returned shape {loss_shape}; "
@@ -136,7 +150,7 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
     if getattr(model, "loss", None) == "mse" and out is not None and int(np.prod(y.shape[1:])) != int(np.prod(out[1:])):
         raise ConfigError(f"mse targets y have per-sample shape {tuple(y.shape[1:])} but the model outputs {out[1:]}")
     if values and _concrete(x) and _concrete(y):
-        if not _all_finite(x):
+        if not sequences and not _all_finite(x):
             bad = _eager(lambda: int(jnp.sum(~jnp.isfinite(x))))
             raise ConfigError(f"x contains {bad} non-finite value(s) (NaN/inf); clean or drop those samples first")
         if getattr(model, "classification", False) and out is not None:
@@ -146,6 +160,8 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
                     f"labels y must lie in [0, {classes}) for the model's {classes} outputs, got min {lo}, max {hi}; "
                     "remap the labels or build the model with more outputs"
                 )
+        elif sequences and out is not None:
+            _check_tokens(model, x, y, int(out[-1]))
         elif jnp.issubdtype(y.dtype, jnp.floating) and not _all_finite(y):
             raise ConfigError("targets y contain non-finite values (NaN/inf)")
     return n
@@ -199,9 +215,34 @@ def num_groups(n: int, samples_per_k) -> int:
     return k
 
 
-def unit(samples_per_k) -> str:
-    """``"samples"`` or ``"batches"``: what k counts."""
-    return "samples" if samples_per_k is None else "batches"
+def unit(samples_per_k, model=None) -> str:
+    """What k counts: ``"batches"`` (of ``samples_per_k`` samples), else ``"sequences"`` for a language model
+    (:func:`is_sequence_model`), else ``"samples"``."""
+    if samples_per_k is not None:
+        return "batches"
+    return "sequences" if model is not None and is_sequence_model(model) else "samples"
+
+
+def is_sequence_model(model) -> bool:
+    """Whether ``model``'s samples are sequences: its loss is ``"sequence_cross_entropy"`` (inputs are token ids)."""
+    return getattr(model, "loss", None) == "sequence_cross_entropy"
+
+
+def _check_tokens(model, x, y, vocab: int) -> None:
+    """Token ids ``x`` in [0, V); targets ``y`` in [0, V) or -1 (padding), at least one counted per sequence."""
+    v_in = int(getattr(model, "vocab_size", None) or vocab)
+    lo, hi = _eager(lambda: int(jnp.min(x))), _eager(lambda: int(jnp.max(x)))
+    if lo < 0 or hi >= v_in:
+        raise ConfigError(f"token ids x must lie in [0, {v_in}) for the model's vocabulary of {v_in}, got min {lo}, max {hi}; "
+                          "encode the text with the vocabulary the model was built for")
+    lo, hi = _eager(lambda: int(jnp.min(y))), _eager(lambda: int(jnp.max(y)))
+    if lo < -1 or hi >= vocab:
+        raise ConfigError(f"targets y must lie in [0, {vocab}) (the vocabulary) or be -1 (padding), got min {lo}, max {hi}")
+    empty = _eager(lambda: int(jnp.sum(jnp.all(y.reshape(y.shape[0], -1) < 0, axis=1))))
+    if empty:
+        first = _eager(lambda: int(jnp.argmax(jnp.all(y.reshape(y.shape[0], -1) < 0, axis=1))))
+        raise ConfigError(f"{empty} sequence(s) have no target (every position -1), first at index {first}: their loss "
+                          "is undefined; drop them")
 
 
 def check_prefix(k, n: int, name: str = "k"):
