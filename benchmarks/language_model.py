@@ -1,0 +1,243 @@
+"""The 2026 probe of a GPT, phase by phase: jaxland against the PyTorch twin running the 2026 procedure.
+
+One GPT (:mod:`jaxland.models.gpt`; default 0.8M parameters: vocabulary 61 of
+the embedded Tiny Shakespeare, context 64, width 128, 4 blocks, 4 heads,
+tied head) trained briefly on ``--sequences`` windows (cached), the same
+weights loaded into :class:`benchmarks.torch_gpt.TorchGPT`, the same data.
+Phases, as in Table 2 of Kiselev & Grabovoy 2026:
+
+==================  ==========================================  ===============================================
+phase               PyTorch twin (the 2026 procedure)           jaxland
+==================  ==========================================  ===============================================
+eigenvectors        deflated power iteration, ``--power-iters``  Lanczos (``hessian_eigenpairs``, tol ``--eig-tol``)
+                    double-backward HVPs per eigenvector
+direct_mc           per k of the grid, per draw: write w*+zU     ``delta_monte_carlo`` on the same U and draws:
+                    into the module, losses of k+1 sequences     every k from one pass per draw
+coefficients        per k: gradients and D HVPs of L_k and of    ``subspace_curvature`` (per-sample Taylor data,
+                    the (k+1)-th sequence                         forward mode) + prefix increments, every k
+quadratic_mc        per k, vectorised over draws                 ``quadratic_monte_carlo``, every k at once
+gaussian_moment     per k                                        ``gaussian_moment``, every k at once
+==================  ==========================================  ===============================================
+
+jaxland computes every k = 1..N-1 and the twin only the ``--grid`` k's, so the
+ratios understate jaxland's work per second. jaxland's phases are timed on a
+second call (compiled programs reused; the first call's times, compilation
+included, are recorded too); the twin runs with ``torch.set_num_threads(1)``,
+jaxland with XLA's default threads unless ``--single-thread``. Agreement: the
+twin's eigenvalues against Lanczos', one HVP against ``jl.hvp``, and at every
+grid k the direct and quadratic Monte Carlo curves (same U, same draws) in
+standard errors and the Gaussian moment relatively. The load average is
+recorded before and after (the machine is shared).
+
+``--memory`` instead compiles (without running) the HVP of the nanochat-d6-sized
+GPT (vocabulary 50,304, context 2,048, width 384, 6 blocks, untied: 50.1M
+parameters) and reports XLA's buffer assignment: chunked (one sequence per
+chunk) at N = 4 and 16 sequences, unchunked at N = 1 and 2.
+
+    python -m benchmarks.language_model [--sequences 256] [--d 2] [--draws 16] [--grid 4] [--single-thread]
+    python -m benchmarks.language_model --memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def _load() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def _problem(args):
+    import jax
+    import jax.numpy as jnp
+
+    import jaxland as jl
+    from jaxland.data import load_text
+
+    text = load_text(context=args.context, limit=args.sequences)
+    model = jl.build_model("gpt", vocab_size=text.vocab.size, context=args.context, width=args.width, depth=args.depth,
+                           heads=args.heads)
+    x, y = jnp.asarray(text.x), jnp.asarray(text.y)
+    res = jl.cached_train(model, x, y, key=jax.random.key(args.seed), data_tag=f"{text.name}/{args.context}/{args.sequences}",
+                          epochs=args.epochs, batch_size=16, lr=3e-3, progress=False)
+    return model, res.params, x, y, float(res.loss_history[-1].mean())
+
+
+def _jaxland_phases(model, w, x, y, args):
+    """Two calls of the probe (the second reuses every compiled program); returns (first, second) results."""
+    import jax
+
+    from jaxland.landscape.probing import curvature_probe
+
+    kw = dict(d=args.d, sigma=args.sigma, num_draws=args.draws, key=jax.random.key(args.seed + 1), eig_tol=args.eig_tol,
+              full_space=False, random_control=False)
+    first = curvature_probe(model, w, x, y, **kw)
+    second = curvature_probe(model, w, x, y, **kw)
+    return first, second
+
+
+def _twin_phases(model, w, x, y, u, z, ks, args):
+    import numpy as np
+    import torch
+
+    from . import torch_gpt as tg
+
+    net = tg.TorchGPT(model, w)
+    xt, yt = torch.as_tensor(np.asarray(x)).long(), torch.as_tensor(np.asarray(y)).long()
+    wt, ut, zt = net.flat([p.detach() for p in net.params]).clone(), torch.tensor(np.asarray(u)), torch.tensor(np.asarray(z))
+    times, out = {}, {}
+    t = time.perf_counter()
+    out["eigenvalues"], vecs, out["power_hvps"] = tg.power_eigenpairs(net, xt, yt, args.d, iters=args.power_iters, seed=args.seed)
+    times["eigenvectors"] = time.perf_counter() - t
+    out["power_residuals"] = [float((tg.hvp(net, xt, yt, v) - lam * v).norm() / abs(lam)) for lam, v in zip(out["eigenvalues"], vecs)]
+    t = time.perf_counter()
+    out["direct"], out["direct_se"] = tg.direct_mc(net, wt, ut, zt, xt, yt, ks)
+    times["direct_mc"] = time.perf_counter() - t
+    t = time.perf_counter()
+    a, c, b = tg.coefficients(net, ut, xt, yt, ks)
+    times["coefficients"] = time.perf_counter() - t
+    t = time.perf_counter()
+    out["quadratic"], out["quadratic_se"] = tg.quadratic_mc(a, c, b, z)
+    times["quadratic_mc"] = time.perf_counter() - t
+    t = time.perf_counter()
+    out["moment"] = tg.gaussian_moment(a, c, b, args.sigma)
+    times["gaussian_moment"] = time.perf_counter() - t
+    out["coef_a"] = a
+    return times, out, net, xt, yt
+
+
+def _hvp_check(model, w, x, y, net, xt, yt, seed):
+    """One HVP each on the same vector: relative difference and times (jaxland warm; torch one thread)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import torch
+
+    import jaxland as jl
+
+    from . import torch_gpt as tg
+
+    v = jax.random.normal(jax.random.key(seed + 7), w.shape, w.dtype)
+    hj = jax.block_until_ready(jl.hvp(model, w, v=v, x=x, y=y))
+    t = time.perf_counter()
+    hj = jax.block_until_ready(jl.hvp(model, w, v=v, x=x, y=y))
+    tj = time.perf_counter() - t
+    t = time.perf_counter()
+    ht = tg.hvp(net, xt, yt, torch.tensor(np.asarray(v))).numpy()
+    tt = time.perf_counter() - t
+    rel = float(np.linalg.norm(np.asarray(hj) - ht) / np.linalg.norm(np.asarray(hj)))
+    return {"jaxland_s": tj, "torch_s": tt, "relative_difference": rel}
+
+
+def run(args) -> dict:
+    import jax
+    import numpy as np
+    import torch
+
+    from jaxland.landscape.montecarlo import draw_thetas
+
+    torch.set_num_threads(1)
+    load_before = _load()
+    model, w, x, y, train_loss = _problem(args)
+    n = int(x.shape[0])
+    ks = [int(k) for k in np.linspace(n // args.grid, n - 1, args.grid)]
+    first, second = _jaxland_phases(model, w, x, y, args)
+    u = np.asarray(second.eigenvectors)
+    # the probe's draws (curvature_probe draws z from fold_in(key, 1))
+    z = np.asarray(draw_thetas(jax.random.fold_in(jax.random.key(args.seed + 1), 1), args.draws, args.d, args.sigma))
+    twin_times, twin, net, xt, yt = _twin_phases(model, w, x, y, u, z, ks, args)
+    idx = np.asarray(ks) - 1  # jaxland's arrays are indexed by k - 1
+    jd, jse = np.asarray(second.direct.delta)[idx], np.asarray(second.direct.stderr)[idx]
+    jq, jqse = np.asarray(second.quadratic.delta)[idx], np.asarray(second.quadratic.stderr)[idx]
+    jm = np.asarray(second.moment)[idx]
+    phases = {}
+    for ph, tt in twin_times.items():
+        tj = second.timings[ph]
+        phases[ph] = {"torch_s": tt, "jaxland_s": tj, "jaxland_first_call_s": first.timings[ph], "speedup": tt / tj,
+                      "target_5x_met": bool(tt / tj >= 5)}
+    lam_j = np.asarray(second.eigenvalues)
+    return {
+        "settings": {**vars(args), "grid_k": ks, "num_params": int(model.num_params), "train_loss": train_loss,
+                     "torch_threads": torch.get_num_threads(), "xla_flags": os.environ.get("XLA_FLAGS", "")},
+        "phases": phases,
+        "eigen": {"lanczos_eigenvalues": lam_j.tolist(), "lanczos_matvecs": int(second.info.eig_matvecs),
+                  "power_eigenvalues": twin["eigenvalues"].tolist(), "power_hvps": int(twin["power_hvps"]),
+                  "power_residuals": twin["power_residuals"],
+                  "relative_difference": (np.abs(twin["eigenvalues"] - lam_j) / np.abs(lam_j)).tolist()},
+        "hvp": _hvp_check(model, w, x, y, net, xt, yt, args.seed),
+        "agreement": {
+            "direct_max_se": float(np.max(np.abs(jd - twin["direct"]) / np.hypot(jse, twin["direct_se"]))),
+            "quadratic_max_se": float(np.max(np.abs(jq - twin["quadratic"]) / np.hypot(jqse, twin["quadratic_se"]))),
+            "moment_max_relative": float(np.max(np.abs(jm - twin["moment"]) / np.abs(twin["moment"]))),
+            "direct_jaxland": jd.tolist(), "direct_torch": twin["direct"].tolist(),
+            "moment_jaxland": jm.tolist(), "moment_torch": twin["moment"].tolist(),
+        },
+        "load_average": {"before": load_before, "after": _load()},
+    }
+
+
+def memory(args) -> dict:
+    """XLA's buffer assignment for one HVP of the nanochat-d6-sized GPT, chunked and not (compiled, never run)."""
+    import jax
+    import jax.numpy as jnp
+
+    import jaxland as jl
+    from jaxland.models.sequence import SequenceModel
+
+    v, t, width, depth, heads = 50304, 2048, 384, 6, 6
+    chunked = jl.build_model("gpt", vocab_size=v, context=t, width=width, depth=depth, heads=heads, tie_weights=False, chunk_size=1)
+    whole = SequenceModel(chunked.inner, chunk_size=1 << 30)
+    rows = []
+    for name, model, n in (("chunk of 1", chunked, 4), ("chunk of 1", chunked, 16), ("no chunking", whole, 1), ("no chunking", whole, 2)):
+        w = jax.ShapeDtypeStruct((model.num_params,), jnp.float32)
+        x = jax.ShapeDtypeStruct((n, t), jnp.int32)
+        fn = jax.jit(lambda w_, v_, x_, y_, m=model: jax.jvp(jax.grad(lambda u: jl.mean_loss(m, u, x_, y_)), (w_,), (v_,))[1])
+        c = time.perf_counter()
+        ma = fn.lower(w, w, x, x).compile().memory_analysis()
+        rows.append({"loss": name, "sequences": n, "temp_GB": ma.temp_size_in_bytes / 1e9, "arguments_GB": ma.argument_size_in_bytes / 1e9,
+                     "output_GB": ma.output_size_in_bytes / 1e9, "compile_s": time.perf_counter() - c})
+        print(rows[-1], file=sys.stderr, flush=True)
+    return {"config": {"vocab_size": v, "context": t, "width": width, "depth": depth, "heads": heads, "tie_weights": False,
+                       "num_params": int(chunked.num_params)}, "hvp_memory": rows}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.language_model", description=__doc__.splitlines()[0])
+    p.add_argument("--sequences", type=int, default=256)
+    p.add_argument("--context", type=int, default=64)
+    p.add_argument("--width", type=int, default=128)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--d", type=int, default=2)
+    p.add_argument("--sigma", type=float, default=1e-2)
+    p.add_argument("--draws", type=int, default=16)
+    p.add_argument("--grid", type=int, default=4, help="number of k on the twin's linear grid")
+    p.add_argument("--power-iters", dest="power_iters", type=int, default=20)
+    p.add_argument("--eig-tol", dest="eig_tol", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--single-thread", dest="single_thread", action="store_true", help="XLA on one thread too")
+    p.add_argument("--memory", action="store_true", help="XLA memory of the nanochat-d6-sized HVP instead")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    if args.single_thread:  # before jax is imported
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    from .common import write_result
+
+    if args.memory:
+        write_result("language_model_memory", memory(args), args.out)
+        return 0
+    payload = run(args)
+    for ph, r in payload["phases"].items():
+        print(f"{ph:16s} torch {r['torch_s']:9.4f} s  jaxland {r['jaxland_s']:9.4f} s  (first call {r['jaxland_first_call_s']:7.2f} s)  "
+              f"speedup {r['speedup']:7.2f}x  {'met' if r['target_5x_met'] else 'NOT met'}")
+    print("agreement:", {k: v for k, v in payload["agreement"].items() if not isinstance(v, list)}, "hvp:", payload["hvp"])
+    write_result("language_model", payload, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
