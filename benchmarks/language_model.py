@@ -86,7 +86,7 @@ def _twin_phases(model, w, x, y, u, z, ks, args):
     from . import torch_gpt as tg
 
     net = tg.TorchGPT(model, w)
-    xt, yt = torch.as_tensor(np.asarray(x)).long(), torch.as_tensor(np.asarray(y)).long()
+    xt, yt = torch.tensor(np.asarray(x)).long(), torch.tensor(np.asarray(y)).long()
     wt, ut, zt = net.flat([p.detach() for p in net.params]).clone(), torch.tensor(np.asarray(u)), torch.tensor(np.asarray(z))
     times, out = {}, {}
     t = time.perf_counter()

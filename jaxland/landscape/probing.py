@@ -362,5 +362,7 @@ def curvature_probe(
         rand = _timed(timings, "random_mc", lambda: delta_monte_carlo(model, Subspace(w, r_dirs), x, y, **mc))
     finite_result("curvature_probe (quadratic MC, moment)", (quad, moment), where="k-1 = ",
                   cause="the second-order coefficients overflow (sigma too large?)")
-    info = ProbeInfo(sigma, d, num_draws, samples_per_k, unit(samples_per_k, model), int(model.num_params), matvecs, conv)
+    what = unit(samples_per_k, model)
+    direct, full, rand = (None if r is None else r._replace(info=r.info._replace(unit=what)) for r in (direct, full, rand))
+    info = ProbeInfo(sigma, d, num_draws, samples_per_k, what, int(model.num_params), matvecs, conv)
     return ProbeResult(np.arange(1, num_k), direct, quad, moment, coef.a * coef.a, full, rand, coef, lam, u, timings, info)
