@@ -19,11 +19,17 @@ quadratic_mc        per k, vectorised over draws                 ``quadratic_mon
 gaussian_moment     per k                                        ``gaussian_moment``, every k at once
 ==================  ==========================================  ===============================================
 
-jaxland computes every k = 1..N-1 and the twin only the ``--grid`` k's, so the
-ratios understate jaxland's work per second. jaxland's phases are timed on a
-second call (compiled programs reused; the first call's times, compilation
-included, are recorded too); the twin runs with ``torch.set_num_threads(1)``,
-jaxland with XLA's default threads unless ``--single-thread``. Agreement: the
+jaxland computes every k = 1..N-1 and the twin only the ``--grid`` k's (default
+10, a linear grid as in the 2026 figure): the twin's direct MC and coefficient
+times grow linearly with the grid (``torch_s_per_grid_k`` is recorded),
+jaxland's do not. jaxland's phases are timed on a second call (compiled
+programs reused; the first call's times, compilation included, are recorded
+too); quadratic MC and the Gaussian moment, sub-millisecond on both sides, by
+the best of 30 calls each. The twin runs with ``torch.set_num_threads(1)``,
+jaxland with XLA's default threads unless ``--single-thread``. Beside the
+phases: direct Monte Carlo with the quadratic surrogate as control variate
+(``variance_reduction="cv"``, the same draws), its standard error against the
+plain one's and its effective number of draws. Agreement: the
 twin's eigenvalues against Lanczos', one HVP against ``jl.hvp``, and at every
 grid k the direct and quadratic Monte Carlo curves (same U, same draws) in
 standard errors and the Gaussian moment relatively. The load average is
@@ -105,8 +111,57 @@ def _twin_phases(model, w, x, y, u, z, ks, args):
     t = time.perf_counter()
     out["moment"] = tg.gaussian_moment(a, c, b, args.sigma)
     times["gaussian_moment"] = time.perf_counter() - t
-    out["coef_a"] = a
+    out["coef"] = (a, c, b)
     return times, out, net, xt, yt
+
+
+def _min_time(fn, repeats: int = 30) -> float:
+    """Shortest of ``repeats`` timed calls (after one warm-up): sub-millisecond phases drown in scheduler noise otherwise."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _fast_phases(probe, z, twin_coef, sigma):
+    """quadratic_mc and gaussian_moment timed by repeats on both sides (jaxland: every k; twin: the grid)."""
+    import jax
+
+    from jaxland.landscape.probing import gaussian_moment, quadratic_monte_carlo
+
+    from . import torch_gpt as tg
+
+    a, c, b = twin_coef
+    coef = probe.coefficients
+    return {
+        "quadratic_mc": (_min_time(lambda: tg.quadratic_mc(a, c, b, z)),
+                         _min_time(lambda: jax.block_until_ready(quadratic_monte_carlo(coef, thetas=z)))),
+        "gaussian_moment": (_min_time(lambda: tg.gaussian_moment(a, c, b, sigma)),
+                            _min_time(lambda: jax.block_until_ready(gaussian_moment(coef, sigma=sigma)))),
+    }
+
+
+def _control_variate(model, w, x, y, probe, z, args):
+    """Direct Monte Carlo with the quadratic surrogate as control variate, on the same draws: its SE and effective draws."""
+    import jax
+    import numpy as np
+
+    import jaxland as jl
+
+    sub = jl.Subspace(w, probe.eigenvectors)
+    kw = dict(sigma=args.sigma, thetas=z, variance_reduction="cv", chunk_size=1)
+    curv = jl.subspace_curvature(model, sub, x, y)
+    jax.block_until_ready(jl.delta_monte_carlo(model, sub, x, y, curvature=curv, **kw).delta)
+    t = time.perf_counter()
+    r = jl.delta_monte_carlo(model, sub, x, y, curvature=curv, **kw)
+    jax.block_until_ready(r.delta)
+    ratio = np.asarray(probe.direct.stderr) / np.asarray(r.stderr)
+    return {"jaxland_s": time.perf_counter() - t, "effective_draws": r.info.effective_draws,
+            "median_se_reduction": float(np.median(ratio)), "max_abs_difference_in_plain_se": float(
+                np.max(np.abs(np.asarray(r.delta) - np.asarray(probe.direct.delta)) / np.asarray(probe.direct.stderr)))}
 
 
 def _hvp_check(model, w, x, y, net, xt, yt, seed):
@@ -153,11 +208,16 @@ def run(args) -> dict:
     jd, jse = np.asarray(second.direct.delta)[idx], np.asarray(second.direct.stderr)[idx]
     jq, jqse = np.asarray(second.quadratic.delta)[idx], np.asarray(second.quadratic.stderr)[idx]
     jm = np.asarray(second.moment)[idx]
+    fast = _fast_phases(second, z, twin["coef"], args.sigma)
     phases = {}
     for ph, tt in twin_times.items():
         tj = second.timings[ph]
-        phases[ph] = {"torch_s": tt, "jaxland_s": tj, "jaxland_first_call_s": first.timings[ph], "speedup": tt / tj,
-                      "target_5x_met": bool(tt / tj >= 5)}
+        row = {"torch_s": tt, "jaxland_s": tj, "jaxland_first_call_s": first.timings[ph]}
+        if ph in fast:  # single-shot times kept; the ratio from the best of repeated calls
+            row.update(torch_single_s=tt, jaxland_single_s=tj, torch_s=fast[ph][0], jaxland_s=fast[ph][1], timing="best of 30 calls")
+        row.update(speedup=row["torch_s"] / row["jaxland_s"], target_5x_met=bool(row["torch_s"] / row["jaxland_s"] >= 5),
+                   torch_s_per_grid_k=row["torch_s"] / len(ks))
+        phases[ph] = row
     lam_j = np.asarray(second.eigenvalues)
     return {
         "settings": {**vars(args), "grid_k": ks, "num_params": int(model.num_params), "train_loss": train_loss,
@@ -168,6 +228,7 @@ def run(args) -> dict:
                   "power_residuals": twin["power_residuals"],
                   "relative_difference": (np.abs(twin["eigenvalues"] - lam_j) / np.abs(lam_j)).tolist()},
         "hvp": _hvp_check(model, w, x, y, net, xt, yt, args.seed),
+        "direct_mc_control_variate": _control_variate(model, w, x, y, second, z, args),
         "agreement": {
             "direct_max_se": float(np.max(np.abs(jd - twin["direct"]) / np.hypot(jse, twin["direct_se"]))),
             "quadratic_max_se": float(np.max(np.abs(jq - twin["quadratic"]) / np.hypot(jqse, twin["quadratic_se"]))),
@@ -215,7 +276,7 @@ def main(argv=None) -> int:
     p.add_argument("--d", type=int, default=2)
     p.add_argument("--sigma", type=float, default=1e-2)
     p.add_argument("--draws", type=int, default=16)
-    p.add_argument("--grid", type=int, default=4, help="number of k on the twin's linear grid")
+    p.add_argument("--grid", type=int, default=10, help="number of k on the twin's linear grid (the 2026 figure's k axis is a linear grid)")
     p.add_argument("--power-iters", dest="power_iters", type=int, default=20)
     p.add_argument("--eig-tol", dest="eig_tol", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)

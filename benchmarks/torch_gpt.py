@@ -175,7 +175,7 @@ def coefficients(net: TorchGPT, u: torch.Tensor, x, y, ks):
 
 def quadratic_mc(a, c, b, z) -> tuple[np.ndarray, np.ndarray]:
     """Per k: mean and SE over draws of ``(a + c.z + z^T B z / 2)^2`` (torch, vectorised over draws)."""
-    z = torch.as_tensor(np.asarray(z), dtype=torch.float64)
+    z = torch.tensor(np.asarray(z), dtype=torch.float64)
     deltas, ses = [], []
     for ak, ck, bk in zip(a, c, b):
         q = (ak + z @ torch.as_tensor(ck) + 0.5 * torch.einsum("td,de,te->t", z, torch.as_tensor(bk), z)) ** 2

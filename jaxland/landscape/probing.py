@@ -176,13 +176,15 @@ def gaussian_moment(coef: QuadraticCoefficients, *, sigma: float) -> jax.Array:
     ``a^2 + a sigma^2 tr B + sigma^2 |c|^2 + sigma^4 (2 tr B^2 + (tr B)^2) / 4``
     (B symmetric; Isserlis: ``E[(z^T B z)^2] = sigma^4 (2 tr B^2 + (tr B)^2)``).
     """
-    return _moment(coef.a, coef.c, coef.B, jnp.asarray(check_sigma(sigma), coef.a.dtype))
+    return _moment(coef.a, coef.c, coef.B, check_sigma(sigma))
 
 
 @functools.partial(jax.jit, static_argnames="draw_chunk")
-def _quadratic_mc(a, c, B, z, valid, *, draw_chunk):
-    d = z.shape[1]
+def _quadratic_mc(a, c, B, z, *, draw_chunk):
+    t, d = z.shape
     bflat = B.reshape(B.shape[0], d * d)
+    z = pad_rows(z, draw_chunk)
+    valid = jnp.arange(z.shape[0]) < t
 
     def step(acc, chunk):
         zc, vc = chunk
@@ -191,9 +193,8 @@ def _quadratic_mc(a, c, B, z, valid, *, draw_chunk):
         return merge_stats(acc, chunk_stats(q, vc)), None
 
     zero = (jnp.zeros((), z.dtype), jnp.zeros(a.shape, z.dtype), jnp.zeros(a.shape, z.dtype))
-    chunks = (z.reshape(-1, draw_chunk, d), valid.reshape(-1, draw_chunk))
-    (n, mean, m2), _ = jax.lax.scan(step, zero, chunks)
-    return mean, jnp.sqrt(m2 / (n - 1) / n)
+    (n, mean, m2), _ = jax.lax.scan(step, zero, (z.reshape(-1, draw_chunk, d), valid.reshape(-1, draw_chunk)))
+    return QuadraticMC(mean, jnp.sqrt(m2 / (n - 1) / n))
 
 
 def quadratic_monte_carlo(coef: QuadraticCoefficients, *, sigma: float | None = None, num_draws: int | None = None,
@@ -203,7 +204,7 @@ def quadratic_monte_carlo(coef: QuadraticCoefficients, *, sigma: float | None = 
     ``z ~ N(0, sigma^2 I_D)`` from ``key`` (``num_draws`` of them), or the given
     ``thetas`` (T, D) -- e.g. the draws of the direct estimate, so the two are
     paired. Draws are streamed ``draw_chunk`` at a time (Chan's update), so
-    memory is O(draw_chunk x K), not O(T x K).
+    memory is O(draw_chunk x K), not O(T x K). One compiled call.
     """
     d = int(coef.c.shape[-1])
     if thetas is None:
@@ -213,11 +214,8 @@ def quadratic_monte_carlo(coef: QuadraticCoefficients, *, sigma: float | None = 
     thetas = jnp.asarray(thetas, coef.a.dtype)
     if thetas.ndim != 2 or thetas.shape[1] != d or thetas.shape[0] < 2:
         raise ConfigError(f"thetas must be (T >= 2, D={d}), got shape {tuple(thetas.shape)}")
-    t = int(thetas.shape[0])
-    chunk = min(positive_int("draw_chunk", draw_chunk), t)
-    valid = jnp.arange(-(-t // chunk) * chunk) < t
-    mean, se = _quadratic_mc(coef.a, coef.c, coef.B, pad_rows(thetas, chunk), valid, draw_chunk=chunk)
-    return QuadraticMC(mean, se)
+    chunk = min(positive_int("draw_chunk", draw_chunk), int(thetas.shape[0]))
+    return _quadratic_mc(coef.a, coef.c, coef.B, thetas, draw_chunk=chunk)
 
 
 # ----------------------------------------------------------------------------- full-space noise
