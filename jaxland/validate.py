@@ -39,6 +39,7 @@ __all__ = [
     "check_real",
     "check_vectors",
     "check_curvature",
+    "check_quadratic_coefficients",
     "check_output_dir",
     "check_data_dir",
     "check_private",
@@ -353,6 +354,21 @@ def check_curvature(curv, *, values: bool = True) -> tuple[int, int]:
             if _concrete(a) and not _all_finite(a):
                 raise ConfigError(f"curv.{nm} contains non-finite values (NaN/inf): recompute subspace_curvature at a finite w*")
     return n, d
+
+
+def check_quadratic_coefficients(coef, *, values: bool = True) -> tuple[int, int]:
+    """Second-order increments ``a`` (K,), ``c`` (K, D), ``B`` (K, D, D), finite; returns (K, D)."""
+    if not all(hasattr(coef, f) for f in ("a", "c", "B")):
+        raise ConfigError(f"coef must be QuadraticCoefficients (a, c, B) from jaxland.landscape.quadratic_coefficients, "
+                          f"got {type(coef).__name__}")
+    a, c, b = (jnp.asarray(v) for v in (coef.a, coef.c, coef.B))
+    if a.ndim != 1 or c.ndim != 2 or c.shape[0] != a.shape[0] or b.shape != (a.shape[0], c.shape[1], c.shape[1]):
+        raise ConfigError(f"coef must hold a (K,), c (K, D), B (K, D, D); got shapes {a.shape}, {c.shape}, {b.shape}")
+    if values:
+        for nm, v in (("a", a), ("c", c), ("B", b)):
+            if _concrete(v) and not _all_finite(v):
+                raise ConfigError(f"coef.{nm} contains non-finite values (NaN/inf): recompute it at a finite w*")
+    return int(a.shape[0]), int(c.shape[1])
 
 
 def check_output_dir(path, name: str = "--out") -> Path:

@@ -40,8 +40,8 @@ import numpy as np
 
 from ..curvature import hessian_eigenpairs
 from ..errors import ConfigError
-from ..validate import (check_curvature, check_data, check_key, check_params, check_sigma, finite_result,
-                        is_sequence_model, num_groups, positive_int, unit)
+from ..validate import (check_curvature, check_data, check_key, check_params, check_quadratic_coefficients, check_sigma,
+                        finite_result, is_sequence_model, num_groups, positive_int, unit)
 from .kernels import chunk_stats, merge_stats
 from .montecarlo import DeltaResult, delta_from_losses, delta_monte_carlo, draw_thetas
 from .prefix import prefix_increments
@@ -176,6 +176,7 @@ def gaussian_moment(coef: QuadraticCoefficients, *, sigma: float) -> jax.Array:
     ``a^2 + a sigma^2 tr B + sigma^2 |c|^2 + sigma^4 (2 tr B^2 + (tr B)^2) / 4``
     (B symmetric; Isserlis: ``E[(z^T B z)^2] = sigma^4 (2 tr B^2 + (tr B)^2)``).
     """
+    check_quadratic_coefficients(coef)
     return _moment(coef.a, coef.c, coef.B, check_sigma(sigma))
 
 
@@ -206,7 +207,7 @@ def quadratic_monte_carlo(coef: QuadraticCoefficients, *, sigma: float | None = 
     paired. Draws are streamed ``draw_chunk`` at a time (Chan's update), so
     memory is O(draw_chunk x K), not O(T x K). One compiled call.
     """
-    d = int(coef.c.shape[-1])
+    d = check_quadratic_coefficients(coef)[1]
     if thetas is None:
         if key is None or sigma is None or num_draws is None:
             raise ConfigError("quadratic_monte_carlo needs thetas=, or sigma=, num_draws= and key=")
@@ -344,12 +345,13 @@ def curvature_probe(
         coef = _timed(timings, "coefficients", lambda: quadratic_coefficients(
             subspace_curvature(model, sub, x, y, sample_block=sample_block), samples_per_k=samples_per_k))
     else:
+        if check_quadratic_coefficients(coefficients) != (num_k - 1, d):
+            raise ConfigError(f"coefficients must be for K-1 = {num_k - 1} values of k and D = {d} directions, got "
+                              f"{check_quadratic_coefficients(coefficients)}")
         coef = QuadraticCoefficients(*(jnp.asarray(a, w.dtype) for a in coefficients))
-        if coef.a.shape != (num_k - 1,) or coef.c.shape != (num_k - 1, d) or coef.B.shape != (num_k - 1, d, d):
-            raise ConfigError(f"coefficients must hold a (K-1,), c (K-1, D), B (K-1, D, D) with K-1 = {num_k - 1}, D = {d}; "
-                              f"got {coef.a.shape}, {coef.c.shape}, {coef.B.shape}")
-    quad = _timed(timings, "quadratic_mc", lambda: quadratic_monte_carlo(coef, thetas=z))
-    moment = _timed(timings, "gaussian_moment", lambda: gaussian_moment(coef, sigma=sigma))
+    # the coefficients and draws are this function's own: the compiled kernels directly, no second validation
+    quad = _timed(timings, "quadratic_mc", lambda: _quadratic_mc(*coef, z, draw_chunk=min(256, num_draws)))
+    moment = _timed(timings, "gaussian_moment", lambda: _moment(*coef, sigma))
     full = rand = None
     if full_space:
         full = _timed(timings, "full_space_mc", lambda: full_space_delta(
