@@ -94,6 +94,9 @@ def _shapes(model, x_shape, x_dtype, y_shape, y_dtype):
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001  (the model's or loss's own shape error)
+        if is_sequence_model(model) and out is not None and tuple(y_shape) != tuple(out[1:-1]):
+            raise ConfigError(f"targets y have per-sequence shape {tuple(y_shape)} but the model's logits are "
+                              f"{tuple(out[1:])} (positions, vocabulary): give one target per position, -1 for padding") from None
         raise ConfigError(
             f"{getattr(model, 'name', type(model).__name__)} cannot evaluate its loss on inputs of per-sample shape "
             f"{tuple(x_shape)} with targets of per-sample shape {tuple(y_shape)} "
@@ -140,9 +143,6 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
         raise ConfigError(f"sequence_cross_entropy needs integer next-token targets (n, T) (-1 = padding), got {y.dtype} "
                           f"{tuple(y.shape)}")
     out, loss_shape = _shapes(model, tuple(x.shape[1:]), jnp.dtype(x.dtype), tuple(y.shape[1:]), jnp.dtype(y.dtype))
-    if sequences and out is not None and tuple(y.shape[1:]) != tuple(out[1:-1]):
-        raise ConfigError(f"targets y have per-sequence shape {tuple(y.shape[1:])} but the model's logits are "
-                          f"{tuple(out[1:])} (positions, vocabulary): give one target per position, -1 for padding")
     if loss_shape != (2,):
         raise ConfigError(
             f"the loss must return one value per sample: on 2 samples it returned shape {loss_shape}; "
