@@ -72,47 +72,55 @@ def _problem(args):
     return model, res.params, x, y, float(res.loss_history[-1].mean())
 
 
-def _jaxland_phases(model, w, x, y, args):
-    """Two calls of the probe (the second reuses every compiled program); returns (first, second) results."""
+def _timed(fn) -> tuple[float, object]:
     import jax
 
-    from jaxland.landscape.probing import curvature_probe
-
-    kw = dict(d=args.d, sigma=args.sigma, num_draws=args.draws, key=jax.random.key(args.seed + 1), eig_tol=args.eig_tol,
-              full_space=False, random_control=False)
-    first = curvature_probe(model, w, x, y, **kw)
-    second = curvature_probe(model, w, x, y, **kw)
-    return first, second
+    t = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return time.perf_counter() - t, out
 
 
-def _twin_phases(model, w, x, y, u, z, ks, args):
+def _phases(model, w, x, y, ks, args):
+    """Both pipelines phase by phase, interleaved (jaxland's phase, then the twin's), so load drift hits both alike.
+
+    jaxland first runs the whole probe once (every program compiled: the first-call times); each phase is then
+    timed by the same public call the probe makes.
+    """
+    import jax
     import numpy as np
     import torch
 
+    import jaxland as jl
+    from jaxland.landscape.probing import curvature_probe, quadratic_coefficients
+
     from . import torch_gpt as tg
 
+    key = jax.random.key(args.seed + 1)
+    first = curvature_probe(model, w, x, y, d=args.d, sigma=args.sigma, num_draws=args.draws, key=key, eig_tol=args.eig_tol,
+                            full_space=False, random_control=False)
+    u, z = first.eigenvectors, jl.landscape.draw_thetas(jax.random.fold_in(key, 1), args.draws, args.d, args.sigma)
+    sub = jl.Subspace(w, u)
     net = tg.TorchGPT(model, w)
     xt, yt = torch.tensor(np.asarray(x)).long(), torch.tensor(np.asarray(y)).long()
     wt, ut, zt = net.flat([p.detach() for p in net.params]).clone(), torch.tensor(np.asarray(u)), torch.tensor(np.asarray(z))
-    times, out = {}, {}
-    t = time.perf_counter()
-    out["eigenvalues"], vecs, out["power_hvps"] = tg.power_eigenpairs(net, xt, yt, args.d, iters=args.power_iters, seed=args.seed)
-    times["eigenvectors"] = time.perf_counter() - t
-    out["power_residuals"] = [float((tg.hvp(net, xt, yt, v) - lam * v).norm() / abs(lam)) for lam, v in zip(out["eigenvalues"], vecs)]
-    t = time.perf_counter()
-    out["direct"], out["direct_se"] = tg.direct_mc(net, wt, ut, zt, xt, yt, ks)
-    times["direct_mc"] = time.perf_counter() - t
-    t = time.perf_counter()
-    a, c, b = tg.coefficients(net, ut, xt, yt, ks)
-    times["coefficients"] = time.perf_counter() - t
-    t = time.perf_counter()
-    out["quadratic"], out["quadratic_se"] = tg.quadratic_mc(a, c, b, z)
-    times["quadratic_mc"] = time.perf_counter() - t
-    t = time.perf_counter()
-    out["moment"] = tg.gaussian_moment(a, c, b, args.sigma)
-    times["gaussian_moment"] = time.perf_counter() - t
-    out["coef"] = (a, c, b)
-    return times, out, net, xt, yt
+    times, jax_out, twin = {}, {}, {}
+
+    tj, eig = _timed(lambda: jl.hessian_eigenpairs(model, w, x, y, args.d, key=jax.random.fold_in(key, 0), tol=args.eig_tol))
+    tt, (lam, vecs, hvps) = _timed(lambda: tg.power_eigenpairs(net, xt, yt, args.d, iters=args.power_iters, seed=args.seed))
+    times["eigenvectors"] = (tj, tt)
+    twin.update(eigenvalues=lam, power_hvps=hvps,
+                power_residuals=[float((tg.hvp(net, xt, yt, v) - l * v).norm() / abs(l)) for l, v in zip(lam, vecs)])
+    jax_out.update(eigenvalues=np.asarray(eig.eigenvalues), matvecs=int(eig.num_matvecs))
+
+    tj, direct = _timed(lambda: jl.delta_monte_carlo(model, sub, x, y, sigma=args.sigma, thetas=z, chunk_size=1))
+    tt, (twin["direct"], twin["direct_se"]) = _timed(lambda: tg.direct_mc(net, wt, ut, zt, xt, yt, ks))
+    times["direct_mc"] = (tj, tt)
+
+    tj, coef = _timed(lambda: quadratic_coefficients(jl.subspace_curvature(model, sub, x, y)))
+    tt, twin["coef"] = _timed(lambda: tg.coefficients(net, ut, xt, yt, ks))
+    times["coefficients"] = (tj, tt)
+    jax_out.update(direct=direct, coef=coef, z=z, first=first, net=net, xt=xt, yt=yt)
+    return times, jax_out, twin
 
 
 def _min_time(fn, repeats: int = 30) -> float:
@@ -126,7 +134,7 @@ def _min_time(fn, repeats: int = 30) -> float:
     return best
 
 
-def _fast_phases(probe, z, twin_coef, sigma):
+def _fast_phases(coef, z, twin_coef, sigma):
     """quadratic_mc and gaussian_moment timed by repeats on both sides (jaxland: every k; twin: the grid)."""
     import jax
 
@@ -135,33 +143,32 @@ def _fast_phases(probe, z, twin_coef, sigma):
     from . import torch_gpt as tg
 
     a, c, b = twin_coef
-    coef = probe.coefficients
     return {
-        "quadratic_mc": (_min_time(lambda: tg.quadratic_mc(a, c, b, z)),
-                         _min_time(lambda: jax.block_until_ready(quadratic_monte_carlo(coef, thetas=z)))),
-        "gaussian_moment": (_min_time(lambda: tg.gaussian_moment(a, c, b, sigma)),
-                            _min_time(lambda: jax.block_until_ready(gaussian_moment(coef, sigma=sigma)))),
+        "quadratic_mc": (_min_time(lambda: jax.block_until_ready(quadratic_monte_carlo(coef, thetas=z))),
+                         _min_time(lambda: tg.quadratic_mc(a, c, b, z))),
+        "gaussian_moment": (_min_time(lambda: jax.block_until_ready(gaussian_moment(coef, sigma=sigma))),
+                            _min_time(lambda: tg.gaussian_moment(a, c, b, sigma))),
     }
 
 
-def _control_variate(model, w, x, y, probe, z, args):
+def _control_variate(model, w, x, y, u, plain, z, args):
     """Direct Monte Carlo with the quadratic surrogate as control variate, on the same draws: its SE and effective draws."""
     import jax
     import numpy as np
 
     import jaxland as jl
 
-    sub = jl.Subspace(w, probe.eigenvectors)
+    sub = jl.Subspace(w, u)
     kw = dict(sigma=args.sigma, thetas=z, variance_reduction="cv", chunk_size=1)
     curv = jl.subspace_curvature(model, sub, x, y)
     jax.block_until_ready(jl.delta_monte_carlo(model, sub, x, y, curvature=curv, **kw).delta)
     t = time.perf_counter()
     r = jl.delta_monte_carlo(model, sub, x, y, curvature=curv, **kw)
     jax.block_until_ready(r.delta)
-    ratio = np.asarray(probe.direct.stderr) / np.asarray(r.stderr)
+    ratio = np.asarray(plain.stderr) / np.asarray(r.stderr)
     return {"jaxland_s": time.perf_counter() - t, "effective_draws": r.info.effective_draws,
             "median_se_reduction": float(np.median(ratio)), "max_abs_difference_in_plain_se": float(
-                np.max(np.abs(np.asarray(r.delta) - np.asarray(probe.direct.delta)) / np.asarray(probe.direct.stderr)))}
+                np.max(np.abs(np.asarray(r.delta) - np.asarray(plain.delta)) / np.asarray(plain.stderr)))}
 
 
 def _hvp_check(model, w, x, y, net, xt, yt, seed):
@@ -188,47 +195,46 @@ def _hvp_check(model, w, x, y, net, xt, yt, seed):
 
 
 def run(args) -> dict:
-    import jax
     import numpy as np
     import torch
 
-    from jaxland.landscape.montecarlo import draw_thetas
+    from jaxland.landscape.probing import gaussian_moment, quadratic_monte_carlo
+
+    from . import torch_gpt as tg
 
     torch.set_num_threads(1)
     load_before = _load()
     model, w, x, y, train_loss = _problem(args)
     n = int(x.shape[0])
     ks = [int(k) for k in np.linspace(n // args.grid, n - 1, args.grid)]
-    first, second = _jaxland_phases(model, w, x, y, args)
-    u = np.asarray(second.eigenvectors)
-    # the probe's draws (curvature_probe draws z from fold_in(key, 1))
-    z = np.asarray(draw_thetas(jax.random.fold_in(jax.random.key(args.seed + 1), 1), args.draws, args.d, args.sigma))
-    twin_times, twin, net, xt, yt = _twin_phases(model, w, x, y, u, z, ks, args)
+    times, jx, twin = _phases(model, w, x, y, ks, args)
+    a, c, b = twin["coef"]
+    twin["quadratic"], twin["quadratic_se"] = tg.quadratic_mc(a, c, b, jx["z"])
+    twin["moment"] = tg.gaussian_moment(a, c, b, args.sigma)
+    times.update(_fast_phases(jx["coef"], jx["z"], twin["coef"], args.sigma))
+    quad, moment = quadratic_monte_carlo(jx["coef"], thetas=jx["z"]), gaussian_moment(jx["coef"], sigma=args.sigma)
     idx = np.asarray(ks) - 1  # jaxland's arrays are indexed by k - 1
-    jd, jse = np.asarray(second.direct.delta)[idx], np.asarray(second.direct.stderr)[idx]
-    jq, jqse = np.asarray(second.quadratic.delta)[idx], np.asarray(second.quadratic.stderr)[idx]
-    jm = np.asarray(second.moment)[idx]
-    fast = _fast_phases(second, z, twin["coef"], args.sigma)
+    jd, jse = np.asarray(jx["direct"].delta)[idx], np.asarray(jx["direct"].stderr)[idx]
+    jq, jqse = np.asarray(quad.delta)[idx], np.asarray(quad.stderr)[idx]
+    jm = np.asarray(moment)[idx]
     phases = {}
-    for ph, tt in twin_times.items():
-        tj = second.timings[ph]
-        row = {"torch_s": tt, "jaxland_s": tj, "jaxland_first_call_s": first.timings[ph]}
-        if ph in fast:  # single-shot times kept; the ratio from the best of repeated calls
-            row.update(torch_single_s=tt, jaxland_single_s=tj, torch_s=fast[ph][0], jaxland_s=fast[ph][1], timing="best of 30 calls")
-        row.update(speedup=row["torch_s"] / row["jaxland_s"], target_5x_met=bool(row["torch_s"] / row["jaxland_s"] >= 5),
-                   torch_s_per_grid_k=row["torch_s"] / len(ks))
-        phases[ph] = row
-    lam_j = np.asarray(second.eigenvalues)
+    for ph in ("eigenvectors", "direct_mc", "coefficients", "quadratic_mc", "gaussian_moment"):
+        tj, tt = times[ph]
+        repeated = ph in ("quadratic_mc", "gaussian_moment")
+        phases[ph] = {"torch_s": tt, "jaxland_s": tj, "jaxland_first_call_s": jx["first"].timings[ph], "speedup": tt / tj,
+                      "target_5x_met": bool(tt / tj >= 5), "torch_s_per_grid_k": tt / len(ks),
+                      "timing": "best of 30 calls" if repeated else "one call, jaxland's programs compiled"}
+    lam_j = jx["eigenvalues"]
     return {
         "settings": {**vars(args), "grid_k": ks, "num_params": int(model.num_params), "train_loss": train_loss,
                      "torch_threads": torch.get_num_threads(), "xla_flags": os.environ.get("XLA_FLAGS", "")},
         "phases": phases,
-        "eigen": {"lanczos_eigenvalues": lam_j.tolist(), "lanczos_matvecs": int(second.info.eig_matvecs),
+        "eigen": {"lanczos_eigenvalues": lam_j.tolist(), "lanczos_matvecs": jx["matvecs"],
                   "power_eigenvalues": twin["eigenvalues"].tolist(), "power_hvps": int(twin["power_hvps"]),
                   "power_residuals": twin["power_residuals"],
                   "relative_difference": (np.abs(twin["eigenvalues"] - lam_j) / np.abs(lam_j)).tolist()},
-        "hvp": _hvp_check(model, w, x, y, net, xt, yt, args.seed),
-        "direct_mc_control_variate": _control_variate(model, w, x, y, second, z, args),
+        "hvp": _hvp_check(model, w, x, y, jx["net"], jx["xt"], jx["yt"], args.seed),
+        "direct_mc_control_variate": _control_variate(model, w, x, y, jx["first"].eigenvectors, jx["direct"], jx["z"], args),
         "agreement": {
             "direct_max_se": float(np.max(np.abs(jd - twin["direct"]) / np.hypot(jse, twin["direct_se"]))),
             "quadratic_max_se": float(np.max(np.abs(jq - twin["quadratic"]) / np.hypot(jqse, twin["quadratic_se"]))),

@@ -162,12 +162,22 @@ def quadratic_coefficients(curv: SubspaceCurvature, *, samples_per_k: int | None
     return _coefficients(jnp.asarray(curv.c), jnp.asarray(curv.g), jnp.asarray(curv.G), samples_per_k=samples_per_k)
 
 
+def _finite(*arrays):
+    return functools.reduce(jnp.logical_and, [jnp.all(jnp.isfinite(a)) for a in arrays])
+
+
+def _raise_if_nonfinite(ok) -> None:
+    if not isinstance(ok, jax.core.Tracer) and not bool(ok):
+        raise ConfigError("coef contains non-finite values (NaN/inf): recompute the coefficients at a finite w*")
+
+
 @jax.jit
 def _moment(a, c, B, sigma):
+    """The Gaussian moment per k, and whether every coefficient was finite (checked in the same call)."""
     s2 = sigma * sigma
     tr = jnp.trace(B, axis1=-2, axis2=-1)
     tr2 = jnp.sum(B * B, axis=(-2, -1))
-    return a * a + a * s2 * tr + s2 * jnp.sum(c * c, -1) + s2 * s2 * (2 * tr2 + tr * tr) / 4
+    return a * a + a * s2 * tr + s2 * jnp.sum(c * c, -1) + s2 * s2 * (2 * tr2 + tr * tr) / 4, _finite(a, c, B)
 
 
 def gaussian_moment(coef: QuadraticCoefficients, *, sigma: float) -> jax.Array:
@@ -177,7 +187,9 @@ def gaussian_moment(coef: QuadraticCoefficients, *, sigma: float) -> jax.Array:
     (B symmetric; Isserlis: ``E[(z^T B z)^2] = sigma^4 (2 tr B^2 + (tr B)^2)``).
     """
     check_quadratic_coefficients(coef)
-    return _moment(coef.a, coef.c, coef.B, check_sigma(sigma))
+    moment, ok = _moment(coef.a, coef.c, coef.B, check_sigma(sigma))
+    _raise_if_nonfinite(ok)
+    return moment
 
 
 @functools.partial(jax.jit, static_argnames="draw_chunk")
@@ -195,7 +207,7 @@ def _quadratic_mc(a, c, B, z, *, draw_chunk):
 
     zero = (jnp.zeros((), z.dtype), jnp.zeros(a.shape, z.dtype), jnp.zeros(a.shape, z.dtype))
     (n, mean, m2), _ = jax.lax.scan(step, zero, (z.reshape(-1, draw_chunk, d), valid.reshape(-1, draw_chunk)))
-    return QuadraticMC(mean, jnp.sqrt(m2 / (n - 1) / n))
+    return QuadraticMC(mean, jnp.sqrt(m2 / (n - 1) / n)), _finite(a, c, B, z)
 
 
 def quadratic_monte_carlo(coef: QuadraticCoefficients, *, sigma: float | None = None, num_draws: int | None = None,
@@ -216,7 +228,9 @@ def quadratic_monte_carlo(coef: QuadraticCoefficients, *, sigma: float | None = 
     if thetas.ndim != 2 or thetas.shape[1] != d or thetas.shape[0] < 2:
         raise ConfigError(f"thetas must be (T >= 2, D={d}), got shape {tuple(thetas.shape)}")
     chunk = min(positive_int("draw_chunk", draw_chunk), int(thetas.shape[0]))
-    return _quadratic_mc(coef.a, coef.c, coef.B, thetas, draw_chunk=chunk)
+    out, ok = _quadratic_mc(coef.a, coef.c, coef.B, thetas, draw_chunk=chunk)
+    _raise_if_nonfinite(ok)
+    return out
 
 
 # ----------------------------------------------------------------------------- full-space noise
@@ -350,8 +364,8 @@ def curvature_probe(
                               f"{check_quadratic_coefficients(coefficients)}")
         coef = QuadraticCoefficients(*(jnp.asarray(a, w.dtype) for a in coefficients))
     # the coefficients and draws are this function's own: the compiled kernels directly, no second validation
-    quad = _timed(timings, "quadratic_mc", lambda: _quadratic_mc(*coef, z, draw_chunk=min(256, num_draws)))
-    moment = _timed(timings, "gaussian_moment", lambda: _moment(*coef, sigma))
+    quad = _timed(timings, "quadratic_mc", lambda: _quadratic_mc(*coef, z, draw_chunk=min(256, num_draws))[0])
+    moment = _timed(timings, "gaussian_moment", lambda: _moment(*coef, sigma)[0])
     full = rand = None
     if full_space:
         full = _timed(timings, "full_space_mc", lambda: full_space_delta(
