@@ -247,28 +247,40 @@ def run(args) -> dict:
 
 
 def memory(args) -> dict:
-    """XLA's buffer assignment for one HVP of the nanochat-d6-sized GPT, chunked and not (compiled, never run)."""
+    """XLA's buffer assignment for one HVP of the nanochat-d6-sized GPT, chunked and not (compiled, never run).
+
+    Chunked (one sequence per chunk) at N = 4 and 16: the same temporaries. Unchunked at N = 1 and 2: the
+    difference is what one more sequence costs; at N = 1 with a 1,024-token vocabulary: the share of it that
+    scales with the vocabulary (``(temp(V) - temp(1024)) / (T (V - 1024) 4 bytes)`` arrays of (T, V) float32).
+    """
     import jax
     import jax.numpy as jnp
 
     import jaxland as jl
     from jaxland.models.sequence import SequenceModel
 
-    v, t, width, depth, heads = 50304, 2048, 384, 6, 6
-    chunked = jl.build_model("gpt", vocab_size=v, context=t, width=width, depth=depth, heads=heads, tie_weights=False, chunk_size=1)
-    whole = SequenceModel(chunked.inner, chunk_size=1 << 30)
+    t, width, depth, heads = 2048, 384, 6, 6
+
+    def gpt(vocab, chunk):
+        m = jl.build_model("gpt", vocab_size=vocab, context=t, width=width, depth=depth, heads=heads, tie_weights=False, chunk_size=1)
+        return m if chunk else SequenceModel(m.inner, chunk_size=1 << 30)
+
     rows = []
-    for name, model, n in (("chunk of 1", chunked, 4), ("chunk of 1", chunked, 16), ("no chunking", whole, 1), ("no chunking", whole, 2)):
+    for vocab, chunk, n in ((50304, True, 4), (50304, True, 16), (50304, False, 1), (50304, False, 2), (1024, False, 1)):
+        model = gpt(vocab, chunk)
         w = jax.ShapeDtypeStruct((model.num_params,), jnp.float32)
         x = jax.ShapeDtypeStruct((n, t), jnp.int32)
         fn = jax.jit(lambda w_, v_, x_, y_, m=model: jax.jvp(jax.grad(lambda u: jl.mean_loss(m, u, x_, y_)), (w_,), (v_,))[1])
         c = time.perf_counter()
         ma = fn.lower(w, w, x, x).compile().memory_analysis()
-        rows.append({"loss": name, "sequences": n, "temp_GB": ma.temp_size_in_bytes / 1e9, "arguments_GB": ma.argument_size_in_bytes / 1e9,
+        rows.append({"vocab_size": vocab, "chunk_of_one": chunk, "sequences": n, "num_params": int(model.num_params),
+                     "temp_GB": ma.temp_size_in_bytes / 1e9, "arguments_GB": ma.argument_size_in_bytes / 1e9,
                      "output_GB": ma.output_size_in_bytes / 1e9, "compile_s": time.perf_counter() - c})
         print(rows[-1], file=sys.stderr, flush=True)
-    return {"config": {"vocab_size": v, "context": t, "width": width, "depth": depth, "heads": heads, "tie_weights": False,
-                       "num_params": int(chunked.num_params)}, "hvp_memory": rows}
+    per_seq = rows[3]["temp_GB"] - rows[2]["temp_GB"]
+    vocab_arrays = (rows[2]["temp_GB"] - rows[4]["temp_GB"]) * 1e9 / (t * (50304 - 1024) * 4)
+    return {"config": {"vocab_size": 50304, "context": t, "width": width, "depth": depth, "heads": heads, "tie_weights": False},
+            "hvp_memory": rows, "unchunked_GB_per_sequence": per_seq, "vocab_sized_arrays_per_sequence": vocab_arrays}
 
 
 def main(argv=None) -> int:

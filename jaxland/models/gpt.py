@@ -16,10 +16,10 @@ LayerNorm scale 1. Parameters::
 
     D = V W (2 if untied else 1) + context W + depth (12 W^2 + 13 W) + 2 W
 
-e.g. 0.83M for (V, context, W, depth) = (65, 64, 128, 4) tied; 49.4M for the
-nanochat-d6-sized (50,304, 2,048, 384, 6) untied (nanochat d6 itself has 107M:
-three more vocabulary-sized value-embedding tables, which this block does not
-have; the (T, V) logits -- what limits memory -- are the same).
+e.g. 809,856 for (V, context, W, depth) = (65, 64, 128, 4) tied; 50.1M for
+the nanochat-d6-sized (50,304, 2,048, 384, 6) untied (nanochat d6 itself has
+107M: three more vocabulary-sized value-embedding tables, 3 x 19.3M, which this
+model does not have; the (T, V) logits -- what limits memory -- are the same).
 
 Token lookup is a one-hot matmul for vocabularies up to
 :data:`ONE_HOT_MAX_VOCAB` (its transpose is a matmul too, where a gather's is
