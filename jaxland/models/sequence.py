@@ -26,18 +26,26 @@ O(chunk_size x T x V) of logits (times the tangents it carries), never
 O(N x T x V). The numbers do not depend on the chunk: each sequence's loss is
 computed on its own.
 
-Peak memory of one Hessian-vector product, chunk of c sequences, float32:
-about ``8 c T V`` bytes of vocabulary-sized arrays (logits, softmax, their
-tangents, the logit cotangent and its tangent), ``8 c T W (13 L + 2)`` bytes
-of per-chunk activations and their tangents (W width, L blocks) plus
-``8 c H T^2 L`` bytes of attention probabilities, plus ``6 D`` floats of
-parameter-sized vectors (w, v, the gradient and its tangent, the two
-accumulators). For the nanochat-d6-sized GPT (V = 50,304, W = 384, L = 6,
-H = 6, T = 2,048, D = 49.4M parameters with untied embeddings), c = 1:
-3.30 GB + 1.28 GB + 1.21 GB + 1.19 GB = about 7.0 GB, whatever N is; without
-chunking the vocabulary term alone is 3.30 GB x N (845 GB for 256
-sequences). ``benchmarks.language_model --memory`` checks the formula against
-XLA's own buffer assignment of the compiled HVP.
+Peak memory of one Hessian-vector product of the nanochat-d6-sized GPT
+(V = 50,304, T = 2,048, width 384, 6 blocks of 6 heads, untied head: 50.1M
+parameters), float32, from XLA's buffer assignment of the compiled program
+(``python -m benchmarks.language_model --memory``; compiled, not run):
+
+* one sequence per chunk: 7.54 GB of temporaries for N = 4 and for N = 16
+  sequences alike, plus 0.6 GB for w, v and the product;
+* no chunking: 7.44 GB for N = 1 and 14.86 GB for N = 2, i.e. 7.42 GB per
+  sequence, so 1.9 TB for 256 sequences.
+
+Of the 7.4 GB one sequence costs, 2.1 GB scale with the vocabulary (the same
+program at V = 1,024 needs 5.34 GB: a few float32 (T, V) arrays of 0.41 GB --
+logits, softmax, their tangents, the cotangent -- and the gradients of the
+vocabulary-sized tables) and most of the rest with T^2 (the attention maps,
+6 blocks x 6 heads x 2,048^2 floats = 0.6 GB per copy, with their tangents
+and cotangents).
+So peak memory is about ``chunk_size x 7.4 GB + 0.7 GB`` whatever N is: one
+sequence per chunk (the automatic choice here: :data:`LOGITS_BUDGET` holds
+less than one sequence's logits) fits a 16 GB GPU, and an 80 GB one can take
+chunks of up to about 9 sequences.
 """
 
 from __future__ import annotations
