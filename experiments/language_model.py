@@ -12,6 +12,10 @@ the share of the theta-free term ``a_k^2``. It runs twice: at ``sigma`` (the
 figure) and at ``sigma_small`` (the comparison with the full-space signal,
 reusing the eigenvectors and coefficients, which do not depend on sigma).
 
+Figures: ``delta_vs_k`` (the three estimators, the random and full-space
+controls and ``a_k^2``, with ``Delta_k k^2``) and ``delta_excess``
+(``Delta_k - a_k^2``, what the directions add, at both sigmas).
+
 Claims checked:
 
 * ``Delta_k k^2`` stays bounded (top-D direct Monte Carlo, at ``sigma``);
@@ -275,9 +279,40 @@ def run(cfg: Config, ctx) -> Outcome:
     }
     ctx.figure(plot_delta(k, curves, title=f"GPT ({model.num_params:,} params), sigma = {cfg.sigma:g}, T = {cfg.num_draws} (bands 2 SE)",
                           unit="sequences", logx=True), "delta_vs_k")
+    ctx.figure(plot_excess(k, m, s, cfg), "delta_excess")
     notes = [f"k counts sequences of {cfg.context} characters ({text.source})",
              "phase times include compilation in the first call; benchmarks.language_model measures steady-state times against a PyTorch twin"]
     return Outcome(arrays, summary, claims, notes)
+
+
+def plot_excess(k, m: dict, s: dict, cfg: Config):
+    """``Delta_k - a_k^2`` (what the directions add to the theta-free term) per estimator, at both sigmas, bands 2 SE."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2))
+    for i, (arrays, pre, sigma) in enumerate(((m, "", cfg.sigma), (s, "small_", cfg.sigma_small))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        a2 = arrays[f"{pre}theta_free"]
+        curves = ((f"direct MC, top-{cfg.d}", "direct"), ("quadratic MC", "quadratic"), ("Gaussian moment", "moment"),
+                  (f"random {cfg.d}-subspace", "random"), ("full space", "full"))
+        scale = []
+        for j, (label, name) in enumerate(curves):
+            ex = arrays[f"{pre}{name}"] - a2
+            se = arrays.get(f"{pre}{name}_se")
+            ax.plot(k, ex, color=f"C{j}", lw=1.1, label=label)
+            if se is not None:
+                ax.fill_between(k, ex - 2 * se, ex + 2 * se, color=f"C{j}", alpha=0.15, lw=0)
+            scale.append(np.median(np.abs(ex)))
+        ax.set_xscale("log")
+        ax.set_yscale("symlog", linthresh=max(float(np.min([v for v in scale if v > 0] or [1e-12])), 1e-30))
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xlabel("k (sequences)")
+        ax.set_ylabel(r"$\Delta_k - a_k^2$")
+        ax.set_title(f"sigma = {sigma:g}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(r"What the probe directions add to the theta-free term $a_k^2 = (L_{k+1}(w^*) - L_k(w^*))^2$")
+    return fig
 
 
 SPEC = Spec("language_model", "Curvature-aligned probing of a GPT: the 2026 estimators, Table 2 phases, Delta versus k",
