@@ -222,3 +222,31 @@ def test_tiny_language_model_experiment(tmp_path):
     assert (tmp_path / "lm" / "delta_vs_k.png").exists()
     with np.load(tmp_path / "lm" / "results.npz") as z:
         assert z["direct"].shape == z["moment"].shape == z["full"].shape == (cfg.n_sequences - 1,)
+
+
+def test_every_estimate_runs_on_a_gpt_with_k_in_sequences():
+    """A language model goes through the whole pipeline: eigenpairs, trace, density, Delta_k, theory, K, surfaces."""
+    model = _tiny()
+    w = model.init(jax.random.key(0))
+    x, y = _tokens(16)
+    key = jax.random.key(7)
+    eig = jl.hessian_eigenpairs(model, w, x, y, d=2, key=key, tol=1e-2)
+    assert eig.eigenvalues.shape == (2,) and np.all(np.isfinite(eig.eigenvalues))
+    # the eigenvectors are eigenvectors: |H u - lambda u| small against |lambda|
+    hu = jl.hvp(model, w, x, y, eig.eigenvectors[0])
+    assert float(jnp.linalg.norm(hu - eig.eigenvalues[0] * eig.eigenvectors[0])) < 0.1 * abs(float(eig.eigenvalues[0]))
+    tr = jl.hessian_trace(model, w, x, y, num_probes=6, key=key)
+    assert np.isfinite(tr.trace) and tr.stderr > 0
+    dens = jl.spectral_density(model, w, x, y, num_probes=2, lanczos_steps=6, key=key)
+    assert np.all(np.isfinite(dens.density))
+    sub = jl.Subspace(w, eig.eigenvectors)
+    mc = jl.delta_monte_carlo(model, sub, x, y, sigma=1e-2, num_draws=8, key=key)
+    assert mc.info.unit == "sequences" and mc.delta.shape == (15,) and np.all(mc.stderr > 0)
+    curv = jl.subspace_curvature(model, sub, x, y)
+    th = jl.theory_delta(curv, sigma=1e-2)
+    assert th.second_order.shape == (15,) and np.all(np.isfinite(th.second_order))
+    assert np.all(np.abs(np.asarray(th.second_order) - np.asarray(mc.delta)) < 4 * np.asarray(mc.stderr) + 1e-3 * np.asarray(mc.delta))
+    k = jl.sufficient_k(mc, tol=float(np.max(mc.delta)) * 2)
+    assert k >= 1
+    surf = jl.loss_surface(model, sub, x, y, k=[4, 8], grid=3)
+    assert surf.loss.shape == (2, 3, 3) and np.all(np.isfinite(surf.loss)) and np.all(np.isfinite(surf.diff_sq))
