@@ -23,6 +23,7 @@ EXPERIMENTS = (
     "forecast",
     "loss_difference",
     "architectures",
+    "language_model",
 )
 
 

@@ -15,14 +15,14 @@ import importlib as _importlib
 from ._version import __version__
 from .errors import ConfigError, DataError, DataNotFoundError, JaxlandError, NumericalError, TrainingError
 
-from .data import Dataset, load_dataset
-from .models import Model, accuracy, as_model, build_model, mean_loss, MLPConfig, per_sample_losses, reference_mlp
+from .data import Dataset, load_dataset, load_text
+from .models import Model, accuracy, as_language_model, as_model, build_model, mean_loss, MLPConfig, per_sample_losses, reference_mlp
 from .training import TrainResult, cached_train, train
 from .curvature import (bottom_eigenpairs, choose_d, extreme_eigenvalues, hessian_eigenpairs, hessian_eigenpairs_batch,
                         hessian_trace, hvp, loss_and_grad, spectral_density)
 from .curvature import fisher_operator, ggn_operator, hessian_operator
 from .linalg import EigResult
-from .landscape import (DeltaResult, Subspace, delta_monte_carlo, delta_split, hessian_subspace, loss_differences,
+from .landscape import (DeltaResult, Subspace, curvature_probe, delta_monte_carlo, delta_split, hessian_subspace, loss_differences,
                         loss_surface, random_directions, subspace_curvature, theory_delta)
 from .sample_size import KForecast, forecast_dataset_size, forecast_sufficient_k, sufficient_k
 from .sharding import device_mesh, initialize_distributed
@@ -33,9 +33,9 @@ __all__ = [
     # errors
     "JaxlandError", "ConfigError", "DataError", "DataNotFoundError", "NumericalError", "TrainingError",
     # data
-    "Dataset", "load_dataset",
+    "Dataset", "load_dataset", "load_text",
     # models
-    "Model", "as_model", "MLPConfig", "reference_mlp", "build_model", "per_sample_losses", "mean_loss", "accuracy",
+    "Model", "as_model", "as_language_model", "MLPConfig", "reference_mlp", "build_model", "per_sample_losses", "mean_loss", "accuracy",
     # training
     "TrainResult", "train", "cached_train",
     # curvature
@@ -44,7 +44,7 @@ __all__ = [
     "hessian_operator", "ggn_operator", "fisher_operator",
     # landscape
     "Subspace", "hessian_subspace", "random_directions", "DeltaResult", "delta_monte_carlo", "subspace_curvature",
-    "theory_delta", "delta_split", "loss_surface", "loss_differences",
+    "theory_delta", "delta_split", "loss_surface", "loss_differences", "curvature_probe",
     # sample size
     "sufficient_k", "KForecast", "forecast_sufficient_k", "forecast_dataset_size",
     # devices and results on disk
@@ -57,7 +57,7 @@ _MOVED = {
     "read_idx": "data", "normalize_images": "data", "DATASETS": "data", "NORMALIZATIONS": "data",
     "LOSSES": "models", "cross_entropy": "models", "mse": "models", "ACTIVATIONS": "models", "MLP": "models",
     "Layer": "models", "ARCHITECTURES": "models", "MODEL_NAMES": "models", "LeNet5": "models", "ResNet": "models",
-    "ViT": "models",
+    "ViT": "models", "GPT": "models", "SequenceModel": "models", "sequence_cross_entropy": "models", "Vocabulary": "data", "TextData": "data",
     "DIVERGENCE_FACTOR": "training", "save_params": "training", "load_params": "training", "train_epoch": "training", "default_cache_dir": "training",
     "dense_hessian": "curvature", "hessian_matvec": "curvature", "hvp_batch": "curvature", "sharded_hvp": "curvature",
     "SpectralDensity": "curvature", "TraceEstimate": "curvature", "Extremes": "curvature", "DChoice": "curvature",

@@ -228,7 +228,7 @@ def per_sample_loss_matrix(
 
 
 def _result(delta, se, num_k, perms, samples_per_k, *, sigma, num_draws, subspace_dim, kernel, allow_nonfinite,
-            num_samples, method="none", effective=None) -> DeltaResult:
+            num_samples, method="none", effective=None, model=None) -> DeltaResult:
     """Attach k = 1..K-1, the k^2-scaled curves and the metadata to per-k estimates."""
     finite_result(
         "Delta_k", (delta, se), where="k-1 = ", allow=allow_nonfinite,
@@ -238,7 +238,7 @@ def _result(delta, se, num_k, perms, samples_per_k, *, sigma, num_draws, subspac
     k2 = jnp.asarray(k, delta.dtype) ** 2
     _, used, _ = group_split(num_samples, samples_per_k)
     info = DeltaInfo(float(sigma), int(num_draws), subspace_dim, samples_per_k,
-                     1 if perms is None else int(perms.shape[0]), unit(samples_per_k), kernel, method, effective,
+                     1 if perms is None else int(perms.shape[0]), unit(samples_per_k, model), kernel, method, effective,
                      int(num_samples), int(used), None if perms is None else np.asarray(perms))
     return DeltaResult(k, delta, se, delta * k2, se * k2, info)
 
@@ -406,6 +406,6 @@ def delta_monte_carlo(
         draw_level=m > 1,
     )
     delta, se, eff = estimate_from_moments(unit_stats, draw_stats, eh, fit_on_draws=vr.sobol)
-    return _result(delta, se, num_k, perms, samples_per_k, sigma=sigma, num_draws=t, subspace_dim=d,
+    return _result(delta, se, num_k, perms, samples_per_k, sigma=sigma, num_draws=t, subspace_dim=d, model=model,
                    kernel="specialised" if fast else "generic", allow_nonfinite=allow_nonfinite, num_samples=n,
                    method=vr.name, effective=float(np.median(eff)))

@@ -91,7 +91,7 @@ def loss_surface(
     num_k = num_groups(n, samples_per_k)
     ks = np.atleast_1d(np.asarray(k))
     if ks.size == 0 or not np.issubdtype(ks.dtype, np.integer) or ks.min() < 1 or ks.max() > num_k - 1:
-        raise ConfigError(f"every k must be an integer in [1, {num_k - 1}] ({unit(samples_per_k)}), got {ks.tolist()}")
+        raise ConfigError(f"every k must be an integer in [1, {num_k - 1}] ({unit(samples_per_k, model)}), got {ks.tolist()}")
     grid = positive_int("grid", grid, minimum=2)
     extent = check_real("extent", extent)
     dtype = subspace2d.directions.dtype
@@ -116,7 +116,7 @@ def loss_surface(
         big_l[:, idx].T.reshape(shape),
         (inc[:, idx] ** 2).T.reshape(shape),
         big_l[:, -1].reshape(shape[1:]),
-        samples_per_k, unit(samples_per_k),
+        samples_per_k, unit(samples_per_k, model),
     )
 
 
@@ -153,4 +153,4 @@ def loss_differences(
                   cause="the per-sample losses at w overflow")
     r = int(a.shape[0])
     se = a.std(0, ddof=1) / np.sqrt(r) if r > 1 else jnp.full(a.shape[1], jnp.nan, a.dtype)
-    return LossDifferenceResult(np.arange(1, num_k), a.mean(0), se, r, samples_per_k, unit(samples_per_k))
+    return LossDifferenceResult(np.arange(1, num_k), a.mean(0), se, r, samples_per_k, unit(samples_per_k, model))

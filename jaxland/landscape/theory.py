@@ -257,9 +257,9 @@ def theory_delta_eigensolver(
     num_k = num_groups(n, samples_per_k)
     ks = np.atleast_1d(np.asarray(k))
     if not np.issubdtype(ks.dtype, np.integer):
-        raise ConfigError(f"k must be integers (k in {unit(samples_per_k)}), got {ks.tolist()}")
+        raise ConfigError(f"k must be integers (k in {unit(samples_per_k, model)}), got {ks.tolist()}")
     if ks.size == 0 or ks.min() < 1 or ks.max() > num_k - 1:
-        raise ConfigError(f"every k must be in [1, {num_k - 1}] ({unit(samples_per_k)}), got {ks.tolist()}")
+        raise ConfigError(f"every k must be in [1, {num_k - 1}] ({unit(samples_per_k, model)}), got {ks.tolist()}")
     per_unit = 1 if samples_per_k is None else int(samples_per_k)
     out, lams = [], []
     for kk in ks:
@@ -269,4 +269,4 @@ def theory_delta_eigensolver(
         out.append(sigma**4 / 4 * (2 * np.sum(dl**2) + np.sum(dl) ** 2))
         lams.append(pair)
     return EigensolverTheory(ks, np.asarray(out), np.asarray(lams),
-                             TheoryInfo(sigma, samples_per_k, unit(samples_per_k), n, group_split(n, samples_per_k)[1]))
+                             TheoryInfo(sigma, samples_per_k, unit(samples_per_k, model), n, group_split(n, samples_per_k)[1]))

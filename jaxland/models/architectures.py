@@ -37,6 +37,7 @@ from flax.nnx.nn.attention import dot_product_attention_weights
 from ..errors import ConfigError
 from .mlp import MLPConfig
 from .base import Model, as_model
+from .gpt import gpt_model
 
 __all__ = ["LeNet5", "ResNet", "ViT", "ARCHITECTURES", "flops_per_sample", "build_model", "MODEL_NAMES"]
 
@@ -383,23 +384,35 @@ def flops_per_sample(module_name: str, **kwargs) -> int:
     return int(ARCHITECTURES[module_name].flops(**kwargs))
 
 
-def build_model(name: str = "mlp", input_shape=(28, 28, 1), num_classes: int = 10, *, loss="cross_entropy", **kwargs) -> Model:
+def build_model(name: str = "mlp", input_shape=None, num_classes: int | None = None, *, loss="cross_entropy", **kwargs) -> Model:
     """A jaxland model of a shipped architecture, ready for every estimate.
 
     ``name``: ``"mlp"`` (flattened inputs; ``hidden=(256, 256)``,
     ``activation="relu"``, ``use_bias=True``), ``"lenet5"``, ``"resnet"``
     (``depth``, ``width``) or ``"vit"`` (``patch_size``, ``dim``, ``depth``,
     ``heads``, ``mlp_dim``, ``pool``); ``kwargs`` go to the constructor.
-    ``input_shape`` is per sample: (H, W, C) images for the convolutional and
-    attention models (``load_dataset(..., flatten=False)``); the MLP takes
-    ``prod(input_shape)`` features. The model's ``spec`` (weight-cache key)
-    holds the name and every argument, and ``init(key)`` builds fresh weights.
+    ``input_shape`` is per sample (default (28, 28, 1)): (H, W, C) images for
+    the convolutional and attention models (``load_dataset(..., flatten=False)``);
+    the MLP takes ``prod(input_shape)`` features; ``num_classes`` defaults to 10.
+    The model's ``spec`` (weight-cache key) holds the name and every argument,
+    and ``init(key)`` builds fresh weights.
+
+    ``"gpt"``: the decoder-only transformer of :mod:`jaxland.models.gpt`
+    (``vocab_size``, ``context``, ``width``, ``depth``, ``heads``,
+    ``tie_weights``, ``chunk_size``; ``input_shape=(context,)`` and
+    ``num_classes=vocab_size`` are accepted too), with the loss
+    ``"sequence_cross_entropy"`` (see :func:`jaxland.models.gpt_model`).
 
     Example::
 
         model = jl.build_model("resnet", (28, 28, 1), 10, depth=8, width=8)
+        gpt = jl.build_model("gpt", vocab_size=65, context=64, width=128, depth=4, heads=4)
         w = model.init(jax.random.key(0))
     """
+    if name == "gpt":
+        return gpt_model(input_shape=input_shape, num_classes=num_classes, loss=loss, **kwargs)
+    input_shape = (28, 28, 1) if input_shape is None else input_shape
+    num_classes = 10 if num_classes is None else num_classes
     if name == "mlp":
         hidden = tuple(int(h) for h in kwargs.pop("hidden", (256, 256)))
         features = 1
@@ -407,7 +420,7 @@ def build_model(name: str = "mlp", input_shape=(28, 28, 1), num_classes: int = 1
             features *= int(s)
         return MLPConfig((features, *hidden, int(num_classes)), loss=loss, **kwargs)
     if name not in ARCHITECTURES:
-        raise ConfigError(f"unknown architecture {name!r}; choose one of {list(MODEL_NAMES)}")
+        raise ConfigError(f"unknown architecture {name!r}; choose one of {list(MODEL_NAMES) + ['gpt']}")
     input_shape = _check_input_shape(input_shape)
     factory = functools.partial(ARCHITECTURES[name], input_shape, int(num_classes), **kwargs)
     spec = {"architecture": name, "input_shape": list(input_shape), "num_classes": int(num_classes), **kwargs}

@@ -32,7 +32,9 @@ as a fixed affine layer with the statistics the module holds).
 
 **Losses.** ``"cross_entropy"`` (softmax cross-entropy, integer labels; the
 default), ``"mse"`` (mean over output entries of the squared error; targets of
-the output's shape), or any callable ``loss(outputs, y) -> (n,)``.
+the output's shape), ``"sequence_cross_entropy"`` (logits (n, T, V), targets
+(n, T), -1 = padding: the mean next-token cross-entropy of each sequence, see
+:mod:`jaxland.models.sequence_loss`), or any callable ``loss(outputs, y) -> (n,)``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from jax.flatten_util import ravel_pytree
 from ..errors import ConfigError
 from .identity import callable_key
 from ..validate import mse_shapes_match
+from .sequence_loss import sequence_cross_entropy
 
 __all__ = ["Model", "as_model", "LOSSES", "cross_entropy", "mse"]
 
@@ -74,7 +77,8 @@ def mse(outputs: jax.Array, y: jax.Array) -> jax.Array:
     return jnp.mean(err * err, axis=tuple(range(1, outputs.ndim)))
 
 
-LOSSES: dict[str, Callable] = {"cross_entropy": cross_entropy, "mse": mse}
+LOSSES: dict[str, Callable] = {"cross_entropy": cross_entropy, "mse": mse,
+                               "sequence_cross_entropy": sequence_cross_entropy}
 
 
 def _loss_fn(loss) -> Callable:

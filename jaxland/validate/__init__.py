@@ -14,7 +14,7 @@ user names).
 """
 
 from .values import as_array, check_key, check_real, check_seed, check_sigma, finite_result, positive_int, warn
-from .inputs import check_curvature, check_data, check_labels, check_model, check_operator, check_output_loss, check_params, check_subspace, check_vectors, mse_shapes_match
+from .inputs import check_curvature, check_data, check_quadratic_coefficients, is_sequence_model, check_labels, check_model, check_operator, check_output_loss, check_params, check_subspace, check_vectors, mse_shapes_match
 from .prefix import check_prefix, clamp_prefix, group_split, num_groups, unit
 from .paths import check_data_dir, check_output_dir, check_private
 
@@ -33,6 +33,8 @@ __all__ = [
     "group_split",
     "warn",
     "unit",
+    "is_sequence_model",
+    "check_quadratic_coefficients",
     "finite_result",
     "check_model",
     "check_key",

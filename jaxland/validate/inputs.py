@@ -28,6 +28,9 @@ def _shapes(model, x_shape, x_dtype, y_shape, y_dtype):
     except ConfigError:
         raise
     except Exception as e:  # noqa: BLE001  (the model's or loss's own shape error)
+        if is_sequence_model(model) and out is not None and tuple(y_shape) != tuple(out[1:-1]):
+            raise ConfigError(f"targets y have per-sequence shape {tuple(y_shape)} but the model's logits are "
+                              f"{tuple(out[1:])} (positions, vocabulary): give one target per position, -1 for padding") from None
         raise ConfigError(
             f"{getattr(model, 'name', type(model).__name__)} cannot evaluate its loss on inputs of per-sample shape "
             f"{tuple(x_shape)} with targets of per-sample shape {tuple(y_shape)} "
@@ -41,7 +44,10 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
 
     Shapes: ``x`` must be something the model accepts (the expected shape is
     named otherwise); ``y`` has one entry per sample: integer labels in
-    ``[0, classes)`` for cross-entropy, targets of the output's shape for MSE.
+    ``[0, classes)`` for cross-entropy, targets of the output's shape for MSE,
+    and for a language model (``"sequence_cross_entropy"``) integer token ids
+    ``x`` (n, T) in ``[0, V)`` and next-token targets (n, T) in ``[0, V)`` or
+    ``-1`` (padding), at least one counted target per sequence.
     Values (concrete arrays only): every input finite; labels in range.
     """
     check_model(model)
@@ -56,13 +62,20 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
         raise ConfigError(f"y must be an array with one entry per sample, got {type(y).__name__}")
     if y.ndim < 1 or int(y.shape[0]) != n:
         raise ConfigError(f"x has {n} samples but y has shape {tuple(y.shape)}; give one label/target per sample")
-    if not jnp.issubdtype(x.dtype, jnp.floating):
+    sequences = is_sequence_model(model)
+    if sequences and not jnp.issubdtype(x.dtype, jnp.integer):
+        raise ConfigError(f"a language model's inputs x must be integer token ids (n, T), got {x.dtype}; "
+                          "load them with jaxland.data.load_text or convert with x.astype(jnp.int32)")
+    if not sequences and not jnp.issubdtype(x.dtype, jnp.floating):
         raise ConfigError(f"x must be floating point, got {x.dtype}; convert with x.astype(jnp.float32)")
     if getattr(model, "classification", False) and (y.ndim != 1 or not jnp.issubdtype(y.dtype, jnp.integer)):
         raise ConfigError(
             f"cross-entropy needs integer class labels y of shape (n,), got {y.dtype} {tuple(y.shape)}; "
             "for regression targets build the model with loss='mse'"
         )
+    if sequences and not jnp.issubdtype(y.dtype, jnp.integer):
+        raise ConfigError(f"sequence_cross_entropy needs integer next-token targets (n, T) (-1 = padding), got {y.dtype} "
+                          f"{tuple(y.shape)}")
     out, loss_shape = _shapes(model, tuple(x.shape[1:]), jnp.dtype(x.dtype), tuple(y.shape[1:]), jnp.dtype(y.dtype))
     if loss_shape != (2,):
         raise ConfigError(
@@ -75,14 +88,38 @@ def check_data(model, x, y, *, min_samples: int = 2, values: bool = True) -> int
             "give targets of the output's shape (or shape (n,) for one output)"
         )
     if values and _concrete(x) and _concrete(y):
-        if not _all_finite(x):
+        if not sequences and not _all_finite(x):
             bad = _eager(lambda: int(jnp.sum(~jnp.isfinite(x))))
             raise ConfigError(f"x contains {bad} non-finite value(s) (NaN/inf); clean or drop those samples first")
         if getattr(model, "classification", False) and out is not None:
             _label_range(y, int(out[-1]))
+        elif sequences and out is not None:
+            _check_tokens(model, x, y, int(out[-1]))
         elif jnp.issubdtype(y.dtype, jnp.floating) and not _all_finite(y):
             raise ConfigError("targets y contain non-finite values (NaN/inf)")
     return n
+
+
+def is_sequence_model(model) -> bool:
+    """Whether ``model``'s samples are sequences: its loss is ``"sequence_cross_entropy"`` (inputs are token ids)."""
+    return getattr(model, "loss", None) == "sequence_cross_entropy"
+
+
+def _check_tokens(model, x, y, vocab: int) -> None:
+    """Token ids ``x`` in [0, V); targets ``y`` in [0, V) or -1 (padding), at least one counted per sequence."""
+    v_in = int(getattr(model, "vocab_size", None) or vocab)
+    lo, hi = _eager(lambda: int(jnp.min(x))), _eager(lambda: int(jnp.max(x)))
+    if lo < 0 or hi >= v_in:
+        raise ConfigError(f"token ids x must lie in [0, {v_in}) for the model's vocabulary of {v_in}, got min {lo}, max {hi}; "
+                          "encode the text with the vocabulary the model was built for")
+    lo, hi = _eager(lambda: int(jnp.min(y))), _eager(lambda: int(jnp.max(y)))
+    if lo < -1 or hi >= vocab:
+        raise ConfigError(f"targets y must lie in [0, {vocab}) (the vocabulary) or be -1 (padding), got min {lo}, max {hi}")
+    empty = _eager(lambda: int(jnp.sum(jnp.all(y.reshape(y.shape[0], -1) < 0, axis=1))))
+    if empty:
+        first = _eager(lambda: int(jnp.argmax(jnp.all(y.reshape(y.shape[0], -1) < 0, axis=1))))
+        raise ConfigError(f"{empty} sequence(s) have no target (every position -1), first at index {first}: their loss "
+                          "is undefined; drop them")
 
 
 def mse_shapes_match(out_shape, y_shape) -> bool:
@@ -267,3 +304,19 @@ def check_curvature(curv, *, values: bool = True) -> tuple[int, int]:
             if _concrete(a) and not _all_finite(a):
                 raise ConfigError(f"curv.{nm} contains non-finite values (NaN/inf): recompute subspace_curvature at a finite w*")
     return n, d
+
+
+def check_quadratic_coefficients(coef) -> tuple[int, int]:
+    """Second-order increments ``a`` (K,), ``c`` (K, D), ``B`` (K, D, D); returns (K, D).
+
+    Shapes only: the closed forms that take them check the values inside
+    their own compiled call (one host round trip instead of two), and raise on
+    a non-finite coefficient there.
+    """
+    if not all(hasattr(coef, f) for f in ("a", "c", "B")):
+        raise ConfigError(f"coef must be QuadraticCoefficients (a, c, B) from jaxland.landscape.quadratic_coefficients, "
+                          f"got {type(coef).__name__}")
+    a, c, b = (tuple(np.shape(v)) for v in (coef.a, coef.c, coef.B))
+    if len(a) != 1 or len(c) != 2 or c[0] != a[0] or b != (a[0], c[1], c[1]):
+        raise ConfigError(f"coef must hold a (K,), c (K, D), B (K, D, D); got shapes {a}, {c}, {b}")
+    return int(a[0]), int(c[1])

@@ -43,9 +43,12 @@ def num_groups(n: int, samples_per_k, *, warn_dropped: bool = True) -> int:
     return k
 
 
-def unit(samples_per_k) -> str:
-    """``"samples"`` or ``"batches"``: what k counts."""
-    return "samples" if samples_per_k is None else "batches"
+def unit(samples_per_k, model=None) -> str:
+    """What k counts: ``"batches"`` (of ``samples_per_k`` samples), else ``"sequences"`` for a language model
+    (loss ``"sequence_cross_entropy"``), else ``"samples"``."""
+    if samples_per_k is not None:
+        return "batches"
+    return "sequences" if getattr(model, "loss", None) == "sequence_cross_entropy" else "samples"
 
 
 def check_prefix(k, n: int, name: str = "k"):
