@@ -60,6 +60,15 @@ def test_readme_spectrum_runs():
     assert np.isfinite(tr.trace) and tr.stderr > 0 and len(ch.eigenvalues) == 12 and ch.d_eigengap >= 1
 
 
+@pytest.mark.slow
+def test_readme_language_model_runs():
+    ns = _snippet("## Language models", [("limit=256", "limit=32"), ("width=64, depth=2", "width=16, depth=1"), ("epochs=4", "epochs=1"),
+                                         ("num_draws=128", "num_draws=8"), ("256x64", "32x64")])
+    probe = ns["probe"]
+    assert probe.unit == "sequences" and probe.direct.delta.shape == (31,) and np.all(np.isfinite(probe.moment))
+    assert {"eigenvectors", "direct_mc", "coefficients", "quadratic_mc", "gaussian_moment"} <= set(probe.timings)
+
+
 def test_layout_lists_every_subpackage_and_module():
     text = README.read_text()
     block = text[text.index("## Layout"):]

@@ -303,6 +303,7 @@ def curvature_probe(
     random_control: bool = True,
     eig_tol: float = 1e-3,
     eig_method: str = "lanczos",
+    eig_options: dict | None = None,
     chunk_size: int | None = None,
     sample_block: int | None = None,
 ) -> ProbeResult:
@@ -328,7 +329,10 @@ def curvature_probe(
     of ``samples_per_k``. ``chunk_size``: draws vmapped together in the Monte
     Carlo passes (None: 1 for a language model, whose forward pass runs
     fastest mapped over draws, else the Monte Carlo default); ``sample_block``
-    goes to the Monte Carlo and curvature passes.
+    goes to the Monte Carlo and curvature passes. ``eig_options`` go to
+    :func:`jaxland.hessian_eigenpairs` (e.g. ``max_matvecs=``, or
+    ``basis_dtype=jnp.bfloat16`` to halve the Krylov basis, two
+    ``(max_matvecs, P)`` arrays, where P is large).
 
     Each phase is timed around a blocking call, so a first call's times include
     compilation; call twice for steady-state times.
@@ -349,7 +353,8 @@ def curvature_probe(
 
     if eigenvectors is None:
         eig = _timed(timings, "eigenvectors",
-                     lambda: hessian_eigenpairs(model, w, x, y, d, key=jax.random.fold_in(key, 0), tol=eig_tol, method=eig_method))
+                     lambda: hessian_eigenpairs(model, w, x, y, d, key=jax.random.fold_in(key, 0), tol=eig_tol, method=eig_method,
+                                                                 **(eig_options or {})))
         u, lam, matvecs, conv = jnp.asarray(eig.eigenvectors), eig.eigenvalues, int(eig.num_matvecs), bool(np.all(eig.converged))
     else:
         u = jnp.asarray(eigenvectors, w.dtype)
