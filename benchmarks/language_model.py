@@ -242,8 +242,34 @@ def run(args) -> dict:
             "direct_jaxland": jd.tolist(), "direct_torch": twin["direct"].tolist(),
             "moment_jaxland": jm.tolist(), "moment_torch": twin["moment"].tolist(),
         },
+        "memory": _cpu_memory(model, x),
         "load_average": {"before": load_before, "after": _load()},
     }
+
+
+def _cpu_memory(model, x) -> dict:
+    """At this run's size: XLA's temporaries for one HVP, chunked (the model's chunk) and unchunked, and the peak RSS."""
+    import resource
+
+    import jax
+    import jax.numpy as jnp
+
+    import jaxland as jl
+    from jaxland.models.sequence import SequenceModel, auto_chunk_size
+
+    def temp(m):
+        w = jax.ShapeDtypeStruct((m.num_params,), jnp.float32)
+        xs = jax.ShapeDtypeStruct(x.shape, x.dtype)
+        fn = jax.jit(lambda w_, v_, x_, y_: jax.jvp(jax.grad(lambda u: jl.mean_loss(m, u, x_, y_)), (w_,), (v_,))[1])
+        return fn.lower(w, w, xs, xs).compile().memory_analysis().temp_size_in_bytes / 1e6
+
+    whole = SequenceModel(model.inner, chunk_size=1 << 30)
+    return {"sequences": int(x.shape[0]), "chunk_size": model.chunk_size or auto_chunk_size(int(x.shape[1]), int(model.vocab_size)), "hvp_temp_MB_chunked": temp(model),
+            "hvp_temp_MB_unchunked": temp(whole), "hvp_temp_MB_chunks_of_16": temp(SequenceModel(model.inner, chunk_size=16)),
+            "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
+            "note": "temporaries from XLA's buffer assignment of the compiled HVP (the automatic chunk counts logits only: at "
+                    "this size it holds every sequence, and the activations dominate); peak RSS of the whole benchmark process "
+                    "(torch twin included)"}
 
 
 def memory(args) -> dict:
