@@ -60,6 +60,7 @@ def _tokens(n, t=6, v=7, seed=1):
     return x, y.at[0, -2:].set(-1)  # one padded sequence
 
 
+@pytest.mark.slow
 def test_chunked_products_equal_unchunked_and_dense_hessian(x64):
     whole = _tiny(chunk_size=1000, width=4, heads=1)
     chunked = SequenceModel(whole.inner, chunk_size=3)  # 10 sequences: chunks of 3, 3, 3, 1 (padded)
@@ -209,6 +210,7 @@ def test_text_windows_and_tokenizer_round_trip(tmp_path):
         load_text(tmp_path / "bad.txt", context=2)
 
 
+@pytest.mark.slow
 def test_tiny_language_model_experiment(tmp_path):
     from experiments import language_model
     from experiments._cli import resolve_config
@@ -224,6 +226,7 @@ def test_tiny_language_model_experiment(tmp_path):
         assert z["direct"].shape == z["moment"].shape == z["full"].shape == (cfg.n_sequences - 1,)
 
 
+@pytest.mark.slow
 def test_every_estimate_runs_on_a_gpt_with_k_in_sequences():
     """A language model goes through the whole pipeline: eigenpairs, trace, density, Delta_k, theory, K, surfaces."""
     model = _tiny()
