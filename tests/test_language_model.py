@@ -211,22 +211,6 @@ def test_text_windows_and_tokenizer_round_trip(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_language_model_experiment(tmp_path):
-    from experiments import language_model
-    from experiments._cli import resolve_config
-    from experiments._runner import run_experiment
-
-    cfg = resolve_config(language_model.SPEC, {}, tiny=True)
-    rec = run_experiment(language_model.SPEC, cfg, tmp_path / "lm", progress=False)
-    assert rec["summary"]["unit"] == "sequences"
-    assert [r["phase"] for r in rec["summary"]["rows"]][:5] == ["eigenvectors", "direct_mc", "coefficients", "quadratic_mc", "gaussian_moment"]
-    assert len(rec["claims"]) == 4 and all(c["held"] in (True, False, None) for c in rec["claims"])
-    assert (tmp_path / "lm" / "delta_vs_k.png").exists()
-    with np.load(tmp_path / "lm" / "results.npz") as z:
-        assert z["direct"].shape == z["moment"].shape == z["full"].shape == (cfg.n_sequences - 1,)
-
-
-@pytest.mark.slow
 def test_every_estimate_runs_on_a_gpt_with_k_in_sequences():
     """A language model goes through the whole pipeline: eigenpairs, trace, density, Delta_k, theory, K, surfaces."""
     model = _tiny()

@@ -75,6 +75,20 @@ def test_main_job_runs_every_experiment(tiny_run):
 
 
 @pytest.mark.slow
+def test_language_model_record_counts_sequences_and_has_table_2(tiny_run):
+    _, out = tiny_run
+    d = out / "language_model"
+    rec = json.loads((d / "results.json").read_text())
+    assert rec["summary"]["unit"] == "sequences"
+    assert [r["phase"] for r in rec["summary"]["rows"]][:5] == ["eigenvectors", "direct_mc", "coefficients", "quadratic_mc", "gaussian_moment"]
+    assert len(rec["claims"]) == 4 and set(rec["figures"]) == {"delta_vs_k", "delta_excess"}
+    assert "K" in rec["summary"]["K_forecast"] or rec["summary"]["K_forecast"]["refused"]
+    with np.load(d / "results.npz") as z:
+        n = rec["config"]["n_sequences"]
+        assert z["direct"].shape == z["moment"].shape == z["full"].shape == z["random"].shape == (n - 1,)
+
+
+@pytest.mark.slow
 def test_report_states_what_the_records_say(tiny_run):
     _, out = tiny_run
     page = (out / "report.html").read_text()
