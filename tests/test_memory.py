@@ -142,3 +142,22 @@ def test_an_eigensolver_basis_that_cannot_fit_is_refused(monkeypatch):
     w = model.init(jax.random.key(0))
     res = jl.hessian_eigenpairs(model, w, x, y, 2, key=jax.random.key(1))  # small: within the same 1 GB
     assert res.eigenvalues.shape == (2,)
+
+
+@pytest.mark.parametrize("name", ["mlp", "lenet5", "gpt"])
+def test_hvp_estimate_is_above_xla_buffers_and_within_4x(name):
+    """The per-sample estimate of one HVP bounds XLA's buffer assignment from above, and not by far (a 9x
+    overestimate refused language-model runs that fit)."""
+    if name == "gpt":
+        model = jl.build_model("gpt", vocab_size=61, context=32, width=32, depth=2, heads=2)
+        x = jax.random.randint(jax.random.key(0), (64, 32), 0, 61)
+        y = x
+    else:
+        model = jl.build_model(name, (28, 28, 1), 10, **({"hidden": (64, 64)} if name == "mlp" else {}))
+        x = jnp.zeros((64, 784) if name == "mlp" else (64, 28, 28, 1))
+        y = jnp.zeros((64,), jnp.int32)
+    est = sum(memory.hvp_parts(model, x, y).values())
+    w = jax.ShapeDtypeStruct((model.num_params,), jnp.float32)
+    fn = jax.jit(lambda w_, v, x_, y_: jax.jvp(jax.grad(lambda u: jl.mean_loss(model, u, x_, y_)), (w_,), (v,))[1])
+    xla = fn.lower(w, w, x, y).compile().memory_analysis().temp_size_in_bytes
+    assert xla <= est <= 4 * xla + (1 << 20), (est, xla)
