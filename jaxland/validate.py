@@ -43,6 +43,7 @@ __all__ = [
     "check_output_dir",
     "check_data_dir",
     "check_private",
+    "check_loop",
 ]
 
 
@@ -432,3 +433,13 @@ def check_private(path, name: str) -> Path:
         raise ConfigError(f"{name} {path}: the {kind} is writable by {who} (mode {oct(st.st_mode & 0o777)}); "
                           f"make it private (chmod go-w {path}) or use another")
     return p
+
+
+def check_loop(loop, name: str = "loop") -> str:
+    """Where an iterative estimator's loop runs: one of :data:`jaxland.linalg.loops.LOOPS`."""
+    from .linalg.loops import LOOPS  # imported late: linalg imports this module
+
+    if loop not in LOOPS:
+        raise ConfigError(f"{name} must be one of {LOOPS} (where the solver's loop runs: 'auto' picks the host loop for "
+                          f"convolutions on a CPU), got {loop!r}")
+    return loop
