@@ -28,7 +28,7 @@ import numpy as np
 
 from .._compat import renamed_kwargs
 from ..errors import ConfigError
-from .kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK, delta_stream, has_fast_kernel, loss_matrix, squared_increments
+from .kernels import default_blocks, delta_stream, fast_kernel as choose_kernel, loss_matrix, squared_increments
 from ..sharding import AXIS, DEFAULT_MEMORY_BUDGET, auto_chunk, ceil_div, gather, pad_rows, replicate, resolve_mesh
 from .theory import SubspaceCurvature, subspace_curvature
 from ..validate import check_data, check_sigma, check_subspace, finite_result, num_groups, positive_int, unit
@@ -143,9 +143,12 @@ def check_matmul_dtype(model, matmul_dtype):
     return dt
 
 
-def _sample_block(sample_block, d, n, samples_per_k=None):
+_KERNEL_NAMES = {"model": "specialised", "first_layer": "first_layer", None: "generic"}
+
+
+def _sample_block(sample_block, d, n, samples_per_k=None, default=512):
     # per (block, draw) an MLP's deeper layers' W(theta) cost d/block of the forward pass: keep block >= 8d
-    block = min(positive_int("sample_block", sample_block, max(DEFAULT_SAMPLE_BLOCK, 8 * d)), n)
+    block = min(positive_int("sample_block", sample_block, max(default, 8 * d)), n)
     if samples_per_k is not None:  # the data-order stream needs whole batches in a block
         block = max(int(samples_per_k), block // int(samples_per_k) * int(samples_per_k))
     return block
@@ -168,15 +171,20 @@ def per_sample_loss_matrix(
     """``l_i(w* + theta_t @ P)`` for every draw t and sample i: shape (T, N).
 
     One jitted program (data are arguments, never constants): sample blocks
-    outside, draws chunked inside (:mod:`jaxland.landscape.kernels`). Defaults: ``chunk_size
-    = 16`` draws vmapped together, ``sample_block = max(512, 8 d)`` samples (measured on 2 CPU
-    cores, reference MLP).
+    outside, draws chunked inside (:mod:`jaxland.landscape.kernels`). Defaults
+    per model (:func:`jaxland.landscape.kernels.default_blocks`, measured on 2
+    CPU cores): the MLP ``chunk_size = 16`` draws vmapped together and
+    ``sample_block = max(512, 8 d)`` samples; on a CPU a network with a
+    convolution maps its draws one at a time (vmapped draws turn its
+    convolutions into grouped ones) over blocks of 64 samples.
 
     ``fast_kernel``: use the model's specialised kernel when it has one (the
     MLP's first layer sees fixed inputs, so ``x @ W1(theta) = x @ W1* + sum_j
     theta_j (x @ P1_j)`` is formed once per block; see
-    :meth:`jaxland.MLPConfig.subspace_kernel`); every other model takes the
-    generic kernel. ``mesh``: the draws are split over a 1-D device mesh
+    :meth:`jaxland.MLPConfig.subspace_kernel`), else the first-layer kernel
+    when the model's first layer (a Dense, Conv or Embed on the data) splits
+    off (:meth:`jaxland.models.base.Model.first_layer`: the same identity for
+    any network), else the generic kernel. ``mesh``: the draws are split over a 1-D device mesh
     (None: every visible device; an int n: the first n devices); numbers equal
     the single-device ones to float rounding. ``matmul_dtype``: e.g.
     ``"bf16"`` runs the forward passes in bfloat16 (the MLP keeps float32
@@ -188,13 +196,16 @@ def per_sample_loss_matrix(
     if thetas.ndim != 2 or thetas.shape[1] != d:
         raise ConfigError(f"thetas must be (T, d={d}), got shape {tuple(thetas.shape)}")
     mesh = resolve_mesh(mesh)
+    mdt = check_matmul_dtype(model, matmul_dtype)
+    fast = choose_kernel(model, subspace, x, y, enabled=bool(fast_kernel), matmul_dtype=mdt)
+    block0, chunk0 = default_blocks(model, fast, subspace, x, y)
     subspace, x, y = replicate(mesh, subspace, x, y)
     out = loss_matrix(
         model, subspace, thetas, x, y,
-        draw_chunk=positive_int("chunk_size", chunk_size, DEFAULT_DRAW_CHUNK),
-        sample_block=_sample_block(sample_block, d, n),
-        fast=bool(fast_kernel) and has_fast_kernel(model, d),
-        matmul_dtype=check_matmul_dtype(model, matmul_dtype),
+        draw_chunk=positive_int("chunk_size", chunk_size, chunk0),
+        sample_block=_sample_block(sample_block, d, n, default=block0),
+        fast=fast,
+        matmul_dtype=mdt,
         mesh=mesh,
     )
     return gather(out)
@@ -369,13 +380,15 @@ def delta_monte_carlo(
                           f"need >= {4 if vr.control_variate else 2} (the control variate fits beta on two halves): "
                           "raise num_draws" + (" or lower scramblings" if vr.sobol else ""))
     perms = orderings_array(orderings, n, None if key is None else jax.random.fold_in(key, 1))
-    fast = bool(fast_kernel) and has_fast_kernel(model, d)
+    mdt = check_matmul_dtype(model, matmul_dtype)
+    fast = choose_kernel(model, subspace, x, y, enabled=bool(fast_kernel), matmul_dtype=mdt)
+    block0, chunk0 = default_blocks(model, fast, subspace, x, y)
     mesh = resolve_mesh(mesh)
     coef = eh = None
     if vr.control_variate:
         curv = subspace_curvature(model, subspace, x, y, mesh=1 if mesh is None else mesh) if curvature is None else curvature
         coef, eh = control_inputs(curv, n, d, sigma, samples_per_k, perms)
-    block = _sample_block(sample_block, d, n, samples_per_k)
+    block = _sample_block(sample_block, d, n, samples_per_k, default=block0)
     plan = stream_plan(
         t, n, devices=1 if mesh is None else mesh.size, memory_budget=memory_budget, itemsize=units.dtype.itemsize,
         sample_block=block if perms is None else None, unit_draws=m, control_variate=vr.control_variate,
@@ -393,10 +406,10 @@ def delta_monte_carlo(
     subspace, x, y, perms, coef = replicate(mesh, subspace, x, y, perms, coef)
     unit_stats, draw_stats = delta_stream(
         model, subspace, th, valid, halves, x, y, perms, coef,
-        draw_chunk=positive_int("chunk_size", chunk_size, DEFAULT_DRAW_CHUNK),
+        draw_chunk=positive_int("chunk_size", chunk_size, chunk0),
         sample_block=block,
         fast=fast,
-        matmul_dtype=check_matmul_dtype(model, matmul_dtype),
+        matmul_dtype=mdt,
         mesh=mesh,
         samples_per_k=samples_per_k,
         pass_units=pass_units,
@@ -405,5 +418,5 @@ def delta_monte_carlo(
     )
     delta, se, eff = estimate_from_moments(unit_stats, draw_stats, eh, fit_on_draws=vr.sobol)
     return _result(delta, se, num_k, perms, samples_per_k, sigma=sigma, num_draws=t, subspace_dim=d,
-                   kernel="specialised" if fast else "generic", allow_nonfinite=allow_nonfinite,
+                   kernel=_KERNEL_NAMES[fast], allow_nonfinite=allow_nonfinite,
                    method=vr.name, effective=float(np.median(eff)))
