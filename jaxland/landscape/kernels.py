@@ -115,24 +115,31 @@ def has_fast_kernel(model, d: int) -> bool:
     return bool(check is not None and check(d))
 
 
-def fast_kernel(model, subspace, x, y, *, enabled: bool = True, matmul_dtype=None):
+def fast_kernel(model, subspace, x, y, *, enabled=True, matmul_dtype=None):
     """Which kernel :func:`block_losses` uses: ``"model"``, ``"first_layer"`` or None (generic).
 
-    The model's own kernel when it has one for this d; else the first-layer
-    kernel when ``model.first_layer`` splits the losses on a block of these
-    shapes (full precision only); else the generic kernel. Tracing only.
+    ``enabled=True``: the model's own kernel when it has one for this d; else
+    the first-layer kernel when ``model.first_layer`` splits the losses on a
+    block of these shapes (full precision only) and saves arithmetic there
+    (``d < fan_in``: a LeNet-5's 5x5 first convolution, not a 3x3 one on one
+    channel, nor an embedding lookup); else the generic kernel.
+    ``enabled="first_layer"``: the first-layer kernel whenever the first layer
+    splits off. ``enabled=False``: generic. Tracing only.
     """
     if not enabled:
         return None
     d = subspace.directions.shape[0]
-    if has_fast_kernel(model, d):
+    if enabled is True and has_fast_kernel(model, d):
         return "model"
     split = getattr(model, "first_layer", None)
     if split is None or matmul_dtype is not None:
         return None
     aval = lambda a: jax.ShapeDtypeStruct((1,) + tuple(a.shape[1:]), a.dtype)
     center = jax.ShapeDtypeStruct(subspace.center.shape, subspace.center.dtype)
-    return "first_layer" if split(center, aval(x), aval(y)) is not None else None
+    found = split(center, aval(x), aval(y))
+    if found is None or (enabled is True and not d < found.fan_in):
+        return None
+    return "first_layer"
 
 
 def loss_body(model, subspace, thetas, x, y, *, draw_chunk, sample_block, fast, matmul_dtype=None):

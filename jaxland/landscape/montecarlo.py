@@ -146,6 +146,14 @@ def check_matmul_dtype(model, matmul_dtype):
 _KERNEL_NAMES = {"model": "specialised", "first_layer": "first_layer", None: "generic"}
 
 
+def _kernel_option(fast_kernel):
+    if isinstance(fast_kernel, str):
+        if fast_kernel != "first_layer":
+            raise ConfigError(f"fast_kernel must be True, False or 'first_layer', got {fast_kernel!r}")
+        return fast_kernel
+    return bool(fast_kernel)
+
+
 def _sample_block(sample_block, d, n, samples_per_k=None, default=512):
     # per (block, draw) an MLP's deeper layers' W(theta) cost d/block of the forward pass: keep block >= 8d
     block = min(positive_int("sample_block", sample_block, max(default, 8 * d)), n)
@@ -164,7 +172,7 @@ def per_sample_loss_matrix(
     *,
     chunk_size: int | None = None,
     sample_block: int | None = None,
-    fast_kernel: bool = True,
+    fast_kernel: bool | str = True,
     mesh=None,
     matmul_dtype=None,
 ) -> jax.Array:
@@ -184,7 +192,10 @@ def per_sample_loss_matrix(
     :meth:`jaxland.MLPConfig.subspace_kernel`), else the first-layer kernel
     when the model's first layer (a Dense, Conv or Embed on the data) splits
     off (:meth:`jaxland.models.base.Model.first_layer`: the same identity for
-    any network), else the generic kernel. ``mesh``: the draws are split over a 1-D device mesh
+    any network) and that saves arithmetic (``d`` below the layer's
+    multiply-adds per output, e.g. a LeNet-5's 5x5 convolution), else the
+    generic kernel; ``fast_kernel="first_layer"``: the first-layer kernel
+    wherever the first layer splits off; ``False``: the generic kernel. ``mesh``: the draws are split over a 1-D device mesh
     (None: every visible device; an int n: the first n devices); numbers equal
     the single-device ones to float rounding. ``matmul_dtype``: e.g.
     ``"bf16"`` runs the forward passes in bfloat16 (the MLP keeps float32
@@ -197,7 +208,7 @@ def per_sample_loss_matrix(
         raise ConfigError(f"thetas must be (T, d={d}), got shape {tuple(thetas.shape)}")
     mesh = resolve_mesh(mesh)
     mdt = check_matmul_dtype(model, matmul_dtype)
-    fast = choose_kernel(model, subspace, x, y, enabled=bool(fast_kernel), matmul_dtype=mdt)
+    fast = choose_kernel(model, subspace, x, y, enabled=_kernel_option(fast_kernel), matmul_dtype=mdt)
     block0, chunk0 = default_blocks(model, fast, subspace, x, y)
     subspace, x, y = replicate(mesh, subspace, x, y)
     out = loss_matrix(
@@ -320,7 +331,7 @@ def delta_monte_carlo(
     curvature: SubspaceCurvature | None = None,
     chunk_size: int | None = None,
     sample_block: int | None = None,
-    fast_kernel: bool = True,
+    fast_kernel: bool | str = True,
     mesh=None,
     memory_budget: int | None = None,
     matmul_dtype=None,
@@ -381,7 +392,7 @@ def delta_monte_carlo(
                           "raise num_draws" + (" or lower scramblings" if vr.sobol else ""))
     perms = orderings_array(orderings, n, None if key is None else jax.random.fold_in(key, 1))
     mdt = check_matmul_dtype(model, matmul_dtype)
-    fast = choose_kernel(model, subspace, x, y, enabled=bool(fast_kernel), matmul_dtype=mdt)
+    fast = choose_kernel(model, subspace, x, y, enabled=_kernel_option(fast_kernel), matmul_dtype=mdt)
     block0, chunk0 = default_blocks(model, fast, subspace, x, y)
     mesh = resolve_mesh(mesh)
     coef = eh = None

@@ -37,6 +37,7 @@ layer norm before the first Dense) gets ``None`` and the generic kernel.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import jax
@@ -61,13 +62,17 @@ class FirstLayer(NamedTuple):
 
     ``primitive``: the operation found (``"conv_general_dilated"``,
     ``"dot_general"`` or ``"gather"``); ``shape``: the shape of its output on
-    the traced block.
+    the traced block; ``fan_in``: its multiply-adds per output entry (a
+    convolution's window times input channels, a Dense's inputs; 0 for a
+    gather). Combining d precomputed outputs costs d per entry, so the split
+    saves arithmetic when ``d < fan_in``.
     """
 
     first: Callable
     rest: Callable
     primitive: str
     shape: tuple
+    fan_in: int
 
 
 def _sub(eqn):
@@ -105,8 +110,23 @@ def _kind(eqn, kinds):
 
 
 class _Found(Exception):
-    def __init__(self, ordinal, ok, primitive=None, shape=None):
-        self.ordinal, self.ok, self.primitive, self.shape = ordinal, ok, primitive, shape
+    def __init__(self, ordinal, ok, primitive=None, shape=None, fan_in=0):
+        self.ordinal, self.ok, self.primitive, self.shape, self.fan_in = ordinal, ok, primitive, shape, fan_in
+
+
+def _fan_in(eqn, kinds) -> int:
+    """Multiply-adds per output entry of a first layer (see :class:`FirstLayer`)."""
+    name = eqn.primitive.name
+    if name == "conv_general_dilated":
+        rhs = eqn.invars[1].aval.shape
+        out_dim = eqn.params["dimension_numbers"].rhs_spec[0]
+        return int(math.prod(rhs) // rhs[out_dim])
+    if name == "dot_general":
+        (lc, rc), _ = eqn.params["dimension_numbers"]
+        side, dims = (0, lc) if kinds[0] == VIEW else (1, rc)
+        shape = eqn.invars[side].aval.shape
+        return int(math.prod(shape[d] for d in dims))
+    return 0
 
 
 def _qualifies(eqn, kinds) -> bool:
@@ -141,7 +161,8 @@ def _analyse(jaxpr, in_kinds, counter):
         out = _kind(eqn, kinds)
         if out == MIXED:
             ok = _qualifies(eqn, kinds) and len(eqn.outvars) == 1
-            raise _Found(counter[0], ok, eqn.primitive.name, tuple(eqn.outvars[0].aval.shape))
+            raise _Found(counter[0], ok, eqn.primitive.name, tuple(eqn.outvars[0].aval.shape),
+                         _fan_in(eqn, kinds) if ok else 0)
         for v in eqn.outvars:
             env[v] = out
     return [read(v) for v in jaxpr.outvars]
@@ -197,7 +218,7 @@ def split_first_layer(per_sample_losses: Callable, w, x, y) -> FirstLayer | None
     except _Found as found:
         if not found.ok:
             return None
-        target, primitive, shape = found.ordinal, found.primitive, found.shape
+        target, primitive, shape, fan_in = found.ordinal, found.primitive, found.shape, found.fan_in
 
     def first(w_, x_, y_):
         try:
@@ -209,4 +230,4 @@ def split_first_layer(per_sample_losses: Callable, w, x, y) -> FirstLayer | None
     def rest(w_, x_, y_, h):
         return _interpret(closed.jaxpr, closed.consts, (w_, x_, y_), {"count": 0, "target": target, "h": h})[0]
 
-    return FirstLayer(first, rest, primitive, shape)
+    return FirstLayer(first, rest, primitive, shape, fan_in)
