@@ -22,7 +22,7 @@ directions. Parts (``--parts``):
    Hutch++ trace against PyHessian's Hutchinson at equal products
    (``--trace-products``); SLQ density against PyHessian's at equal products
    (``--probes`` x ``--steps``). PyHessian reuses one graph of the gradient
-   for all its products (its single-batch mode).
+   for all its products (its single-batch mode; :mod:`benchmarks.torch_spectrum`).
 3. ``delta``: Monte Carlo ``Delta_k`` per draw (sigma = 1, T draws, k in
    batches of 64) with jaxland's defaults for the model (after a compiling
    call) against the twin's per-draw no-grad loop
@@ -45,6 +45,7 @@ recorded before and after every architecture. Writes
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -62,6 +63,7 @@ from jaxland.models.architectures import ARCHITECTURES, flops_per_sample
 
 from .common import RESULTS, block, data_dir, timeit, write_result
 from .torch_models import flat_to_torch_order, linen_cnn_twin, nnx_flat_to_torch, torch_mlp, torch_twin
+from .torch_spectrum import flat, pyhessian_spectrum, torch_hvp
 
 ARCHS = ("mlp", "lenet5", "resnet", "vit", "linen_cnn")
 
@@ -145,36 +147,6 @@ def twin_and_layout(model, w):
     return net, layout
 
 
-def _flat(tensors) -> np.ndarray:
-    return np.concatenate([t.detach().numpy().ravel() for t in tensors])
-
-
-def _math_attention():
-    # the math attention kernel: torch's fused CPU attention has no double backward
-    import torch
-
-    return torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH)
-
-
-def torch_hvp(net, layout, x, y, v, repeats: int) -> tuple[dict, np.ndarray]:
-    """Timing and the product (flattened, twin order) of torch's double-backward HVP of the mean cross-entropy."""
-    import torch
-
-    xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y)).long()
-    params = list(net.parameters())
-    vt = layout(v)
-
-    def run():
-        with _math_attention():
-            loss = torch.nn.functional.cross_entropy(net(xt), yt)
-            grads = torch.autograd.grad(loss, params, create_graph=True)
-            dot = sum((g * t).sum() for g, t in zip(grads, vt))
-            return torch.autograd.grad(dot, params)
-
-    out = run()
-    return timeit(run, repeats=repeats, warmup=0), _flat(out)
-
-
 def agreement(a_delta, a_se, b_delta, b_se) -> dict:
     a_delta, a_se, b_delta, b_se = (np.asarray(v, np.float64) for v in (a_delta, a_se, b_delta, b_se))
     z = np.abs(a_delta - b_delta) / np.sqrt(a_se**2 + b_se**2)
@@ -204,8 +176,8 @@ def part_hvp(model, w, x, y, net, layout, args, key) -> dict:
     v = jax.random.normal(key, w.shape, w.dtype)
     hv, first = _timed(lambda: jl.hvp(model, w, x, y, v))
     jax_hvp = timeit(lambda: block(jl.hvp(model, w, x, y, v)), repeats=args.hvp_repeats, warmup=0)
-    th_hvp, th_hv = torch_hvp(net, layout, x, y, v, args.hvp_repeats)
-    rel = float(np.linalg.norm(_flat(layout(hv)) - th_hv) / np.linalg.norm(th_hv))
+    th_hvp, th_hv = torch_hvp(net, layout, x, y, v, timeit, args.hvp_repeats)
+    rel = float(np.linalg.norm(flat(layout(hv)) - th_hv) / np.linalg.norm(th_hv))
     return {"jaxland": jax_hvp, "jaxland_first_call_s": first, "torch_double_backward": th_hvp,
             "ratio_torch_over_jaxland": th_hvp["median_s"] / jax_hvp["median_s"], "rel_diff_of_products": rel}
 
@@ -219,78 +191,14 @@ def _compiled_loop_product(op, key, products: int = 4) -> float:
     return s / products
 
 
-def _pyhessian(net, x, y):
-    import torch
-    from pyhessian import hessian
-
-    xt, yt = torch.from_numpy(np.array(x)), torch.from_numpy(np.array(y)).long()
-    with _math_attention():
-        return hessian(net, torch.nn.CrossEntropyLoss(), data=(xt, yt), cuda=False)
-
-
-class _TorchEig:
-    """``torch.eig`` for PyHessian 0.1's density (removed from torch in 1.9): its symmetric tridiagonal via ``eigh``.
-
-    Returns the old format, eigenvalues as (n, 2) real and imaginary parts and
-    the eigenvectors as columns; the work is on a ``steps x steps`` matrix, not timed apart.
-    """
-
-    def __enter__(self):
-        import torch
-
-        def eig(T, eigenvectors=True):
-            L, V = torch.linalg.eigh(T)
-            return torch.stack([L, torch.zeros_like(L)], 1), V
-
-        self.had = hasattr(torch, "eig")
-        self.old = getattr(torch, "eig", None)
-        torch.eig = eig
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.had:
-            torch.eig = self.old
-        else:
-            del torch.eig
-
-
-class _Counted:
-    """``pyhessian.hessian.hessian_vector_product`` wrapped to count its calls (PyHessian does not report them)."""
-
-    def __init__(self):
-        import sys
-
-        import pyhessian.hessian  # noqa: F401  (the package re-exports the class under the module's name)
-
-        ph = sys.modules["pyhessian.hessian"]
-        self.module, self.inner, self.calls = ph, ph.hessian_vector_product, 0
-
-    def __enter__(self):
-        def counted(*a, **k):
-            self.calls += 1
-            return self.inner(*a, **k)
-
-        self.module.hessian_vector_product = counted
-        return self
-
-    def __exit__(self, *exc):
-        self.module.hessian_vector_product = self.inner
-
-
-def part_spectrum(model, w, x, y, net, layout, args, key) -> dict:
-    import torch
-    from pyhessian.utils import hessian_vector_product
-
+def part_spectrum(model, w, x, y, net, args, key) -> dict:
     d, out = args.d, {}
     op = jl.hessian_operator(model, w, x, y)
     mode = loop_mode(op, "auto")
     v = jax.random.normal(jax.random.fold_in(key, 0), w.shape, w.dtype)
     block(_matvec(op, v))
     standalone = timeit(lambda: block(_matvec(op, v)), repeats=args.hvp_repeats, warmup=0)["median_s"]
-    out["loop"] = mode
-    out["standalone_hvp_s"] = standalone
+    out["loop"], out["standalone_hvp_s"] = mode, standalone
 
     # top-10 eigenpairs: a first call compiles, the second is timed
     eig = lambda k: jl.hessian_eigenpairs(model, w, x, y, d, key=k, tol=args.eig_tol)
@@ -304,60 +212,40 @@ def part_spectrum(model, w, x, y, net, layout, args, key) -> dict:
                          "in_solver_over_standalone": per / standalone}
     if mode == "host" and not args.no_compiled_baseline:
         c = _compiled_loop_product(op, jax.random.fold_in(key, 3))
-        out["compiled_loop_product_s"] = c
-        out["compiled_loop_over_standalone"] = c / standalone
+        out["compiled_loop_product_s"], out["compiled_loop_over_standalone"] = c, c / standalone
     print(f"  top-{d} eig ({mode} loop) {wall:.1f} s, {int(res.num_matvecs)} products, {per:.3f} s each "
           f"(standalone {standalone:.3f} s, x{per / standalone:.2f})"
           + (f"; compiled loop {out['compiled_loop_product_s']:.3f} s per product" if "compiled_loop_product_s" in out else ""),
           flush=True)
 
-    ph = _pyhessian(net, x, y)
-    torch.manual_seed(args.seed)
-    with _Counted() as count, _math_attention():
-        t = time.perf_counter()
-        evals, evecs = ph.eigenvalues(top_n=d)  # its defaults: maxIter=100, tol=1e-3
-        ph_wall = time.perf_counter() - t
-    with _math_attention():
-        resid = []
-        for lam, vec in zip(evals, evecs):
-            hv = hessian_vector_product(ph.gradsH, ph.params, vec)
-            resid.append(float(np.linalg.norm(_flat(hv) - lam * _flat(vec)) / abs(lam)))
-    out["pyhessian_eigenpairs"] = {"wall_s": ph_wall, "num_matvecs": count.calls, "max_relative_residual": max(resid),
-                                   "eigenvalues": [float(e) for e in evals], "settings": "maxIter=100, tol=1e-3"}
-    out["eigenpairs_ratio_pyhessian_over_jaxland"] = ph_wall / wall
-    print(f"  PyHessian top-{d}: {ph_wall:.1f} s, {count.calls} products, max rel residual {max(resid):.2e} "
-          f"(jaxland {out['eigenpairs']['max_relative_residual']:.2e}) -> x{ph_wall / wall:.2f}", flush=True)
-
-    # trace at equal products
-    m = args.trace_products
+    m, p, s = args.trace_products, args.probes, args.steps
     tr = lambda k: jl.hessian_trace(model, w, x, y, num_probes=m, key=k)
     _timed(lambda: tr(jax.random.fold_in(key, 4)).trace)
     tres, twall = _timed(lambda: tr(jax.random.fold_in(key, 5)))
-    with _math_attention():
-        t = time.perf_counter()
-        vals = ph.trace(maxIter=m, tol=-1.0)  # tol < 0: never stops early, exactly m products
-        ph_twall = time.perf_counter() - t
-    out["trace"] = {"products": m, "jaxland_s": twall, "jaxland_method": "hutch++", "jaxland_trace": float(tres.trace),
-                    "jaxland_stderr": float(tres.stderr), "pyhessian_s": ph_twall, "pyhessian_products": len(vals),
-                    "pyhessian_trace": float(np.mean(vals)), "pyhessian_stderr": float(np.std(vals, ddof=1) / np.sqrt(len(vals))),
-                    "ratio_pyhessian_over_jaxland": ph_twall / twall}
-    print(f"  trace, {m} products: jaxland {twall:.1f} s ({float(tres.trace):.1f} +- {float(tres.stderr):.1f}), "
-          f"PyHessian {ph_twall:.1f} s ({float(np.mean(vals)):.1f}) -> x{ph_twall / twall:.2f}", flush=True)
-
-    # density at equal products
-    p, s = args.probes, args.steps
     dens = lambda k: jl.spectral_density(model, w, x, y, num_probes=p, lanczos_steps=s, key=k)
     _, dfirst = _timed(lambda: dens(jax.random.fold_in(key, 6)).nodes)
     dres, dwall = _timed(lambda: dens(jax.random.fold_in(key, 7)))
-    with _math_attention(), _TorchEig():
-        t = time.perf_counter()
-        ph.density(iter=s, n_v=p)
-        ph_dwall = time.perf_counter() - t
+    out["trace"] = {"products": m, "jaxland_s": twall, "jaxland_method": "hutch++", "jaxland_trace": float(tres.trace),
+                    "jaxland_stderr": float(tres.stderr)}
     out["density"] = {"probes": p, "steps": s, "products": p * s, "jaxland_s": dwall, "jaxland_first_call_s": dfirst,
-                      "pyhessian_s": ph_dwall, "ratio_pyhessian_over_jaxland": ph_dwall / dwall,
                       "jaxland_node_range": [float(np.min(dres.nodes)), float(np.max(dres.nodes))]}
-    print(f"  density {p} x {s}: jaxland {dwall:.1f} s (first call {dfirst:.1f} s), PyHessian {ph_dwall:.1f} s "
-          f"-> x{ph_dwall / dwall:.2f}", flush=True)
+
+    ph = pyhessian_spectrum(net, x, y, d=d, trace_products=m, probes=p, steps=s, seed=args.seed)
+    out["pyhessian_eigenpairs"] = ph["eigenpairs"]
+    out["eigenpairs_ratio_pyhessian_over_jaxland"] = ph["eigenpairs"]["wall_s"] / wall
+    out["trace"].update(pyhessian_s=ph["trace"]["wall_s"], pyhessian_products=ph["trace"]["products"],
+                        pyhessian_trace=ph["trace"]["trace"], pyhessian_stderr=ph["trace"]["stderr"],
+                        ratio_pyhessian_over_jaxland=ph["trace"]["wall_s"] / twall)
+    out["density"].update(pyhessian_s=ph["density"]["wall_s"], ratio_pyhessian_over_jaxland=ph["density"]["wall_s"] / dwall)
+    pe = ph["eigenpairs"]
+    print(f"  PyHessian top-{d}: {pe['wall_s']:.1f} s, {pe['num_matvecs']} products, max rel residual "
+          f"{pe['max_relative_residual']:.2e} (jaxland {out['eigenpairs']['max_relative_residual']:.2e}) -> "
+          f"x{out['eigenpairs_ratio_pyhessian_over_jaxland']:.2f}", flush=True)
+    print(f"  trace, {m} products: jaxland {twall:.1f} s ({float(tres.trace):.1f} +- {float(tres.stderr):.1f}), "
+          f"PyHessian {ph['trace']['wall_s']:.1f} s ({ph['trace']['trace']:.1f} +- {ph['trace']['stderr']:.1f}) -> "
+          f"x{out['trace']['ratio_pyhessian_over_jaxland']:.2f}", flush=True)
+    print(f"  density {p} x {s}: jaxland {dwall:.1f} s (first call {dfirst:.1f} s), PyHessian {ph['density']['wall_s']:.1f} s "
+          f"-> x{out['density']['ratio_pyhessian_over_jaxland']:.2f}", flush=True)
     return out
 
 
@@ -390,32 +278,46 @@ def part_delta(model, w, x, y, net, layout, sub, args, key, T) -> dict:
 
 
 def part_sweep(model, w, x, y, sub, args, key, m) -> dict:
+    """Per draw for each (kernel, sample block, draw chunk), and per vector for host probe chunks.
+
+    Every configuration is compiled first; then ``--sweep-rounds`` rounds time
+    each in turn and the minimum is kept, so a burst of load on the shared CPU
+    hits one round of every configuration rather than all rounds of one.
+    """
     T = args.sweep_draws
     thetas = jl.draw_thetas(key, T, args.d, 1.0)
-    rows = []
     split = kernels.fast_kernel(model, sub, x, y, enabled="first_layer") == "first_layer"
     kinds = [("generic", False)] + ([("first_layer", "first_layer")] if split else [])
     if isinstance(model, jl.MLPConfig):
         kinds = [("specialised", True)]
+    runs = {}
     for name, fast in kinds:
         for blk, ch in SWEEP:
-            mc = lambda: jl.delta_monte_carlo(model, sub, x, y, sigma=1.0, thetas=thetas, samples_per_k=args.batch_size,
-                                              sample_block=blk, chunk_size=ch, fast_kernel=fast).delta
-            _timed(mc)
-            s = min(_timed(mc)[1] for _ in range(2)) / T
-            rows.append({"kernel": name, "sample_block": blk, "draw_chunk": ch, "s_per_draw": s, "load": os.getloadavg()[0]})
-            print(f"  sweep {name} block {blk} chunk {ch}: {s * 1e3:.1f} ms per draw", flush=True)
-    out = {"draws": T, "per_draw": rows}
+            runs[(name, blk, ch)] = functools.partial(
+                jl.delta_monte_carlo, model, sub, x, y, sigma=1.0, thetas=thetas, samples_per_k=args.batch_size,
+                sample_block=blk, chunk_size=ch, fast_kernel=fast)
     op = jl.hessian_operator(model, w, x[:m], y[:m])
-    if loop_mode(op, "auto") == "host":
-        V = jax.random.normal(key, (8, op.dim), op.dtype)
-        chunks = {}
+    host = loop_mode(op, "auto") == "host"
+    V = jax.random.normal(key, (8, op.dim), op.dtype)
+    if host:
         for c in (1, 2, 4, 8):
-            f = lambda: op.matmat(V, chunk_size=c, loop="host")
-            _timed(f)
-            chunks[str(c)] = min(_timed(f)[1] for _ in range(2)) / 8
-            print(f"  host products, {c} vmapped: {chunks[str(c)]:.3f} s per vector", flush=True)
-        out["probe_chunk_s_per_vector"] = chunks
+            runs[("probes", c)] = functools.partial(op.matmat, V, chunk_size=c, loop="host")
+    for f in runs.values():
+        _timed(lambda: f())
+    best = {k: float("inf") for k in runs}
+    for _ in range(args.sweep_rounds):
+        for k, f in runs.items():
+            best[k] = min(best[k], _timed(lambda: f())[1])
+    rows = [{"kernel": k[0], "sample_block": k[1], "draw_chunk": k[2], "s_per_draw": best[k] / T}
+            for k in runs if k[0] != "probes"]
+    for r in rows:
+        print(f"  sweep {r['kernel']} block {r['sample_block']} chunk {r['draw_chunk']}: {r['s_per_draw'] * 1e3:.1f} ms per draw",
+              flush=True)
+    out = {"draws": T, "rounds": args.sweep_rounds, "per_draw": rows}
+    if host:
+        out["probe_chunk_s_per_vector"] = {str(k[1]): best[k] / 8 for k in runs if k[0] == "probes"}
+        print("  host products per vector, by vectors vmapped: "
+              + ", ".join(f"{c}: {s:.3f} s" for c, s in out["probe_chunk_s_per_vector"].items()), flush=True)
     return out
 
 
@@ -443,8 +345,7 @@ def bench_arch(arch: str, args, key) -> dict:
         print(f"  HVP on {n}: jaxland {h['jaxland']['median_s'] * 1e3:.0f} ms, torch {h['torch_double_backward']['median_s'] * 1e3:.0f} ms "
               f"-> x{h['ratio_torch_over_jaxland']:.2f}, rel diff {h['rel_diff_of_products']:.1e}", flush=True)
     if "spectrum" in parts:
-        out["spectrum"] = part_spectrum(model, w, x[:m], y[:m], net, layout, args, jax.random.fold_in(key, 2))
-        net.zero_grad(set_to_none=True)  # PyHessian leaves gradients with a graph behind; the per-draw loop deep-copies the net
+        out["spectrum"] = part_spectrum(model, w, x[:m], y[:m], net, args, jax.random.fold_in(key, 2))
     if "delta" in parts or "sweep" in parts:
         eig = jl.hessian_eigenpairs(model, w, x[:m], y[:m], args.d, key=jax.random.fold_in(key, 3), tol=args.eig_tol)
         sub = jl.Subspace(w, jnp.asarray(eig.eigenvectors))
@@ -474,6 +375,7 @@ def main(argv=None):
     ap.add_argument("--hvp-repeats", type=int, default=3)
     ap.add_argument("--before-draws", type=int, default=16)
     ap.add_argument("--sweep-draws", type=int, default=16)
+    ap.add_argument("--sweep-rounds", type=int, default=3)
     ap.add_argument("--no-compiled-baseline", action="store_true", help="skip the compiled loop's per-product time")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)

@@ -44,6 +44,7 @@ __all__ = [
     "check_data_dir",
     "check_private",
     "check_loop",
+    "check_fast_kernel",
 ]
 
 
@@ -443,3 +444,13 @@ def check_loop(loop, name: str = "loop") -> str:
         raise ConfigError(f"{name} must be one of {LOOPS} (where the solver's loop runs: 'auto' picks the host loop for "
                           f"convolutions on a CPU), got {loop!r}")
     return loop
+
+
+def check_fast_kernel(fast_kernel):
+    """The Monte Carlo ``fast_kernel=`` option: True (automatic), False (generic) or ``"first_layer"``."""
+    if isinstance(fast_kernel, str):
+        if fast_kernel != "first_layer":
+            raise ConfigError(f"fast_kernel must be True (automatic), False (the generic kernel) or 'first_layer', "
+                              f"got {fast_kernel!r}")
+        return fast_kernel
+    return bool(fast_kernel)

@@ -32,7 +32,10 @@ mask, so the shapes never depend on ``k``.
 The estimators (:func:`jaxland.curvature.eigenpairs`, :func:`~jaxland.curvature.trace`,
 :func:`~jaxland.curvature.density`) take an operator; inside their compiled
 loop they call :func:`linear_map` once, which does the work every product shares
-(the forward pass and its linearisation) before the first product.
+(the forward pass and its linearisation) before the first product. In a host
+loop (:func:`loop_mode`: the default for a model with a convolution on a CPU)
+each compiled step takes the operator as its argument and calls
+:func:`linear_map` itself, so a step costs one standalone product.
 """
 
 from __future__ import annotations

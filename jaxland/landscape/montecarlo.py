@@ -31,7 +31,8 @@ from ..errors import ConfigError
 from .kernels import default_blocks, delta_stream, fast_kernel as choose_kernel, loss_matrix, squared_increments
 from ..sharding import AXIS, DEFAULT_MEMORY_BUDGET, auto_chunk, ceil_div, gather, pad_rows, replicate, resolve_mesh
 from .theory import SubspaceCurvature, subspace_curvature
-from ..validate import check_data, check_sigma, check_subspace, finite_result, num_groups, positive_int, unit
+from ..validate import (check_data, check_fast_kernel, check_sigma, check_subspace, finite_result, num_groups,
+                        positive_int, unit)
 from .variance import DEFAULT_VARIANCE_REDUCTION, control_inputs, draw_or_check_units, estimate_from_moments, parse_variance_reduction
 
 __all__ = [
@@ -146,14 +147,6 @@ def check_matmul_dtype(model, matmul_dtype):
 _KERNEL_NAMES = {"model": "specialised", "first_layer": "first_layer", None: "generic"}
 
 
-def _kernel_option(fast_kernel):
-    if isinstance(fast_kernel, str):
-        if fast_kernel != "first_layer":
-            raise ConfigError(f"fast_kernel must be True, False or 'first_layer', got {fast_kernel!r}")
-        return fast_kernel
-    return bool(fast_kernel)
-
-
 def _sample_block(sample_block, d, n, samples_per_k=None, default=512):
     # per (block, draw) an MLP's deeper layers' W(theta) cost d/block of the forward pass: keep block >= 8d
     block = min(positive_int("sample_block", sample_block, max(default, 8 * d)), n)
@@ -208,7 +201,7 @@ def per_sample_loss_matrix(
         raise ConfigError(f"thetas must be (T, d={d}), got shape {tuple(thetas.shape)}")
     mesh = resolve_mesh(mesh)
     mdt = check_matmul_dtype(model, matmul_dtype)
-    fast = choose_kernel(model, subspace, x, y, enabled=_kernel_option(fast_kernel), matmul_dtype=mdt)
+    fast = choose_kernel(model, subspace, x, y, enabled=check_fast_kernel(fast_kernel), matmul_dtype=mdt)
     block0, chunk0 = default_blocks(model, fast, subspace, x, y)
     subspace, x, y = replicate(mesh, subspace, x, y)
     out = loss_matrix(
@@ -392,7 +385,7 @@ def delta_monte_carlo(
                           "raise num_draws" + (" or lower scramblings" if vr.sobol else ""))
     perms = orderings_array(orderings, n, None if key is None else jax.random.fold_in(key, 1))
     mdt = check_matmul_dtype(model, matmul_dtype)
-    fast = choose_kernel(model, subspace, x, y, enabled=_kernel_option(fast_kernel), matmul_dtype=mdt)
+    fast = choose_kernel(model, subspace, x, y, enabled=check_fast_kernel(fast_kernel), matmul_dtype=mdt)
     block0, chunk0 = default_blocks(model, fast, subspace, x, y)
     mesh = resolve_mesh(mesh)
     coef = eh = None
