@@ -41,12 +41,19 @@ from .variance import quadratic_features
 # of samples stays in cache while all draws of a chunk reuse it.
 DEFAULT_DRAW_CHUNK = 16
 DEFAULT_SAMPLE_BLOCK = 512
-# Every other model on a CPU (benchmarks/architectures.py, "block_sweep"): draws mapped one at a time for a network
-# with a convolution (vmapped draws make grouped convolutions), in small blocks of samples that stay in cache.
+# A network with a convolution, on a CPU (benchmarks/architectures.py --parts sweep, per draw, 2 CPU cores): draws
+# mapped one at a time (vmapped 4 at a time: 3.0x slower for the ResNet, 1.9x for LeNet-5, 1.0x for the ViT and the
+# Linen CNN) over blocks of 128 samples (within 4%, 0%, 12%, 0% of the best block of 64, 128, 256 for LeNet-5, the
+# ViT, the Linen CNN, the ResNet; the MLP's 512-sample blocks with 16 draws vmapped were 2.5-4.3x slower).
 CONV_DRAW_CHUNK = 1
-CONV_SAMPLE_BLOCK = 64
+CONV_SAMPLE_BLOCK = 128
+# Any other model: the same blocks, 4 draws vmapped (untimed here: no such shipped model).
 OTHER_DRAW_CHUNK = 4
-OTHER_SAMPLE_BLOCK = 64
+OTHER_SAMPLE_BLOCK = 128
+# The first-layer kernel is used where it saves at least this share of the forward pass's multiply-adds: LeNet-5
+# (first convolution 5x5, 28% of the multiply-adds: saves 17%) measured 1.2x faster per draw; the ViT's patch
+# embedding (7x7, 4%: saves 3%) measured 0.9-1.0x.
+FIRST_LAYER_MIN_SAVING = 0.1
 
 
 def default_blocks(model, kernel, subspace, x, y) -> tuple[int, int]:
@@ -120,9 +127,11 @@ def fast_kernel(model, subspace, x, y, *, enabled=True, matmul_dtype=None):
 
     ``enabled=True``: the model's own kernel when it has one for this d; else
     the first-layer kernel when ``model.first_layer`` splits the losses on a
-    block of these shapes (full precision only) and saves arithmetic there
-    (``d < fan_in``: a LeNet-5's 5x5 first convolution, not a 3x3 one on one
-    channel, nor an embedding lookup); else the generic kernel.
+    block of these shapes (full precision only) and that saves at least
+    :data:`FIRST_LAYER_MIN_SAVING` of the forward pass's multiply-adds
+    (``(1 - d / fan_in) * share``: a LeNet-5's 5x5 first convolution, not a 3x3
+    one on one channel, nor a ViT's patch embedding, nor an embedding lookup);
+    else the generic kernel.
     ``enabled="first_layer"``: the first-layer kernel whenever the first layer
     splits off. ``enabled=False``: generic. Tracing only.
     """
@@ -137,9 +146,10 @@ def fast_kernel(model, subspace, x, y, *, enabled=True, matmul_dtype=None):
     aval = lambda a: jax.ShapeDtypeStruct((1,) + tuple(a.shape[1:]), a.dtype)
     center = jax.ShapeDtypeStruct(subspace.center.shape, subspace.center.dtype)
     found = split(center, aval(x), aval(y))
-    if found is None or (enabled is True and not d < found.fan_in):
+    if found is None:
         return None
-    return "first_layer"
+    saving = (1 - d / found.fan_in) * found.share if found.fan_in else 0.0
+    return "first_layer" if enabled == "first_layer" or saving >= FIRST_LAYER_MIN_SAVING else None
 
 
 def loss_body(model, subspace, thetas, x, y, *, draw_chunk, sample_block, fast, matmul_dtype=None):

@@ -177,7 +177,7 @@ def per_sample_loss_matrix(
     CPU cores): the MLP ``chunk_size = 16`` draws vmapped together and
     ``sample_block = max(512, 8 d)`` samples; on a CPU a network with a
     convolution maps its draws one at a time (vmapped draws turn its
-    convolutions into grouped ones) over blocks of 64 samples.
+    convolutions into grouped ones) over blocks of 128 samples.
 
     ``fast_kernel``: use the model's specialised kernel when it has one (the
     MLP's first layer sees fixed inputs, so ``x @ W1(theta) = x @ W1* + sum_j
@@ -185,9 +185,8 @@ def per_sample_loss_matrix(
     :meth:`jaxland.MLPConfig.subspace_kernel`), else the first-layer kernel
     when the model's first layer (a Dense, Conv or Embed on the data) splits
     off (:meth:`jaxland.models.base.Model.first_layer`: the same identity for
-    any network) and that saves arithmetic (``d`` below the layer's
-    multiply-adds per output, e.g. a LeNet-5's 5x5 convolution), else the
-    generic kernel; ``fast_kernel="first_layer"``: the first-layer kernel
+    any network) and that saves at least a tenth of the forward pass's
+    multiply-adds (a LeNet-5's 5x5 convolution), else the generic kernel; ``fast_kernel="first_layer"``: the first-layer kernel
     wherever the first layer splits off; ``False``: the generic kernel. ``mesh``: the draws are split over a 1-D device mesh
     (None: every visible device; an int n: the first n devices); numbers equal
     the single-device ones to float rounding. ``matmul_dtype``: e.g.

@@ -64,8 +64,10 @@ class FirstLayer(NamedTuple):
     ``"dot_general"`` or ``"gather"``); ``shape``: the shape of its output on
     the traced block; ``fan_in``: its multiply-adds per output entry (a
     convolution's window times input channels, a Dense's inputs; 0 for a
-    gather). Combining d precomputed outputs costs d per entry, so the split
-    saves arithmetic when ``d < fan_in``.
+    gather); ``share``: its multiply-adds over those of every convolution and
+    matrix product of the losses. Combining d precomputed outputs costs d per
+    entry, so the split saves ``(1 - d / fan_in) * share`` of the forward pass's
+    multiply-adds (when ``d < fan_in``).
     """
 
     first: Callable
@@ -73,6 +75,7 @@ class FirstLayer(NamedTuple):
     primitive: str
     shape: tuple
     fan_in: int
+    share: float
 
 
 def _sub(eqn):
@@ -114,19 +117,30 @@ class _Found(Exception):
         self.ordinal, self.ok, self.primitive, self.shape, self.fan_in = ordinal, ok, primitive, shape, fan_in
 
 
-def _fan_in(eqn, kinds) -> int:
-    """Multiply-adds per output entry of a first layer (see :class:`FirstLayer`)."""
+def _fan_in(eqn) -> int:
+    """Multiply-adds per output entry of a convolution or matrix product (0 for anything else)."""
     name = eqn.primitive.name
     if name == "conv_general_dilated":
         rhs = eqn.invars[1].aval.shape
         out_dim = eqn.params["dimension_numbers"].rhs_spec[0]
         return int(math.prod(rhs) // rhs[out_dim])
     if name == "dot_general":
-        (lc, rc), _ = eqn.params["dimension_numbers"]
-        side, dims = (0, lc) if kinds[0] == VIEW else (1, rc)
-        shape = eqn.invars[side].aval.shape
-        return int(math.prod(shape[d] for d in dims))
+        (lc, _), _ = eqn.params["dimension_numbers"]
+        shape = eqn.invars[0].aval.shape
+        return int(math.prod(shape[d] for d in lc))
     return 0
+
+
+def _macs(jaxpr) -> int:
+    """Multiply-adds of the convolutions and matrix products of ``jaxpr`` (a loop body counted once)."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        for sub in jax_core.jaxprs_in_params(eqn.params):
+            total += _macs(sub)
+        fan = _fan_in(eqn)
+        if fan:
+            total += fan * math.prod(eqn.outvars[0].aval.shape)
+    return total
 
 
 def _qualifies(eqn, kinds) -> bool:
@@ -161,8 +175,7 @@ def _analyse(jaxpr, in_kinds, counter):
         out = _kind(eqn, kinds)
         if out == MIXED:
             ok = _qualifies(eqn, kinds) and len(eqn.outvars) == 1
-            raise _Found(counter[0], ok, eqn.primitive.name, tuple(eqn.outvars[0].aval.shape),
-                         _fan_in(eqn, kinds) if ok else 0)
+            raise _Found(counter[0], ok, eqn.primitive.name, tuple(eqn.outvars[0].aval.shape), _fan_in(eqn) if ok else 0)
         for v in eqn.outvars:
             env[v] = out
     return [read(v) for v in jaxpr.outvars]
@@ -230,4 +243,5 @@ def split_first_layer(per_sample_losses: Callable, w, x, y) -> FirstLayer | None
     def rest(w_, x_, y_, h):
         return _interpret(closed.jaxpr, closed.consts, (w_, x_, y_), {"count": 0, "target": target, "h": h})[0]
 
-    return FirstLayer(first, rest, primitive, shape, fan_in)
+    share = fan_in * math.prod(shape) / max(_macs(closed.jaxpr), 1)
+    return FirstLayer(first, rest, primitive, shape, fan_in, float(share))
