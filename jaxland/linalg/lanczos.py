@@ -119,10 +119,15 @@ class KrylovIteration:
         scale = jnp.max(jnp.linalg.norm(Wj, axis=1))
         small = jnp.sqrt(jnp.clip(jnp.diag(G), 0.0)) <= 1e3 * eps * scale + jnp.finfo(dtype).tiny
         rnd = jnp.roll(st.restart, j * 7919 + 1, axis=1)  # differs per step
-        Z = jnp.where(small[:, None], rnd, R)
-        for _ in range(2):
-            Z = Z - (Z @ Q.T) @ Q
-            Z = _orthonormal_rows(Z)
+
+        def restart(Z):  # random rows must be projected out of span Q; R already is (twice above)
+            for _ in range(2):
+                Z = Z - (Z @ Q.T) @ Q
+                Z = _orthonormal_rows(Z)
+            return Z
+
+        # each pass over Q costs about a product of a small model: skip the two that change R only by rounding
+        Z = jax.lax.cond(jnp.any(small), restart, _orthonormal_rows, jnp.where(small[:, None], rnd, R))
         theta, S = self._ritz(T, filled)
         s_last = jax.lax.dynamic_slice(S, (cols, jnp.zeros_like(cols)), (b, self.d))
         res = jnp.sqrt(jnp.clip(jnp.einsum("bi,bc,ci->i", s_last, G, s_last), 0.0))
