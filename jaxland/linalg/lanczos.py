@@ -22,6 +22,11 @@ from .result import EigResult, _eps, _finish
 __all__ = ["lanczos", "block_lanczos", "Lanczos", "BlockLanczos", "KrylovIteration"]
 
 
+# a block of residual rows whose smallest singular value is below this share of its largest row norm is
+# projected out of the basis again after its QR (which would lose up to 1 / this in orthogonality)
+_DEPENDENT_ROWS = 1e-2
+
+
 def _orthonormal_rows(z):
     if z.shape[0] == 1:  # Lanczos: a norm, not a QR (cheaper to compile and run)
         return z / jnp.linalg.norm(z)
@@ -120,14 +125,19 @@ class KrylovIteration:
         small = jnp.sqrt(jnp.clip(jnp.diag(G), 0.0)) <= 1e3 * eps * scale + jnp.finfo(dtype).tiny
         rnd = jnp.roll(st.restart, j * 7919 + 1, axis=1)  # differs per step
 
-        def restart(Z):  # random rows must be projected out of span Q; R already is (twice above)
+        def restart(Z):  # out of span Q and orthonormal, twice
             for _ in range(2):
                 Z = Z - (Z @ Q.T) @ Q
                 Z = _orthonormal_rows(Z)
             return Z
 
-        # each pass over Q costs about a product of a small model: skip the two that change R only by rounding
-        Z = jax.lax.cond(jnp.any(small), restart, _orthonormal_rows, jnp.where(small[:, None], rnd, R))
+        # each pass over Q costs about a product of a small model: skip the two where they change R only by
+        # rounding. Each row of R is orthogonal to Q relative to its own norm (two passes above), but a QR of
+        # nearly dependent rows amplifies what is left, so such a block is projected again, as is a random row
+        redo = jnp.any(small)
+        if b > 1:
+            redo |= jnp.linalg.eigvalsh(G)[0] <= _DEPENDENT_ROWS ** 2 * jnp.max(jnp.diag(G))
+        Z = jax.lax.cond(redo, restart, _orthonormal_rows, jnp.where(small[:, None], rnd, R))
         theta, S = self._ritz(T, filled)
         s_last = jax.lax.dynamic_slice(S, (cols, jnp.zeros_like(cols)), (b, self.d))
         res = jnp.sqrt(jnp.clip(jnp.einsum("bi,bc,ci->i", s_last, G, s_last), 0.0))
