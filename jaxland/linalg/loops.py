@@ -19,7 +19,7 @@ Two drivers run it, with the same arithmetic:
   is updated in place. Nothing leaves the device but one flag per step.
 
 Why two: XLA's CPU backend runs a convolution inside a loop body far slower
-than the same convolution in a program of its own (jax-ml/jax#12868): a
+than the same convolution in a program of its own: a
 Hessian-vector product of a 27k-parameter CNN on 1,024 MNIST images took
 9-10 s per product inside ``fori_loop`` (also vmapped over 4 vectors) against
 0.5-0.95 s standalone, in one process on 2 shared CPU cores. A host loop
