@@ -133,6 +133,7 @@ def test_host_chunked_products_equal_the_dense_hessian(x64, cnn):
     np.testing.assert_allclose(op.dense(chunk_size=4, loop="host"), H, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_sharded_vectors_over_two_devices_host_equals_compiled(run_with_devices):
     out = run_with_devices("""
         import jax, jax.numpy as jnp, numpy as np, jaxland as jl
