@@ -279,3 +279,49 @@ def _twin_classes():
 
 
 _TWIN_CLASSES = None
+
+
+# --------------------------------------------------------------------------- the Linen CNN of benchmarks.architectures
+
+
+def linen_cnn_twin(unravel, w):
+    """``(net, layout)`` for the Linen CNN of :mod:`benchmarks.architectures` (Flax MNIST example, narrowed).
+
+    ``conv 8@3x3 SAME -> relu -> avgpool 2 -> conv 16@3x3 SAME -> relu -> avgpool 2
+    -> flatten (h, w, c) -> dense 32 -> relu -> dense 10``; ``unravel`` maps a
+    flat JAX vector to its parameter dict (``Conv_0``, ``Conv_1``, ``Dense_0``,
+    ``Dense_1``, each ``kernel`` and ``bias``). ``layout(v)``: a flat vector as
+    tensors in ``net.parameters()`` order. Input: NHWC tensors.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class LinenCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+            self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+            self.fc1 = nn.Linear(7 * 7 * 16, 32)
+            self.fc2 = nn.Linear(32, 10)
+
+        def forward(self, x):
+            x = F.avg_pool2d(F.relu(self.conv1(x.permute(0, 3, 1, 2))), 2)
+            x = F.avg_pool2d(F.relu(self.conv2(x)), 2)
+            x = x.permute(0, 2, 3, 1).flatten(1)  # flax flattens in (h, w, c) order
+            return self.fc2(F.relu(self.fc1(x)))
+
+    def layout(v):
+        p = unravel(np.asarray(v, np.float32))
+        t = lambda a: torch.from_numpy(np.array(a, np.float32))  # a writable copy
+        out = []
+        for name in ("Conv_0", "Conv_1", "Dense_0", "Dense_1"):
+            k = np.asarray(p[name]["kernel"])
+            out += [t(k.transpose(3, 2, 0, 1) if k.ndim == 4 else k.T), t(p[name]["bias"])]
+        return out
+
+    net = LinenCNN()
+    with torch.no_grad():
+        for dst, src in zip(net.parameters(), layout(w)):
+            dst.copy_(src)
+    return net.eval(), layout

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
+from flax import nnx
 
 import jaxland as jl
 
@@ -147,5 +149,58 @@ def mlp32():
         y = jnp.arange(n) % 4
         sub = jl.Subspace(w, jl.random_directions(model, w, 3, key=jax.random.key(2)))
         return model, w, x, y, sub, jl.draw_thetas(jax.random.key(3), draws, 3, 1.0)
+
+    return make
+
+
+class TinyCNN(nnx.Module):
+    """conv 3x3 (2 channels) -> relu -> mean pool -> dense: a convolution in the loss, D = 29."""
+
+    def __init__(self, *, rngs):
+        self.conv = nnx.Conv(1, 2, (3, 3), rngs=rngs)
+        self.head = nnx.Linear(2, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.head(nnx.relu(self.conv(x)).mean((1, 2)))
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    """(model, w, x, y, H): a tiny CNN in float64 on 9 images, with its dense Hessian (the host-loop and
+    first-layer checks: ``loop="auto"`` picks the host loop for it on a CPU)."""
+    with jax.enable_x64(True):
+        model = jl.as_model(TinyCNN, name="tiny-cnn")
+        w = model.init(jax.random.key(0)).astype(jnp.float64)
+        x = jax.random.normal(jax.random.key(1), (9, 5, 5, 1), jnp.float64)
+        y = jnp.arange(9) % 3
+        H = jax.jit(jax.hessian(lambda w_: jl.mean_loss(model, w_, x, y)))(w)
+        yield model, w, x, y, np.asarray(H)
+
+
+def _linen_style(p, x):
+    """A pure function with a parameter pytree (Linen's apply): normalised input, conv, dense."""
+    h = jax.lax.conv_general_dilated((x - 0.5) / 2.0, p["k"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.tanh(h + p["b"]).mean((1, 2)) @ p["w"]
+
+
+FIRST_LAYER_NETS = {
+    "lenet5": lambda: jl.build_model("lenet5", (12, 12, 1), 3),
+    "resnet": lambda: jl.build_model("resnet", (4, 4, 1), 3, depth=8, width=1),
+    "vit": lambda: jl.build_model("vit", (4, 4, 1), 3, patch_size=2, dim=4, depth=1, heads=2, mlp_dim=4),
+    "pure": lambda: jl.as_model(_linen_style, params={"k": jnp.full((3, 3, 1, 2), 0.3), "b": jnp.ones(2) * 0.1,
+                                                     "w": jnp.ones((2, 3)) * 0.2}, input_shape=(4, 4, 1)),
+}
+
+
+@pytest.fixture(params=sorted(FIRST_LAYER_NETS))
+def first_layer_net(request, x64):
+    """``make(n) -> (model, w, x, y)`` in float64 for each small network whose first layer (a convolution) splits
+    off: LeNet-5, a ResNet, a ViT (patch embedding) and a pure function with a parameter pytree."""
+
+    def make(n=12):
+        model = FIRST_LAYER_NETS[request.param]()
+        w = (model.init(jax.random.key(0)) if request.param != "pure" else model.initial_params).astype(jnp.float64)
+        x = jax.random.normal(jax.random.key(1), (n, *model.input_shape), jnp.float64)
+        return model, w, x, jnp.arange(n) % 3
 
     return make

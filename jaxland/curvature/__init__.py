@@ -7,6 +7,10 @@ bottom), :func:`trace`, :func:`density` (the spectrum), :func:`extremes`.
 The ``hessian_*`` functions and :func:`hvp` take ``(model, w, x, y)`` and build
 the Hessian's operator themselves. ``k`` (the prefix of the data) is traced, so
 a new prefix never recompiles; :func:`choose_d` picks the subspace dimension.
+Every iterative estimator takes ``loop="auto"|"compiled"|"host"``: by default a
+model with a convolution on a CPU runs its solver's loop on the host, one
+compiled step per product (XLA's CPU convolutions are several times slower
+inside a compiled loop body), every other model in one compiled program.
 """
 
 from .eigen import eigenpairs, hessian_eigenpairs, hessian_eigenpairs_batch

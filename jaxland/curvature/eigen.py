@@ -6,7 +6,9 @@ Hessian's from ``(model, w, x, y)`` and call it. The operator enters the
 compiled solve as an argument (weights and data are its inputs, not constants),
 so a new ``w`` or ``k`` of the same shapes reuses the program; the work every
 product shares (:func:`~jaxland.curvature.operators.linear_map`) is done once,
-before the solver's loop.
+before the solver's loop. With ``loop="host"`` (the default for convolutional
+models on a CPU) the loop runs in Python around one compiled step, which takes
+the operator as its argument and does one product and the solver's update.
 
 Example (the spectrum figure: top-32 eigenvalues of 50 trained networks)::
 
@@ -27,11 +29,11 @@ import jax.numpy as jnp
 from .._compat import renamed_kwargs
 from .. import memory
 from ..errors import ConfigError
-from ..linalg.eigen import _basis_name, _check, _float_name, _solve, _validate, _x64_if
+from ..linalg.eigen import _basis_name, _check, _float_name, _solve, _validate, _x64_if, solve_host
 from ..linalg.result import EigResult
 from ..models.base import Model
-from ..validate import check_key, check_operator, check_params, positive_int
-from .operators import CurvatureOperator, hessian_operator, linear_map
+from ..validate import check_key, check_loop, check_operator, check_params, positive_int
+from .operators import CurvatureOperator, hessian_operator, linear_map, linear_rows, loop_mode
 
 __all__ = ["eigenpairs", "hessian_eigenpairs", "hessian_eigenpairs_batch"]
 
@@ -50,6 +52,12 @@ def _eig_batch_jit(op, ws, keys, d, method, tol, max_matvecs, block_size, which,
         return _eig_jit(op.at_params(w), key, d, method, tol, max_matvecs, block_size, which, basis_dtype)
 
     return jax.lax.map(one, (ws, keys), batch_size=chunk_size)
+
+
+def _solve_host(op, key, d, method, tol, max_matvecs, block_size, which, basis_dtype):
+    """The solve with a host loop around one compiled step, the operator an argument of every step."""
+    return solve_host(linear_map, op, method, d, tol, max_matvecs, block_size, key, op.dim, op.dtype, basis_dtype, which,
+                      make_rows=linear_rows)
 
 
 def _settings(op, d, method, tol, max_matvecs, block_size, which, basis_dtype, product_dtype, dtype_name="product_dtype"):
@@ -72,6 +80,7 @@ def eigenpairs(
     which: str = "largest",
     basis_dtype: Any = None,
     product_dtype: Any = None,
+    loop: str = "auto",
 ) -> EigResult:
     """Top-d eigenpairs of a curvature operator (largest algebraic first; ``which="smallest"``: the bottom).
 
@@ -82,6 +91,11 @@ def eigenpairs(
     ``basis_dtype="float64"`` for a float64 Krylov basis around float32 products.
     ``product_dtype="float64"``: the products themselves in float64 (``w`` and a
     floating ``x`` cast, x64 switched on for the solve; the result is float64).
+    ``loop``: ``"compiled"`` (one program), ``"host"`` (a Python loop around one
+    compiled step per product) or ``"auto"`` (default: the host loop for a model
+    with a convolution on the CPU backend, where XLA runs a convolution inside a
+    loop body several times slower; see :mod:`jaxland.linalg.loops`). The same
+    numbers to float rounding either way.
 
     Works for every kind: for the PSD ones (GGN, Fisher) ``which="smallest"``
     finds the (near-)null space. Returns :class:`~jaxland.EigResult`; raises
@@ -91,12 +105,14 @@ def eigenpairs(
     check_operator(op)
     key = check_key(key)
     static, pd = _settings(op, d, method, tol, max_matvecs, block_size, which, basis_dtype, product_dtype)
+    mode = loop_mode(op, check_loop(loop))
     with _x64_if("float64" if "float64" in (static[-1], pd) else None):
-        res = _eig_jit(op if pd is None else op.astype(pd), key, *static)
+        op = op if pd is None else op.astype(pd)
+        res = _solve_host(op, key, *static) if mode == "host" else _eig_jit(op, key, *static)
     return _check(res, method, require_convergence)
 
 
-_OPTIONS = ("method", "tol", "max_matvecs", "block_size", "require_convergence", "which", "basis_dtype", "hvp_dtype")
+_OPTIONS = ("method", "tol", "max_matvecs", "block_size", "require_convergence", "which", "basis_dtype", "hvp_dtype", "loop")
 
 
 def hessian_eigenpairs(
@@ -115,8 +131,8 @@ def hessian_eigenpairs(
 
     ``eigenpairs(hessian_operator(model, w, x, y, k=k), d, key=key, **options)``:
     ``options`` are :func:`eigenpairs`' (``method``, ``tol``, ``max_matvecs``,
-    ``block_size``, ``require_convergence``, ``which``, ``basis_dtype``), with
-    the same defaults. ``key`` is required. ``w, x, y, k`` are inputs of one compiled program: a new
+    ``block_size``, ``require_convergence``, ``which``, ``basis_dtype``,
+    ``loop``), with the same defaults. ``key`` is required. ``w, x, y, k`` are inputs of one compiled program: a new
     ``w`` or ``k`` (same shapes) does not recompile. ``which="smallest"`` gives
     the bottom of the spectrum (``lambda_min`` first), ``basis_dtype="float64"``
     a float64 Krylov basis around float32 HVPs.
@@ -151,7 +167,8 @@ def hessian_eigenpairs_batch(model: Model, ws: jax.Array, x: jax.Array, y: jax.A
     ``jax.random.fold_in(key, i)``. Every field gets a leading (B,) axis.
     ``options``: the keyword arguments of :func:`hessian_eigenpairs` (``method``,
     ``tol``, ``max_matvecs``, ``block_size``, ``require_convergence``,
-    ``which``, ``basis_dtype``, ``hvp_dtype``), with the same defaults.
+    ``which``, ``basis_dtype``, ``hvp_dtype``, ``loop``), with the same defaults.
+    With the host loop the networks are solved one after another (``chunk_size`` is not used).
     """
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -165,13 +182,18 @@ def hessian_eigenpairs_batch(model: Model, ws: jax.Array, x: jax.Array, y: jax.A
     key = check_key(key)
     chunk_size = positive_int("chunk_size (networks solved together)", chunk_size)
     opts = {"method": "lanczos", "tol": 1e-3, "max_matvecs": None, "block_size": None, "which": "largest",
-            "basis_dtype": None, "hvp_dtype": None, **options}
+            "basis_dtype": None, "hvp_dtype": None, "loop": "auto", **options}
     require = options.get("require_convergence", False)
     static, pd = _settings(op, d, opts["method"], opts["tol"], opts["max_matvecs"], opts["block_size"], opts["which"],
                            opts["basis_dtype"], opts["hvp_dtype"], "hvp_dtype")
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(ws.shape[0]))
+    mode = loop_mode(op, check_loop(opts["loop"]))
     with _x64_if("float64" if "float64" in (static[-1], pd) else None):
         if pd is not None:
             op, ws = op.astype(pd), ws.astype(pd)
-        res = _eig_batch_jit(op, ws, keys, *static, chunk_size)
+        if mode == "host":
+            each = [_solve_host(op.at_params(ws[i]), keys[i], *static) for i in range(ws.shape[0])]
+            res = jax.tree.map(lambda *a: jnp.stack(a), *each)
+        else:
+            res = _eig_batch_jit(op, ws, keys, *static, chunk_size)
     return _check(res, opts["method"], require)

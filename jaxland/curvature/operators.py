@@ -32,7 +32,10 @@ mask, so the shapes never depend on ``k``.
 The estimators (:func:`jaxland.curvature.eigenpairs`, :func:`~jaxland.curvature.trace`,
 :func:`~jaxland.curvature.density`) take an operator; inside their compiled
 loop they call :func:`linear_map` once, which does the work every product shares
-(the forward pass and its linearisation) before the first product.
+(the forward pass and its linearisation) before the first product. In a host
+loop (:func:`loop_mode`: the default for a model with a convolution on a CPU)
+each compiled step takes the operator as its argument and calls
+:func:`linear_map` itself, so a step costs one standalone product.
 """
 
 from __future__ import annotations
@@ -43,12 +46,13 @@ import jax
 import jax.numpy as jnp
 
 from ..errors import ConfigError
+from ..linalg.loops import has_convolution, host_rows, resolve_loop
 from ..models.base import _loss_fn
-from ..validate import (check_data, check_output_loss, check_params, check_prefix, check_vectors, clamp_prefix,
-                        positive_int)
+from ..validate import (check_data, check_loop, check_output_loss, check_params, check_prefix, check_vectors,
+                        clamp_prefix, positive_int)
 
 __all__ = ["KINDS", "DENSE_MAX_DIM", "CurvatureOperator", "hessian_operator", "ggn_operator", "fisher_operator",
-           "curvature_operator", "linear_map"]
+           "curvature_operator", "linear_map", "linear_rows", "loop_mode"]
 
 KINDS = ("hessian", "ggn", "fisher")
 DENSE_MAX_DIM = 4096  # op.dense() builds a D x D matrix from D products
@@ -112,6 +116,28 @@ def linear_map(op: "CurvatureOperator"):
     result to many vectors; each application costs only the linear part.
     """
     return weighted_linear_map(op.kind, op.model, op.w, op.x, op.y, *_prefix(op))
+
+
+def linear_rows(op: "CurvatureOperator"):
+    """``V -> A V`` row by row (vmapped), one shared linearisation: the batched product of block solvers."""
+    return jax.vmap(linear_map(op))
+
+
+@functools.lru_cache(maxsize=256)
+def _model_has_convolution(model, shapes) -> bool:
+    (w, x, y) = (jax.ShapeDtypeStruct(s, d) for s, d in shapes)
+    return has_convolution(model.per_sample_losses, w, x, y)
+
+
+def loop_mode(op: "CurvatureOperator", loop: str = "auto") -> str:
+    """``"compiled"`` or ``"host"`` for the estimators' ``loop=`` option (already checked) on ``op``.
+
+    ``"auto"``: ``"host"`` on the CPU backend when the model's per-sample loss
+    contains a convolution (found in its jaxpr, traced once per model and
+    shapes, never run), else ``"compiled"``.
+    """
+    shapes = tuple((tuple(a.shape), jnp.dtype(a.dtype).name) for a in (op.w, op.x, op.y))
+    return resolve_loop(loop, lambda: _model_has_convolution(op.model, shapes))
 
 
 @jax.jit
@@ -197,27 +223,35 @@ class CurvatureOperator:
         check_vectors(self.model, v, "v", like=self.w, values=False)
         return _matvec(self, v)
 
-    def matmat(self, V, *, chunk_size: int | None = None):
+    def matmat(self, V, *, chunk_size: int | None = None, loop: str = "auto"):
         """``A v_i`` for each row ``v_i`` of ``V`` (b, D) -> (b, D); the rows share one linearisation.
 
         ``chunk_size`` rows are vmapped together, the chunks run one after
         another (default: all rows at once, what an accelerator wants). On a
         CPU small chunks are faster: reference MLP on 2,048 images, 10 rows, 2 CPU cores,
         ``chunk_size=1`` took 0.51-0.60 s against 1.05-1.11 s for all at once.
+        ``loop``: the chunks run inside one program (``"compiled"``, a
+        ``lax.map``) or one compiled call each (``"host"``); ``"auto"`` picks the
+        host for a convolutional model on a CPU (see :func:`loop_mode`).
         """
         check_vectors(self.model, V, "V", ndim=2, like=self.w, values=False)
         chunk_size = positive_int("chunk_size (rows vmapped together)", chunk_size, None)
+        if chunk_size is not None and chunk_size < V.shape[0] and loop_mode(self, check_loop(loop)) == "host":
+            return host_rows(linear_map, self, V, chunk_size)
         return _matmat(self, V, chunk_size)
 
-    def dense(self, *, chunk_size: int | None = None):
+    def dense(self, *, chunk_size: int | None = None, loop: str = "auto"):
         """The explicit (D, D) matrix from D products (small models only: ``D <= DENSE_MAX_DIM``).
 
-        ``chunk_size`` products are vmapped together (default: all of them).
+        ``chunk_size`` products are vmapped together (default: all of them);
+        ``loop`` as in :meth:`matmat`.
         """
         if self.dim > DENSE_MAX_DIM:
             raise ConfigError(f"op.dense() would build a {self.dim} x {self.dim} matrix; allowed up to D = {DENSE_MAX_DIM}: "
                               "use op @ v, op.matmat or the matrix-free estimators instead")
         chunk_size = positive_int("chunk_size (products vmapped together)", chunk_size, self.dim)
+        if chunk_size < self.dim and loop_mode(self, check_loop(loop)) == "host":
+            return host_rows(linear_map, self, jnp.eye(self.dim, dtype=self.dtype), chunk_size).T
         return _dense(self, chunk_size)
 
     def astype(self, dtype) -> "CurvatureOperator":

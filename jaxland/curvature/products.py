@@ -24,9 +24,11 @@ import jax.numpy as jnp
 
 from .._compat import renamed_kwargs
 from ..errors import ConfigError
+from ..linalg.loops import host_rows
 from ..sharding import AXIS, map_rows, pad_rows, replicate, resolve_mesh, shard_rows
-from ..validate import as_array, check_operator, check_vectors, clamp_prefix, finite_result, positive_int
-from .operators import CurvatureOperator, _matmat, _matvec, _prefix, hessian_operator, weighted_linear_map
+from ..validate import as_array, check_loop, check_operator, check_vectors, clamp_prefix, finite_result, positive_int
+from .operators import (CurvatureOperator, _matmat, _matvec, _prefix, hessian_operator, linear_map, loop_mode,
+                        weighted_linear_map)
 
 __all__ = ["loss_and_grad", "hvp", "hvp_batch", "sharded_hvp", "sharded_matmat", "hessian_matvec", "dense_hessian"]
 
@@ -104,7 +106,8 @@ def dense_hessian(model, w, x, y, *, k=None):
 
 
 @renamed_kwargs(chunk="chunk_size")
-def sharded_matmat(op: CurvatureOperator, vs, *, mesh=None, over: str = "data", chunk_size: int | None = None):
+def sharded_matmat(op: CurvatureOperator, vs, *, mesh=None, over: str = "data", chunk_size: int | None = None,
+                   loop: str = "auto"):
     """``A v`` for each row of ``vs`` (m, D), ``A`` the curvature operator ``op``, spread over the devices of ``mesh``.
 
     ``over="data"``: the samples are split over the devices, each computes the
@@ -113,7 +116,10 @@ def sharded_matmat(op: CurvatureOperator, vs, *, mesh=None, over: str = "data", 
     (``chunk_size`` at a time per device), data replicated (what a block
     eigensolver with many vectors needs). Both equal ``op.matmat(vs)`` up to
     float rounding. ``mesh=None``: one device, the plain product; an int n:
-    the first n devices; or a :func:`jaxland.device_mesh`.
+    the first n devices; or a :func:`jaxland.device_mesh`. ``loop``: the chunks
+    of vectors run in one program (``"compiled"``, a ``lax.map`` on each
+    device) or one compiled call per chunk (``"host"``); ``"auto"``: the host
+    for a convolutional model on a CPU (:func:`~jaxland.curvature.operators.loop_mode`).
     """
     check_operator(op)
     if over not in ("data", "vectors"):
@@ -122,25 +128,37 @@ def sharded_matmat(op: CurvatureOperator, vs, *, mesh=None, over: str = "data", 
     check_vectors(op.model, vs, "vs", ndim=2, like=op.w)
     chunk_size = positive_int("chunk_size (vectors per device step)", chunk_size, None)
     mesh = None if mesh is None else resolve_mesh(mesh)
+    host = chunk_size is not None and loop_mode(op, check_loop(loop)) == "host"
     if mesh is None:
+        if host and chunk_size < vs.shape[0]:
+            return host_rows(linear_map, op, vs, chunk_size)
         return _matmat(op, vs, chunk_size)
     if over == "vectors":
-        return _vector_parallel(mesh, chunk_size, vs, *replicate(mesh, op))
+        ops = replicate(mesh, op)
+        if host and chunk_size * mesh.size < vs.shape[0]:
+            # chunk_size vectors per device per compiled call, no loop inside
+            step = chunk_size * mesh.size
+            padded = pad_rows(vs, step)
+            out = [_vector_parallel(mesh, None, padded[i:i + step], *ops) for i in range(0, padded.shape[0], step)]
+            return jnp.concatenate(out)[: vs.shape[0]]
+        return _vector_parallel(mesh, chunk_size, vs, *ops)
     n = op.num_samples
     x, y = pad_rows(op.x, mesh.size), pad_rows(op.y, mesh.size)
     return _data_parallel(op.model, op.kind, mesh, n, x, y, *replicate(mesh, op.w, vs, op.k))
 
 
 @renamed_kwargs(chunk="chunk_size")
-def sharded_hvp(model, w, x, y, vs, *, k=None, mesh=None, over: str = "data", chunk_size: int | None = None):
+def sharded_hvp(model, w, x, y, vs, *, k=None, mesh=None, over: str = "data", chunk_size: int | None = None,
+                loop: str = "auto"):
     """``H_k(w) v`` for each row of ``vs`` (m, D) over the devices of ``mesh``: :func:`sharded_matmat` of the Hessian.
 
-    Equals :func:`hvp_batch` up to float rounding; ``mesh``, ``over`` and
-    ``chunk_size`` as there.
+    Equals :func:`hvp_batch` up to float rounding; ``mesh``, ``over``,
+    ``chunk_size`` and ``loop`` as there.
     """
     vs = jnp.atleast_2d(vs)
     _vector_after_data(model, x, vs, "sharded_hvp")
-    return sharded_matmat(hessian_operator(model, w, x, y, k=k), vs, mesh=mesh, over=over, chunk_size=chunk_size)
+    return sharded_matmat(hessian_operator(model, w, x, y, k=k), vs, mesh=mesh, over=over, chunk_size=chunk_size,
+                          loop=loop)
 
 
 @functools.partial(jax.jit, static_argnames=("mesh", "chunk_size"))

@@ -40,8 +40,11 @@ call them:
 
 The probes, sketch and Lanczos runs are one compiled program each (``lax.map``
 over probes, ``chunk_size`` of them vmapped together), with the operator (weights
-and data) as an input. The Hutchinson integrand, the Rademacher sampler and the Lanczos
-tridiagonalisation (full reorthogonalisation) are matfree's; Hutch++ is not in
+and data) as an input; or, with ``loop="host"`` (the default for convolutional
+models on a CPU), one compiled call per chunk of probes (the trace) or per
+Lanczos step of a chunk of probes (the density). The Rademacher sampler and
+the Lanczos tridiagonalisation (full reorthogonalisation) are matfree's (the
+host loop runs matfree's recursion one step at a time); Hutch++ is not in
 matfree and is written here.
 """
 
@@ -56,10 +59,10 @@ import numpy as np
 from .._compat import renamed_kwargs
 from ..errors import ConfigError, NumericalError
 from ..linalg.result import EigResult
-from ..linalg.stochastic import slq, smooth_density, trace_estimate
-from ..validate import check_key, check_operator, check_real, positive_int
+from ..linalg.stochastic import slq, slq_host, smooth_density, trace_estimate, trace_estimate_host
+from ..validate import check_key, check_loop, check_operator, check_real, positive_int
 from .eigen import eigenpairs, hessian_eigenpairs
-from .operators import CurvatureOperator, hessian_operator, linear_map
+from .operators import CurvatureOperator, hessian_operator, linear_map, loop_mode
 from .results import DChoice, Extremes, SpectralDensity, TraceEstimate
 
 __all__ = [
@@ -78,13 +81,22 @@ __all__ = [
     "bottom_eigenpairs",
     "extreme_eigenvalues",
     "choose_d",
+    "PROBE_CHUNK_COMPILED",
+    "PROBE_CHUNK_HOST",
 ]
 
 TRACE_METHODS = ("hutch++", "hutchinson")
 
+# Probes vmapped together by default. Compiled loop: 1 (reference MLP on 2,048 images, 2 CPU cores: 10 rows one at a
+# time 0.51-0.60 s against 1.05-1.11 s all at once). Host loop (convolutions on a CPU): PROBE_CHUNK_HOST, see
+# benchmarks/results/architectures.json ("probe_chunk").
+PROBE_CHUNK_COMPILED = 1
+PROBE_CHUNK_HOST = 4
 
-def _chunk(chunk_size):
-    return positive_int("chunk_size (probes vmapped together)", chunk_size)
+
+def _chunk(chunk_size, mode="compiled"):
+    default = PROBE_CHUNK_HOST if mode == "host" else PROBE_CHUNK_COMPILED
+    return positive_int("chunk_size (probes vmapped together)", chunk_size, default)
 
 
 # ----------------------------------------------------------------------------- on an operator
@@ -96,15 +108,19 @@ def _trace_jit(op, key, num_probes, method, chunk_size):
                           chunk_size=chunk_size)
 
 
-def trace(op: CurvatureOperator, *, num_probes: int, key=None, method: str = "hutch++", chunk_size: int = 1,
-          allow_nonfinite: bool = False) -> TraceEstimate:
+def trace(op: CurvatureOperator, *, num_probes: int, key=None, method: str = "hutch++", chunk_size: int | None = None,
+          allow_nonfinite: bool = False, loop: str = "auto") -> TraceEstimate:
     """``tr(A)`` of a curvature operator by Hutch++ (default) or Hutchinson, with its standard error.
 
     ``num_probes`` is the budget of operator products for both methods
     (Hutch++ needs >= 6: two per sketch vector, two stochastic probes);
-    ``chunk_size`` products are vmapped together (memory grows with it);
-    ``key`` is required. NaN/inf products raise :class:`NumericalError` unless
-    ``allow_nonfinite=True``.
+    ``chunk_size`` products are vmapped together (memory grows with it;
+    default :data:`PROBE_CHUNK_COMPILED` in a compiled loop,
+    :data:`PROBE_CHUNK_HOST` in a host loop); ``key`` is required.
+    ``loop``: the products in one compiled program (``"compiled"``) or one
+    compiled call per chunk (``"host"``); ``"auto"``: the host for a
+    convolutional model on a CPU (:func:`~jaxland.curvature.operators.loop_mode`).
+    NaN/inf products raise :class:`NumericalError` unless ``allow_nonfinite=True``.
     """
     check_operator(op)
     key = check_key(key)
@@ -113,7 +129,13 @@ def trace(op: CurvatureOperator, *, num_probes: int, key=None, method: str = "hu
     num_probes = positive_int("num_probes", num_probes, minimum=6 if method == "hutch++" else 2)
     if method == "hutch++" and num_probes // 3 >= op.dim:
         raise ConfigError(f"hutch++ sketch of {num_probes // 3} vectors >= dim {op.dim}; use fewer num_probes")
-    tr, se, exact, vals = _trace_jit(op, key, num_probes, method, _chunk(chunk_size))
+    mode = loop_mode(op, check_loop(loop))
+    chunk = _chunk(chunk_size, mode)
+    if mode == "host":
+        tr, se, exact, vals = trace_estimate_host(linear_map, op, op.dim, op.dtype, key=key, num_probes=num_probes,
+                                                  method=method, chunk_size=chunk)
+    else:
+        tr, se, exact, vals = _trace_jit(op, key, num_probes, method, chunk)
     if not allow_nonfinite and not (np.isfinite(float(tr)) and np.isfinite(float(se)) and np.all(np.isfinite(np.asarray(vals)))):
         raise NumericalError(f"trace: the {op.kind} products returned NaN/Inf; check w, x and y (finite, and not so "
                              "large that the loss or its derivatives overflow)")
@@ -127,15 +149,19 @@ def _slq_jit(op, key, num_probes, lanczos_steps, chunk_size):
 
 
 def density(op: CurvatureOperator, *, num_probes: int, lanczos_steps: int, key=None, sigma=None,
-            num_points: int = 1024, chunk_size: int = 1, allow_nonfinite: bool = False) -> SpectralDensity:
+            num_points: int = 1024, chunk_size: int | None = None, allow_nonfinite: bool = False,
+            loop: str = "auto") -> SpectralDensity:
     """Eigenvalue density of a curvature operator by stochastic Lanczos quadrature.
 
     ``num_probes`` Rademacher probes, ``lanczos_steps`` products each (full
     reorthogonalisation; memory ``lanczos_steps * D`` per probe in flight);
     ``key`` is required. ``sigma``: broadening width (default: the rule in the
-    module docstring). Moments: :func:`density_moments`; ``tr(A_+)``:
-    :func:`positive_trace`. Non-finite Lanczos coefficients raise
-    :class:`NumericalError` unless ``allow_nonfinite=True``.
+    module docstring). ``chunk_size`` probes run together (their products
+    vmapped; defaults as in :func:`trace`). ``loop``: the Lanczos runs inside one
+    compiled program, or (``"host"``) a Python loop of one compiled step per
+    batched product; ``"auto"`` as in :func:`trace`. Moments:
+    :func:`density_moments`; ``tr(A_+)``: :func:`positive_trace`. Non-finite
+    Lanczos coefficients raise :class:`NumericalError` unless ``allow_nonfinite=True``.
     """
     check_operator(op)
     key = check_key(key)
@@ -145,7 +171,13 @@ def density(op: CurvatureOperator, *, num_probes: int, lanczos_steps: int, key=N
         raise ConfigError(f"lanczos_steps = {lanczos_steps} must be < dim = {op.dim} (use op.dense() and eigh on so small a model)")
     if sigma is not None:
         sigma = check_real("sigma (broadening width)", sigma)
-    nodes, weights = _slq_jit(op, key, num_probes, lanczos_steps, _chunk(chunk_size))
+    mode = loop_mode(op, check_loop(loop))
+    chunk = _chunk(chunk_size, mode)
+    if mode == "host":
+        nodes, weights = slq_host(linear_map, op, op.dim, op.dtype, key=key, num_probes=num_probes,
+                                  lanczos_steps=lanczos_steps, chunk_size=chunk)
+    else:
+        nodes, weights = _slq_jit(op, key, num_probes, lanczos_steps, chunk)
     if not allow_nonfinite and not (np.all(np.isfinite(np.asarray(nodes))) and np.all(np.isfinite(np.asarray(weights)))):
         raise NumericalError(
             f"density: non-finite Lanczos coefficients (NaN/Inf {op.kind} products, or a Krylov "
@@ -155,17 +187,18 @@ def density(op: CurvatureOperator, *, num_probes: int, lanczos_steps: int, key=N
     return SpectralDensity(nodes, weights, grid, rho, s, op.dim, num_probes * lanczos_steps, op.kind)
 
 
-def extremes(op: CurvatureOperator, *, key=None, tol: float = 1e-3, max_matvecs: int | None = None) -> Extremes:
+def extremes(op: CurvatureOperator, *, key=None, tol: float = 1e-3, max_matvecs: int | None = None,
+             loop: str = "auto") -> Extremes:
     """``lambda_min`` and ``lambda_max`` of a curvature operator (Lanczos from each end), with their residuals.
 
     The bottom end sits next to the bulk, so it usually needs more products
     than the top: ``max_matvecs`` defaults to 150 there (check ``bottom.converged``).
-    ``key`` is required (split for the two solves).
+    ``key`` is required (split for the two solves); ``loop`` as in :func:`~jaxland.curvature.eigenpairs`.
     """
     check_operator(op)
     k1, k2 = jax.random.split(check_key(key))
-    top = eigenpairs(op, 1, key=k1, tol=tol, max_matvecs=max_matvecs)
-    bottom = eigenpairs(op, 1, key=k2, tol=tol, max_matvecs=max_matvecs or 150, which="smallest")
+    top = eigenpairs(op, 1, key=k1, tol=tol, max_matvecs=max_matvecs, loop=loop)
+    bottom = eigenpairs(op, 1, key=k2, tol=tol, max_matvecs=max_matvecs or 150, which="smallest", loop=loop)
     lmin, lmax = float(bottom.eigenvalues[0]), float(top.eigenvalues[0])
     return Extremes(lmin, lmax, lmin / lmax if lmax != 0 else math.nan, bottom, top, op.kind)
 
@@ -174,19 +207,20 @@ def extremes(op: CurvatureOperator, *, key=None, tol: float = 1e-3, max_matvecs:
 
 
 @renamed_kwargs(batch_size="chunk_size")
-def hessian_trace(model, w, x, y, *, num_probes: int, key=None, method: str = "hutch++", k=None, chunk_size: int = 1,
-                  allow_nonfinite: bool = False) -> TraceEstimate:
+def hessian_trace(model, w, x, y, *, num_probes: int, key=None, method: str = "hutch++", k=None,
+                  chunk_size: int | None = None, allow_nonfinite: bool = False, loop: str = "auto") -> TraceEstimate:
     """``tr(H_k(w))`` by Hutch++ (default) or Hutchinson, with its standard error: :func:`trace` of the Hessian."""
     return trace(hessian_operator(model, w, x, y, k=k), num_probes=num_probes, key=key, method=method,
-                 chunk_size=chunk_size, allow_nonfinite=allow_nonfinite)
+                 chunk_size=chunk_size, allow_nonfinite=allow_nonfinite, loop=loop)
 
 
 @renamed_kwargs(batch_size="chunk_size")
 def spectral_density(model, w, x, y, *, num_probes: int, lanczos_steps: int, key=None, k=None, sigma=None,
-                     num_points: int = 1024, chunk_size: int = 1, allow_nonfinite: bool = False) -> SpectralDensity:
+                     num_points: int = 1024, chunk_size: int | None = None, allow_nonfinite: bool = False,
+                     loop: str = "auto") -> SpectralDensity:
     """Eigenvalue density of ``H_k(w)`` by stochastic Lanczos quadrature: :func:`density` of the Hessian."""
     return density(hessian_operator(model, w, x, y, k=k), num_probes=num_probes, lanczos_steps=lanczos_steps, key=key,
-                   sigma=sigma, num_points=num_points, chunk_size=chunk_size, allow_nonfinite=allow_nonfinite)
+                   sigma=sigma, num_points=num_points, chunk_size=chunk_size, allow_nonfinite=allow_nonfinite, loop=loop)
 
 
 def bottom_eigenpairs(model, w, x, y, d: int = 1, *, k=None, key=None, **kwargs) -> EigResult:
@@ -194,9 +228,10 @@ def bottom_eigenpairs(model, w, x, y, d: int = 1, *, k=None, key=None, **kwargs)
     return hessian_eigenpairs(model, w, x, y, d, k=k, key=key, which="smallest", **kwargs)
 
 
-def extreme_eigenvalues(model, w, x, y, *, k=None, key=None, tol: float = 1e-3, max_matvecs: int | None = None) -> Extremes:
+def extreme_eigenvalues(model, w, x, y, *, k=None, key=None, tol: float = 1e-3, max_matvecs: int | None = None,
+                        loop: str = "auto") -> Extremes:
     """``lambda_min`` and ``lambda_max`` of ``H_k(w)``: :func:`extremes` of the Hessian (``key`` required)."""
-    return extremes(hessian_operator(model, w, x, y, k=k), key=key, tol=tol, max_matvecs=max_matvecs)
+    return extremes(hessian_operator(model, w, x, y, k=k), key=key, tol=tol, max_matvecs=max_matvecs, loop=loop)
 
 
 # ----------------------------------------------------------------------------- from the estimates

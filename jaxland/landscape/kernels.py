@@ -7,9 +7,17 @@ on blocks of samples: an outer ``lax.map`` (or ``scan``) over blocks of
 draw uses it and memory is O(draw_chunk x sample_block x width).
 
 The per-block kernel is the model's own when it has one
-(``model.subspace_kernel``, e.g. the MLP's first-layer precompute) and
-otherwise the generic one, which evaluates ``model.per_sample_losses`` at
-``center + theta @ directions`` -- any architecture, vmapped per chunk of draws.
+(``model.subspace_kernel``, e.g. the MLP's first-layer precompute); else the
+first-layer kernel when the model's first layer splits off
+(``model.first_layer``: a Dense, Conv or Embed on the data, linear in its
+weights): ``f1(x; w*_1 + theta @ P_1) = f1(x; w*_1) + theta @ f1(x; P_1)``, the
+d + 1 outputs formed once per block of samples and each draw's first-layer
+output by d multiply-adds per entry; otherwise the generic one, which
+evaluates ``model.per_sample_losses`` at ``center + theta @ directions`` -- any
+architecture. Within a block the draws go ``draw_chunk`` at a time through
+``lax.map`` (vmapped within a chunk); a convolutional network wants
+``draw_chunk = 1``: vmapped over weight draws every convolution becomes a
+grouped one (2.6x slower for LeNet-5, 12x for the ResNet, per draw).
 
 Statistics over draws are streamed as (count, mean, co-moment) per k and
 merged chunk by chunk and device by device with Chan et al.'s pairwise update
@@ -26,17 +34,82 @@ import jax.numpy as jnp
 
 from .moments import chan_merge, psum_moments, unit_moments
 from .prefix import batch_means, loss_increments, prefix_increments
+from ..linalg.loops import has_convolution
 from ..sharding import AXIS, ceil_div, map_rows, pad_rows, shard_rows
+from ..validate import is_sequence_model
 from .variance import quadratic_features
 
 # Measured on 2 CPU cores, reference MLP, d = 10 (benchmarks/delta.py): a block
 # of samples stays in cache while all draws of a chunk reuse it.
 DEFAULT_DRAW_CHUNK = 16
 DEFAULT_SAMPLE_BLOCK = 512
+# A network with a convolution, on a CPU (benchmarks/architectures.py --parts sweep, per draw, 2 CPU cores): draws
+# mapped one at a time (vmapped 4 at a time: 3.0x slower for the ResNet, 1.9x for LeNet-5, 1.0x for the ViT and the
+# Linen CNN) over blocks of 128 samples (within 4%, 0%, 12%, 0% of the best block of 64, 128, 256 for LeNet-5, the
+# ViT, the Linen CNN, the ResNet; the MLP's 512-sample blocks with 16 draws vmapped were 2.5-4.3x slower).
+CONV_DRAW_CHUNK = 1
+CONV_SAMPLE_BLOCK = 128
+# Any other model: the same blocks, 4 draws vmapped (untimed here: no such shipped model).
+OTHER_DRAW_CHUNK = 4
+OTHER_SAMPLE_BLOCK = 128
+# A language model (loss "sequence_cross_entropy"), on any backend: blocks of about 4,096 tokens, draws one at a time
+# (0.8M-parameter GPT, 256 sequences of 64, d = 2, 2 CPU cores: 3.0 s for 16 draws over blocks of 64 sequences,
+# 3.2 s over 128, 3.4 s over 256; with 2 or 4 draws vmapped over 256, 6.4 s and 7.0 s).
+SEQUENCE_BLOCK_TOKENS = 4096
+SEQUENCE_DRAW_CHUNK = 1
+# The first-layer kernel is used where it saves at least this share of the forward pass's multiply-adds: LeNet-5
+# (first convolution 5x5, 28% of the multiply-adds: saves 17%) measured 1.2x faster per draw; the ViT's patch
+# embedding (7x7, 4%: saves 3%) measured 0.9-1.0x.
+FIRST_LAYER_MIN_SAVING = 0.1
+
+
+def default_blocks(model, kernel, subspace, x, y) -> tuple[int, int]:
+    """``(sample_block, draw_chunk)`` for ``model``: the measured rule (see the constants above).
+
+    The MLP's own kernel: 512 samples, 16 draws vmapped. On the CPU backend, a
+    model whose per-sample loss has a convolution: :data:`CONV_SAMPLE_BLOCK`,
+    draws one at a time; any other model: :data:`OTHER_SAMPLE_BLOCK` and
+    :data:`OTHER_DRAW_CHUNK`. Elsewhere (accelerators): the MLP's defaults. A
+    language model, anywhere: blocks of :data:`SEQUENCE_BLOCK_TOKENS` tokens
+    (``4096 // T`` sequences), draws one at a time.
+    """
+    if is_sequence_model(model):
+        return max(1, SEQUENCE_BLOCK_TOKENS // max(1, int(x.shape[1]) if x.ndim > 1 else 1)), SEQUENCE_DRAW_CHUNK
+    if kernel == "model" or jax.default_backend() != "cpu":
+        return DEFAULT_SAMPLE_BLOCK, DEFAULT_DRAW_CHUNK
+    aval = lambda a: jax.ShapeDtypeStruct((1,) + tuple(a.shape[1:]), a.dtype)
+    w = jax.ShapeDtypeStruct(subspace.center.shape, subspace.center.dtype)
+    if has_convolution(model.per_sample_losses, w, aval(x), aval(y)):
+        return CONV_SAMPLE_BLOCK, CONV_DRAW_CHUNK
+    return OTHER_SAMPLE_BLOCK, OTHER_DRAW_CHUNK
+
+
+def _first_layer_block(model, subspace, thetas, draw_chunk):
+    """The first-layer kernel (see the module docstring), or None when the model's first layer does not split off."""
+    center, p = subspace.center, subspace.directions
+
+    def block(args):
+        xs, ys = args
+        split = model.first_layer(center, xs, ys)
+        h0 = split.first(center, xs, ys)
+        hp = jax.vmap(lambda q: split.first(q, xs, ys))(p)  # (d, *h0.shape): linear in the weights
+
+        def draw(th):
+            return split.rest(center + th @ p, xs, ys, h0 + jnp.tensordot(th, hp, axes=1))
+
+        return jax.lax.map(draw, thetas, batch_size=draw_chunk)
+
+    return block
 
 
 def block_losses(model, subspace, thetas, *, draw_chunk, fast, matmul_dtype=None):
-    """``block((xs, ys)) -> (T, b)``: every draw's per-sample losses on one block of samples."""
+    """``block((xs, ys)) -> (T, b)``: every draw's per-sample losses on one block of samples.
+
+    ``fast``: ``"model"`` (the model's own :meth:`subspace_kernel`),
+    ``"first_layer"`` or a false value (the generic kernel); see :func:`fast_kernel`.
+    """
+    if fast == "first_layer" and matmul_dtype is None:
+        return _first_layer_block(model, subspace, thetas, draw_chunk)
     if fast:
         kernel = model.subspace_kernel(subspace, thetas, draw_chunk=draw_chunk, matmul_dtype=matmul_dtype)
         if kernel is not None:
@@ -55,9 +128,39 @@ def block_losses(model, subspace, thetas, *, draw_chunk, fast, matmul_dtype=None
 
 
 def has_fast_kernel(model, d: int) -> bool:
-    """Whether ``model`` has a specialised Monte Carlo kernel for a d-dimensional subspace."""
+    """Whether ``model`` has a specialised Monte Carlo kernel of its own for a d-dimensional subspace."""
     check = getattr(model, "has_subspace_kernel", None)
     return bool(check is not None and check(d))
+
+
+def fast_kernel(model, subspace, x, y, *, enabled=True, matmul_dtype=None):
+    """Which kernel :func:`block_losses` uses: ``"model"``, ``"first_layer"`` or None (generic).
+
+    ``enabled=True``: the model's own kernel when it has one for this d; else
+    the first-layer kernel when ``model.first_layer`` splits the losses on a
+    block of these shapes (full precision only) and that saves at least
+    :data:`FIRST_LAYER_MIN_SAVING` of the forward pass's multiply-adds
+    (``(1 - d / fan_in) * share``: a LeNet-5's 5x5 first convolution, not a 3x3
+    one on one channel, nor a ViT's patch embedding, nor an embedding lookup);
+    else the generic kernel.
+    ``enabled="first_layer"``: the first-layer kernel whenever the first layer
+    splits off. ``enabled=False``: generic. Tracing only.
+    """
+    if not enabled:
+        return None
+    d = subspace.directions.shape[0]
+    if enabled is True and has_fast_kernel(model, d):
+        return "model"
+    split = getattr(model, "first_layer", None)
+    if split is None or matmul_dtype is not None:
+        return None
+    aval = lambda a: jax.ShapeDtypeStruct((1,) + tuple(a.shape[1:]), a.dtype)
+    center = jax.ShapeDtypeStruct(subspace.center.shape, subspace.center.dtype)
+    found = split(center, aval(x), aval(y))
+    if found is None:
+        return None
+    saving = (1 - d / found.fan_in) * found.share if found.fan_in else 0.0
+    return "first_layer" if enabled == "first_layer" or saving >= FIRST_LAYER_MIN_SAVING else None
 
 
 def loss_body(model, subspace, thetas, x, y, *, draw_chunk, sample_block, fast, matmul_dtype=None):

@@ -15,7 +15,9 @@ array of permutations); the losses do not depend on the order, so the
 orderings cost only cumulative sums.
 
 Any model of the protocol works (:func:`jaxland.as_model`); a model with a
-specialised kernel (the MLP's first-layer precompute) gets it automatically.
+specialised kernel (the MLP's first-layer precompute) gets it automatically,
+and a model whose first layer splits off (:meth:`~jaxland.models.base.Model.first_layer`)
+gets the first-layer kernel where it saves arithmetic.
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ import numpy as np
 
 from .._compat import renamed_kwargs
 from ..errors import ConfigError
-from .kernels import DEFAULT_DRAW_CHUNK, DEFAULT_SAMPLE_BLOCK, delta_stream, has_fast_kernel, loss_matrix, squared_increments
+from .kernels import DEFAULT_SAMPLE_BLOCK, default_blocks, delta_stream, fast_kernel as choose_kernel, loss_matrix, squared_increments
 from ..sharding import AXIS, gather, pad_rows, replicate, resolve_mesh
 from .theory import SubspaceCurvature, subspace_curvature
 from .. import memory
 from .passes import StreamPlan, pass_budget, stream_plan
-from ..validate import (as_array, check_data, check_key, check_sigma, check_subspace, finite_result, group_split, num_groups,
-                        positive_int, unit)
+from ..validate import (as_array, check_data, check_fast_kernel, check_key, check_sigma, check_subspace, finite_result,
+                        group_split, num_groups, positive_int, unit)
 from .variance import DEFAULT_VARIANCE_REDUCTION, control_inputs, draw_or_check_units, estimate_from_moments, parse_variance_reduction
 
 __all__ = [
@@ -56,8 +58,9 @@ class DeltaInfo(NamedTuple):
     ``sigma``: theta ~ N(0, sigma^2 I); ``num_draws``: T; ``subspace_dim``: d
     (None when unknown); ``samples_per_k``: samples per unit of k (None: k counts
     samples); ``num_orderings``: R; ``unit``: ``"samples"`` or ``"batches"``;
-    ``kernel``: ``"specialised"`` (e.g. the MLP first-layer precompute) or
-    ``"generic"``; ``variance_reduction``: the method's name
+    ``kernel``: ``"specialised"`` (the model's own, e.g. the MLP first-layer
+    precompute), ``"first_layer"`` (the first-layer kernel of any model whose
+    first layer splits off) or ``"generic"``; ``variance_reduction``: the method's name
     (:class:`~jaxland.landscape.variance.VarianceReduction`, e.g. ``"cv+antithetic"``);
     ``effective_draws``: the median over k of ``var(f_k) / stderr_k^2``, the
     number of plain draws that would give the same standard error (T for
@@ -167,9 +170,12 @@ def check_matmul_dtype(model, matmul_dtype):
     return dt
 
 
-def _sample_block(sample_block, d, n, samples_per_k=None):
+_KERNEL_NAMES = {"model": "specialised", "first_layer": "first_layer", None: "generic"}
+
+
+def _sample_block(sample_block, d, n, samples_per_k=None, default=DEFAULT_SAMPLE_BLOCK):
     # per (block, draw) an MLP's deeper layers' W(theta) cost d/block of the forward pass: keep block >= 8d
-    block = min(positive_int("sample_block", sample_block, max(DEFAULT_SAMPLE_BLOCK, 8 * d)), n)
+    block = min(positive_int("sample_block", sample_block, max(default, 8 * d)), n)
     if samples_per_k is not None:  # the data-order stream needs whole batches in a block
         block = max(int(samples_per_k), block // int(samples_per_k) * int(samples_per_k))
     return block
@@ -185,23 +191,32 @@ def per_sample_loss_matrix(
     *,
     chunk_size: int | None = None,
     sample_block: int | None = None,
-    fast_kernel: bool = True,
+    fast_kernel: bool | str = True,
     mesh=None,
     matmul_dtype=None,
 ) -> jax.Array:
     """``l_i(w* + theta_t @ P)`` for every draw t and sample i: shape (T, N).
 
     One jitted program (data are arguments, never constants): sample blocks
-    outside, draws chunked inside (:mod:`jaxland.landscape.kernels`). Defaults: ``chunk_size
-    = 16`` draws vmapped together, ``sample_block = max(512, 8 d)`` samples (measured on 2 CPU
-    cores, reference MLP).
+    outside, draws chunked inside (:mod:`jaxland.landscape.kernels`). Defaults
+    per model (:func:`jaxland.landscape.kernels.default_blocks`, measured on 2
+    CPU cores): the MLP ``chunk_size = 16`` draws vmapped together and
+    ``sample_block = max(512, 8 d)`` samples; on a CPU a network with a
+    convolution maps its draws one at a time (vmapped draws turn its
+    convolutions into grouped ones) over blocks of 128 samples.
 
     ``fast_kernel``: use the model's specialised kernel when it has one (the
     MLP's first layer sees fixed inputs, so ``x @ W1(theta) = x @ W1* + sum_j
     theta_j (x @ P1_j)`` is formed once per block; see
-    :meth:`jaxland.MLPConfig.subspace_kernel`); every other model takes the
-    generic kernel. ``mesh``: the draws are split over a 1-D device mesh
-    (None: every visible device; an int n: the first n devices); numbers equal
+    :meth:`jaxland.MLPConfig.subspace_kernel`), else the first-layer kernel
+    when the model's first layer (a Dense, Conv or Embed on the data) splits
+    off (:meth:`jaxland.models.base.Model.first_layer`: the same identity for
+    any network) and that saves at least a tenth of the forward pass's
+    multiply-adds (a LeNet-5's 5x5 convolution), else the generic kernel;
+    ``fast_kernel="first_layer"``: the first-layer kernel wherever the first
+    layer splits off; ``False``: the generic kernel. ``mesh``: the draws are
+    split over a 1-D device mesh (None: every visible device; an int n: the
+    first n devices); numbers equal
     the single-device ones to float rounding. ``matmul_dtype``: e.g.
     ``"bf16"`` runs the forward passes in bfloat16 (the MLP keeps float32
     accumulation; other models compute every layer in it).
@@ -215,13 +230,16 @@ def per_sample_loss_matrix(
                    {"loss matrix (T, N)": 2 * memory.nbytes((thetas.shape[0], n), thetas.dtype)},
                    fix="use fewer draws or grid points, or jaxland.delta_monte_carlo, which never holds the matrix")
     mesh = resolve_mesh(mesh)
+    mdt = check_matmul_dtype(model, matmul_dtype)
+    fast = choose_kernel(model, subspace, x, y, enabled=check_fast_kernel(fast_kernel), matmul_dtype=mdt)
+    block0, chunk0 = default_blocks(model, fast, subspace, x, y)
     subspace, x, y = replicate(mesh, subspace, x, y)
     out = loss_matrix(
         model, subspace, thetas, x, y,
-        draw_chunk=positive_int("chunk_size", chunk_size, DEFAULT_DRAW_CHUNK),
-        sample_block=_sample_block(sample_block, d, n),
-        fast=bool(fast_kernel) and has_fast_kernel(model, d),
-        matmul_dtype=check_matmul_dtype(model, matmul_dtype),
+        draw_chunk=positive_int("chunk_size", chunk_size, chunk0),
+        sample_block=_sample_block(sample_block, d, n, default=block0),
+        fast=fast,
+        matmul_dtype=mdt,
         mesh=mesh,
     )
     return gather(out)
@@ -294,7 +312,7 @@ def delta_monte_carlo(
     curvature: SubspaceCurvature | None = None,
     chunk_size: int | None = None,
     sample_block: int | None = None,
-    fast_kernel: bool = True,
+    fast_kernel: bool | str = True,
     mesh=None,
     memory_budget: int | None = None,
     matmul_dtype=None,
@@ -361,8 +379,11 @@ def delta_monte_carlo(
         raise ConfigError("delta_monte_carlo needs num_draws and an explicit key= (or thetas)")
     planned = positive_int("num_draws (T)", num_draws, minimum=2) if thetas is None else (int(thetas.shape[0]) if thetas.ndim >= 1 else 2)
     perms = orderings_array(orderings, n, None if key is None else jax.random.fold_in(key, 1))
-    draw_chunk = positive_int("chunk_size", chunk_size, DEFAULT_DRAW_CHUNK)
-    block = _sample_block(sample_block, d, n, samples_per_k)
+    mdt = check_matmul_dtype(model, matmul_dtype)
+    fast = choose_kernel(model, subspace, x, y, enabled=check_fast_kernel(fast_kernel), matmul_dtype=mdt)
+    block0, chunk0 = default_blocks(model, fast, subspace, x, y)
+    draw_chunk = positive_int("chunk_size", chunk_size, chunk0)
+    block = _sample_block(sample_block, d, n, samples_per_k, default=block0)
     budget = pass_budget(model, subspace, x, y, planned, vr, perms, draw_chunk, block, memory_budget,
                             control_variate=vr.control_variate and curvature is None)
     units = draw_or_check_units(thetas, num_draws, key, d, sigma, vr, dtype)
@@ -372,7 +393,6 @@ def delta_monte_carlo(
         raise ConfigError(f"variance_reduction={vr.name!r} gives {num_units} independent unit(s) from {t} draws; "
                           f"need >= {4 if vr.control_variate else 2} (the control variate fits beta on two halves): "
                           "raise num_draws" + (" or lower scramblings" if vr.sobol else ""))
-    fast = bool(fast_kernel) and has_fast_kernel(model, d)
     mesh = resolve_mesh(mesh)
     coef = eh = None
     if vr.control_variate:
@@ -398,7 +418,7 @@ def delta_monte_carlo(
         draw_chunk=draw_chunk,
         sample_block=block,
         fast=fast,
-        matmul_dtype=check_matmul_dtype(model, matmul_dtype),
+        matmul_dtype=mdt,
         mesh=mesh,
         samples_per_k=samples_per_k,
         pass_units=pass_units,
@@ -407,5 +427,5 @@ def delta_monte_carlo(
     )
     delta, se, eff = estimate_from_moments(unit_stats, draw_stats, eh, fit_on_draws=vr.sobol)
     return _result(delta, se, num_k, perms, samples_per_k, sigma=sigma, num_draws=t, subspace_dim=d, model=model,
-                   kernel="specialised" if fast else "generic", allow_nonfinite=allow_nonfinite, num_samples=n,
+                   kernel=_KERNEL_NAMES[fast], allow_nonfinite=allow_nonfinite, num_samples=n,
                    method=vr.name, effective=float(np.median(eff)))

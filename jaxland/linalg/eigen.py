@@ -5,8 +5,8 @@
 result carries its own certificate: the residual ``||A v_i - lambda_i v_i||``
 of each returned pair, computed from real operator products.
 
-Methods (each one compiled program: ``lax.while_loop``, no Python loop around
-the products):
+Methods (each one compiled program, ``lax.while_loop``, or with ``loop="host"``
+a Python loop around one compiled step per product, see :mod:`jaxland.linalg.loops`):
 
 * ``"lanczos"`` (default): Lanczos with full reorthogonalisation (classical
   Gram-Schmidt, twice), Rayleigh-Ritz on ``T = Q^T A Q`` after every product,
@@ -17,8 +17,8 @@ the products):
 * ``"block"``: the same algorithm on blocks of ``block_size`` vectors (block
   Lanczos), so each step is one batched product ``A V`` (what saturates an
   accelerator; on a CPU it needs more products than ``"lanczos"``).
-* ``"lobpcg"``: :func:`jax.experimental.sparse.linalg.lobpcg_standard` on the
-  batched product, with our residual check on its output.
+* ``"lobpcg"``: the iteration of :func:`jax.experimental.sparse.linalg.lobpcg_standard`
+  on the batched product, with our residual check on its output.
 * ``"power"``: the paper's deflated power iteration, one eigenvector at a time,
   made correct for indefinite matrices: a first run finds the dominant
   eigenvalue; if it is negative, the iteration runs on ``A - sigma I`` with
@@ -48,6 +48,7 @@ eigenvalues and ``converged=False``. The convenience entry points
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 from typing import Any, Callable
@@ -60,8 +61,9 @@ from .result import EigResult
 from .solvers import dense_eigh, lobpcg, power_iteration
 from ..errors import ConfigError, NumericalError
 from .lanczos import block_lanczos, lanczos
+from .loops import has_convolution, host_rows, resolve_loop, run_host
 from .. import memory
-from ..validate import check_key, positive_int
+from ..validate import check_key, check_loop, positive_int
 
 __all__ = ["EigResult", "METHODS", "top_eigenpairs", "lanczos", "block_lanczos", "power_iteration", "lobpcg", "dense_eigh"]
 
@@ -73,18 +75,25 @@ DENSE_MAX_DIM = 4096
 
 
 def _solver(method, d, tol, max_matvecs, block_size, dim, basis_dtype=None):
+    """The solver of ``method`` and what its iteration multiplies: ``"vector"`` (dim,), ``"one_row"`` (1, dim) or ``"rows"`` (b, dim)."""
     if method == "lanczos":
-        return lanczos(d, tol=tol, max_matvecs=max_matvecs, basis_dtype=basis_dtype), False
+        return lanczos(d, tol=tol, max_matvecs=max_matvecs, basis_dtype=basis_dtype), "one_row"
     if method == "block":
-        return block_lanczos(d, block_size=block_size, tol=tol, max_matvecs=max_matvecs, basis_dtype=basis_dtype), True
+        return block_lanczos(d, block_size=block_size, tol=tol, max_matvecs=max_matvecs, basis_dtype=basis_dtype), "rows"
     if method == "lobpcg":
-        iters = 200 if max_matvecs is None else max(1, (max_matvecs // block_size - 2) // 3)
-        return lobpcg(d, tol=tol, max_iters=iters), True
+        # b to start, 4 b per iteration
+        iters = 200 if max_matvecs is None else max(1, (max_matvecs // block_size - 1) // 4)
+        return lobpcg(d, tol=tol, max_iters=iters), "rows"
     if method == "power":
-        return power_iteration(d, tol=tol, max_matvecs=max_matvecs), False
+        return power_iteration(d, tol=tol, max_matvecs=max_matvecs), "vector"
     if method == "dense":
-        return dense_eigh(d, tol=tol), False
+        return dense_eigh(d, tol=tol), "vector"
     raise AssertionError(method)
+
+
+def _start(method, key, block_size, dim, dtype):
+    shape = (block_size, dim) if method in ("block", "lobpcg") else (dim,)
+    return jax.random.normal(key, shape, dtype)
 
 
 def _solve(matvec, matmat, method, d, tol, max_matvecs, block_size, key, dim, dtype, basis_dtype=None,
@@ -93,15 +102,70 @@ def _solve(matvec, matmat, method, d, tol, max_matvecs, block_size, key, dim, dt
 
     ``dim``, ``dtype``: the operator's size and working precision; ``key``: the start vector(s).
     """
-    solve, blocked = _solver(method, d, tol, max_matvecs, block_size, dim, basis_dtype)
+    solver, takes = _solver(method, d, tol, max_matvecs, block_size, dim, basis_dtype)
     # the bottom of the spectrum is the top of -A
     sign = -1.0 if which == "smallest" else 1.0
     mv = lambda v: sign * matvec(v)
-    if blocked:
-        mm = (lambda V: sign * matmat(V)) if matmat is not None else jax.vmap(mv)
-        res = solve(mm, jax.random.normal(key, (block_size, dim), dtype))
+    v0 = _start(method, key, block_size, dim, dtype)
+    if takes == "rows":
+        res = solver((lambda V: sign * matmat(V)) if matmat is not None else jax.vmap(mv), v0)
     else:
-        res = solve(mv, jax.random.normal(key, (dim,), dtype))
+        res = solver(mv, v0)
+    return res._replace(eigenvalues=sign * res.eigenvalues)
+
+
+@dataclasses.dataclass(frozen=True)
+class Product:
+    """What a host-driven step multiplies by, rebuilt inside the step from its operand: hashable, so one compiled step serves every call.
+
+    ``make(operand)`` is ``v -> A v``; ``sign`` flips it (the bottom of the
+    spectrum is the top of ``-A``); ``takes``: ``"vector"`` (``v -> A v``),
+    ``"one_row"`` (``(1, dim) -> (1, dim)``, Lanczos) or ``"rows"`` (``(b, dim)``
+    rows, vmapped; ``make_rows(operand)`` instead when given).
+    """
+
+    make: Callable
+    sign: float = 1.0
+    takes: str = "vector"
+    make_rows: Callable | None = None
+
+    def __call__(self, operand):
+        if self.takes == "rows" and self.make_rows is not None:
+            mm = self.make_rows(operand)
+            return mm if self.sign == 1.0 else (lambda V: self.sign * mm(V))
+        f = self.make(operand)
+        mv = f if self.sign == 1.0 else (lambda v: self.sign * f(v))
+        if self.takes == "vector":
+            return mv
+        if self.takes == "one_row":
+            return lambda V: mv(V[0])[None]
+        return jax.vmap(mv)
+
+
+@functools.partial(jax.jit, static_argnames=("solver",))
+def _dense_from_rows(solver, rows):
+    return solver.from_rows(rows)
+
+
+def solve_host(make, operand, method, d, tol, max_matvecs, block_size, key, dim, dtype, basis_dtype=None,
+               which="largest", make_rows=None, chunk_size=4):
+    """The solve of ``method`` with a host loop around one compiled step (:func:`jaxland.linalg.loops.run_host`).
+
+    ``make(operand)``: ``v -> A v`` (hashable ``make``; ``make_rows`` likewise
+    for rows, default its vmap). The arithmetic is that of :func:`_solve`; the
+    dense reference builds its matrix ``chunk_size`` rows per compiled call
+    (4: on 2 CPU cores 4 vmapped products of a conv net cost 0.6-1.0x of 4
+    single ones, 8 cost up to 20x).
+    """
+    solver, takes = _solver(method, d, tol, max_matvecs, block_size, dim, basis_dtype)
+    sign = -1.0 if which == "smallest" else 1.0
+    v0 = _start(method, key, block_size, dim, dtype)
+    if method == "dense":
+        rows = host_rows(Product(make, sign), operand, jnp.eye(dim, dtype=dtype), chunk_size)
+        res = _dense_from_rows(solver, rows)
+    else:
+        it = solver.iteration(v0)
+        res = run_host(it, Product(make, sign, takes, make_rows), operand, v0[None] if takes == "one_row" else v0)
     return res._replace(eigenvalues=sign * res.eigenvalues)
 
 
@@ -115,6 +179,16 @@ def _solve_jit(matvec, matmat, method, d, tol, max_matvecs, block_size, key, dty
     mm = None if matmat is None else (lambda V: matmat(V, *operands))
     return _solve(mv, mm, method, d, tol, max_matvecs, block_size, key, dtype_probe.shape[0], dtype_probe.dtype,
                   basis_dtype, which)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Bound:
+    """``operands -> (v -> fn(v, *operands))``: a user's matvec (or matmat) for the host loop."""
+
+    fn: Callable
+
+    def __call__(self, operands):
+        return lambda v: self.fn(v, *operands)
 
 
 def _float_name(arg, value):
@@ -213,6 +287,7 @@ def top_eigenpairs(
     require_convergence: bool = False,
     which: str = "largest",
     basis_dtype: Any = None,
+    loop: str = "auto",
 ) -> EigResult:
     """Top-d (largest algebraic) eigenpairs of the symmetric operator ``v -> matvec(v, *operands)``.
 
@@ -244,6 +319,13 @@ def top_eigenpairs(
         against the exact operator, pass a float64 ``matvec`` (for Hessians:
         ``hessian_eigenpairs(..., hvp_dtype="float64")``).
         x64 is switched on for the solve; the result comes back in ``dtype``.
+      loop: ``"compiled"`` (the whole solve one program, ``lax.while_loop``),
+        ``"host"`` (a Python loop around one compiled step per product, the
+        operands passed to it as arguments; :mod:`jaxland.linalg.loops`) or
+        ``"auto"`` (default): the host loop on the CPU backend when the product
+        contains a convolution (XLA's CPU convolutions run several times slower
+        inside a loop body), the compiled loop otherwise. Same numbers to float
+        rounding either way.
 
     Returns:
       :class:`EigResult`. Raises :class:`ConfigError` on impossible settings and
@@ -263,7 +345,13 @@ def top_eigenpairs(
     dtype = jnp.dtype(dtype if dtype is not None else out.dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ConfigError(f"eigensolvers need a real floating dtype, got {dtype}")
+    mode = resolve_loop(check_loop(loop), lambda: has_convolution(lambda v, ops: matvec(v, *ops),
+                                                                     jax.ShapeDtypeStruct((dim,), dtype), operands))
     with _x64_if(basis):
-        res = _solve_jit(matvec, matmat, method, d, float(tol), max_matvecs, b, key, jnp.zeros((dim,), dtype),
-                         operands, basis_dtype=basis, which=which)
+        if mode == "host":
+            res = solve_host(_Bound(matvec), tuple(operands), method, d, float(tol), max_matvecs, b, key, dim, dtype,
+                             basis, which, make_rows=None if matmat is None else _Bound(matmat))
+        else:
+            res = _solve_jit(matvec, matmat, method, d, float(tol), max_matvecs, b, key, jnp.zeros((dim,), dtype),
+                             operands, basis_dtype=basis, which=which)
     return _check(res, method, require_convergence)

@@ -12,6 +12,7 @@ function of one flat parameter vector ``w``:
 ``model.unravel(w)``       the parameter pytree (for filter normalisation)
 ``model.to_module(w)``     back to a :class:`flax.nnx.Module`
 ``model.name``, ``model.spec``  a readable name; a JSON-able description (cache keys)
+``model.first_layer(w, x, y)``  the first layer split off the losses, or None (optional; automatic)
 =========================  ===================================================
 
 :func:`as_model` builds one from any :class:`flax.nnx.Module` (an instance,
@@ -154,6 +155,23 @@ class Model:
         faster equivalent (the MLP's first-layer precompute).
         """
         return None
+
+    def first_layer(self, w, x, y):
+        """The first layer split off :meth:`per_sample_losses`, or None: ``FirstLayer(first, rest, ...)``.
+
+        ``per_sample_losses(w, x, y) == rest(w, x, y, first(w, x, y))`` with
+        ``first`` linear in ``w`` (a Dense, Conv or Embed applied to the data),
+        so Monte Carlo over ``w* + theta @ P`` computes it once per direction
+        instead of once per draw. ``w, x, y``: arrays or shape structs of one
+        block (the split is specific to their shapes). Found automatically in
+        the jaxpr of :meth:`per_sample_losses` for every model, NNX modules and
+        pure functions alike (:func:`jaxland.models.first_layer.split_first_layer`
+        says which first operations qualify); a model may override it with its own
+        split, or return None to opt out.
+        """
+        from .first_layer import split_first_layer
+
+        return split_first_layer(self.per_sample_losses, w, x, y)
 
     # -- flat views
     def ravel(self, tree) -> jax.Array:

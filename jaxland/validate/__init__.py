@@ -7,13 +7,13 @@ Checks of array *values* (finite inputs, label range) run once per call on the
 host; they are skipped for traced arrays (inside a user's ``jit``), where the
 finite-result guard on the output (:func:`finite_result`) still applies.
 
-The checks live in four modules: :mod:`.values` (scalars, keys, arrays,
+The checks live in four modules: :mod:`.values` (scalars, keys, options, arrays,
 results), :mod:`.inputs` (data, parameters, subspaces, vectors, curvature),
 :mod:`.prefix` (k and its units) and :mod:`.paths` (folders and files the
 user names).
 """
 
-from .values import as_array, check_key, check_real, check_seed, check_sigma, finite_result, positive_int, warn
+from .values import as_array, check_fast_kernel, check_key, check_loop, check_real, check_seed, check_sigma, finite_result, positive_int, warn
 from .inputs import check_curvature, check_data, check_quadratic_coefficients, is_sequence_model, check_labels, check_model, check_operator, check_output_loss, check_params, check_subspace, check_vectors, mse_shapes_match
 from .prefix import check_prefix, clamp_prefix, group_split, num_groups, unit
 from .paths import check_data_dir, check_output_dir, check_private
@@ -47,4 +47,6 @@ __all__ = [
     "check_output_dir",
     "check_data_dir",
     "check_private",
+    "check_loop",
+    "check_fast_kernel",
 ]

@@ -1,4 +1,4 @@
-"""Scalars, keys, arrays and results: the checks every other check is built from."""
+"""Scalars, keys, options, arrays and results: the checks every other check is built from."""
 
 from __future__ import annotations
 
@@ -149,3 +149,23 @@ def check_real(name: str, value, *, positive: bool = True) -> float:
     if not math.isfinite(v) or (positive and v <= 0):
         raise ConfigError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
     return v
+
+
+def check_loop(loop, name: str = "loop") -> str:
+    """Where an iterative estimator's loop runs: one of :data:`jaxland.linalg.loops.LOOPS`."""
+    from ..linalg.loops import LOOPS  # imported late: linalg imports this package
+
+    if not isinstance(loop, str) or loop not in LOOPS:
+        raise ConfigError(f"{name} must be one of {LOOPS} (where the solver's loop runs: 'auto' picks the host loop for "
+                          f"convolutions on a CPU), got {loop!r}")
+    return loop
+
+
+def check_fast_kernel(fast_kernel):
+    """The Monte Carlo ``fast_kernel=`` option: True (automatic), False (generic) or ``"first_layer"``."""
+    if isinstance(fast_kernel, str):
+        if fast_kernel != "first_layer":
+            raise ConfigError(f"fast_kernel must be True (automatic), False (the generic kernel) or 'first_layer', "
+                              f"got {fast_kernel!r}")
+        return fast_kernel
+    return bool(fast_kernel)

@@ -84,7 +84,8 @@ def test_delta_monte_carlo_equals_a_plain_loop_over_draws(x64, name, model, shap
     q = np.asarray(q)
     np.testing.assert_allclose(mc.delta, q.mean(0), rtol=1e-9)
     np.testing.assert_allclose(mc.stderr, q.std(0, ddof=1) / 3.0, rtol=1e-7)
-    assert mc.info.kernel == "generic" and mc.unit == "batches"
+    # generic, or the first layer once per direction where that saves arithmetic (jaxland.landscape.kernels.fast_kernel)
+    assert mc.info.kernel in ("generic", "first_layer") and mc.unit == "batches"
 
 
 def test_mlp_takes_its_specialised_kernel_and_agrees_with_the_generic_one(mlp):
