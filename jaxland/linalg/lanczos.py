@@ -222,7 +222,8 @@ def lanczos(d: int, *, tol: float = 1e-3, max_matvecs: int | None = None, basis_
     dtype is the operator's precision). Stops after the first product at which
     all top-d Ritz pairs satisfy ``||A y - theta y|| <= tol |theta|``, or after
     ``max_matvecs`` products (default ``min(dim, max(6 d, d + 50))``; memory and the cost of each reorthogonalisation grow with it).
-    Memory: two ``(max_matvecs, dim)`` arrays of ``basis_dtype``.
+    Memory: two ``(max_matvecs, dim)`` arrays of ``basis_dtype`` (three buffers once compiled: the loop
+    keeps a copy of the basis it updates; see :func:`jaxland.memory.krylov_parts`).
 
     ``basis_dtype``: precision of the Krylov basis, reorthogonalisation and
     Rayleigh-Ritz (default: ``v0.dtype``). ``jnp.float64`` with a float32
