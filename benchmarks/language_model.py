@@ -174,7 +174,6 @@ def _control_variate(model, w, x, y, u, plain, z, args):
 def _hvp_check(model, w, x, y, net, xt, yt, seed):
     """One HVP each on the same vector: relative difference and times (jaxland warm; torch one thread)."""
     import jax
-    import jax.numpy as jnp
     import numpy as np
     import torch
 

@@ -45,7 +45,6 @@ import numpy as np
 
 import jaxland as jl
 from jaxland.curvature import spectrum as sp
-from jaxland.linalg import stochastic
 
 from .common import RESULTS, reference_problem, write_result
 

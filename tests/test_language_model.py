@@ -10,8 +10,7 @@ import pytest
 import jaxland as jl
 from jaxland.data import Vocabulary, load_text
 from jaxland.errors import ConfigError, DataError, DataNotFoundError
-from jaxland.landscape.probing import (QuadraticCoefficients, curvature_probe, gaussian_moment, quadratic_coefficients,
-                                       quadratic_monte_carlo)
+from jaxland.landscape.probing import QuadraticCoefficients, curvature_probe, gaussian_moment, quadratic_monte_carlo
 from jaxland.models import SequenceModel, mask_targets, sequence_cross_entropy
 from jaxland.validate import unit
 
