@@ -254,7 +254,7 @@ def _cpu_memory(model, x) -> dict:
     import jax.numpy as jnp
 
     import jaxland as jl
-    from jaxland.models.sequence import SequenceModel, auto_chunk_size
+    from jaxland.models.sequence import SequenceModel
 
     def temp(m):
         w = jax.ShapeDtypeStruct((m.num_params,), jnp.float32)
@@ -263,11 +263,12 @@ def _cpu_memory(model, x) -> dict:
         return fn.lower(w, w, xs, xs).compile().memory_analysis().temp_size_in_bytes / 1e6
 
     whole = SequenceModel(model.inner, chunk_size=1 << 30)
-    return {"sequences": int(x.shape[0]), "chunk_size": model.chunk_size or auto_chunk_size(int(x.shape[1]), int(model.vocab_size)), "hvp_temp_MB_chunked": temp(model),
+    w0 = jnp.zeros((model.num_params,), jnp.float32)
+    return {"sequences": int(x.shape[0]), "chunk_size": model.chunk_size or model._chunk(w0, x, x), "hvp_temp_MB_chunked": temp(model),
             "hvp_temp_MB_unchunked": temp(whole), "hvp_temp_MB_chunks_of_16": temp(SequenceModel(model.inner, chunk_size=16)),
             "peak_rss_MB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
-            "note": "temporaries from XLA's buffer assignment of the compiled HVP (the automatic chunk counts logits only: at "
-                    "this size it holds every sequence, and the activations dominate); peak RSS of the whole benchmark process "
+            "note": "temporaries from XLA's buffer assignment of the compiled HVP (chunked: the automatic chunk, which bounds "
+                    "the logits and the estimated HVP intermediates per chunk); peak RSS of the whole benchmark process "
                     "(torch twin included)"}
 
 

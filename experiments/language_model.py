@@ -90,7 +90,7 @@ class Config:
     depth: int = 6
     heads: int = 6
     tie_weights: bool = False
-    chunk_size: int | None = None  # sequences per loss chunk; None: automatic (64 MB of logits)
+    chunk_size: int | None = None  # sequences per loss chunk; None: automatic (jaxland.models.sequence)
     epochs: int = 4
     batch_size: int = 16
     lr: float = 1e-3

@@ -237,3 +237,27 @@ def test_every_estimate_runs_on_a_gpt_with_k_in_sequences():
     assert k >= 1
     surf = jl.loss_surface(model, sub, x, y, k=[4, 8], grid=3)
     assert surf.loss.shape == (2, 3, 3) and np.all(np.isfinite(surf.loss)) and np.all(np.isfinite(surf.diff_sq))
+
+
+def test_automatic_chunk_bounds_the_activations_not_only_the_logits(monkeypatch):
+    from jaxland import memory
+    from jaxland.models import sequence
+
+    model = _tiny(context=32)  # 7-token vocabulary: the logits alone would never ask for a chunk
+    x, y = _tokens(64, t=32)
+    w = model.init(jax.random.key(0))
+    per_seq = memory.per_sample_bytes(model.inner, x, y, program="hvp")
+    assert per_seq > 0
+    monkeypatch.setattr(sequence, "ACTIVATION_BUDGET", 4 * per_seq)
+    assert model._chunk(w, x, y) == 4
+
+    def temp(n):
+        ws = jax.ShapeDtypeStruct(w.shape, w.dtype)
+        xs = jax.ShapeDtypeStruct((n, 32), x.dtype)
+        fn = jax.jit(lambda w_, v, x_, y_: jax.jvp(jax.grad(lambda u: jl.mean_loss(model, u, x_, y_)), (w_,), (v,))[1])
+        return fn.lower(ws, ws, xs, xs).compile().memory_analysis().temp_size_in_bytes
+
+    assert temp(64) <= 1.05 * temp(16)  # chunks of 4: the same temporaries for 16 and 64 sequences
+    v = jax.random.normal(jax.random.key(1), w.shape)
+    whole = SequenceModel(model.inner, chunk_size=1 << 20)
+    np.testing.assert_allclose(jl.hvp(model, w, x, y, v), jl.hvp(whole, w, x, y, v), rtol=2e-4, atol=1e-6)
