@@ -25,7 +25,7 @@ times grow linearly with the grid (``torch_s_per_grid_k`` is recorded),
 jaxland's do not. jaxland's phases are timed on a second call (compiled
 programs reused; the first call's times, compilation included, are recorded
 too); quadratic MC and the Gaussian moment, sub-millisecond on both sides, by
-the best of 30 calls each. The twin runs with ``torch.set_num_threads(1)``,
+the best of 300 calls each. The twin runs with ``torch.set_num_threads(1)``,
 jaxland with XLA's default threads unless ``--single-thread``. Beside the
 phases: direct Monte Carlo with the quadratic surrogate as control variate
 (``variance_reduction="cv"``, the same draws), its standard error against the
@@ -123,7 +123,7 @@ def _phases(model, w, x, y, ks, args):
     return times, jax_out, twin
 
 
-def _min_time(fn, repeats: int = 30) -> float:
+def _min_time(fn, repeats: int = 300) -> float:
     """Shortest of ``repeats`` timed calls (after one warm-up): sub-millisecond phases drown in scheduler noise otherwise."""
     fn()
     best = float("inf")
@@ -222,7 +222,7 @@ def run(args) -> dict:
         repeated = ph in ("quadratic_mc", "gaussian_moment")
         phases[ph] = {"torch_s": tt, "jaxland_s": tj, "jaxland_first_call_s": jx["first"].timings[ph], "speedup": tt / tj,
                       "target_5x_met": bool(tt / tj >= 5), "torch_s_per_grid_k": tt / len(ks),
-                      "timing": "best of 30 calls" if repeated else "one call, jaxland's programs compiled"}
+                      "timing": "best of 300 calls" if repeated else "one call, jaxland's programs compiled"}
     lam_j = jx["eigenvalues"]
     return {
         "settings": {**vars(args), "grid_k": ks, "num_params": int(model.num_params), "train_loss": train_loss,
