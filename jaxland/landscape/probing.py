@@ -42,7 +42,7 @@ from ..curvature import hessian_eigenpairs
 from ..errors import ConfigError
 from ..validate import (check_curvature, check_data, check_key, check_params, check_quadratic_coefficients, check_sigma,
                         finite_result, is_sequence_model, num_groups, positive_int, unit)
-from .moments import chan_merge
+from .moments import chan_merge, moment_stats
 from .montecarlo import DeltaResult, delta_from_losses, delta_monte_carlo, draw_thetas
 from .prefix import prefix_increments
 from .subspace import Subspace
@@ -203,11 +203,8 @@ def _quadratic_mc(a, c, B, z, *, chunk_size):
         zc, vc = chunk
         zz = (zc[:, :, None] * zc[:, None, :]).reshape(zc.shape[0], d * d)
         q = (a + zc @ c.T + 0.5 * zz @ bflat.T) ** 2  # (chunk, K-1)
-        v = vc.astype(q.dtype)[:, None]
-        nc = jnp.sum(v)
-        mc = jnp.sum(v * q, 0) / jnp.maximum(nc, 1)
-        cc = jnp.sum(v * (q - mc) ** 2, 0)
-        return chan_merge(acc, (nc, mc[:, None], cc[:, None, None])), None
+        n, mean, com = moment_stats(q[..., None], vc, jnp.zeros(vc.shape, jnp.int32))  # one half: every row
+        return chan_merge(acc, (n[0], mean[0], com[0])), None
 
     zero = (jnp.zeros((), z.dtype), jnp.zeros((*a.shape, 1), z.dtype), jnp.zeros((*a.shape, 1, 1), z.dtype))
     (n, mean, com), _ = jax.lax.scan(step, zero, (z.reshape(-1, chunk_size, d), valid.reshape(-1, chunk_size)))
