@@ -74,7 +74,8 @@ def default_blocks(model, kernel, subspace, x, y) -> tuple[int, int]:
     (``4096 // T`` sequences), draws one at a time.
     """
     if is_sequence_model(model):
-        return max(1, SEQUENCE_BLOCK_TOKENS // max(1, int(x.shape[1]) if x.ndim > 1 else 1)), SEQUENCE_DRAW_CHUNK
+        seq_len = max(1, int(x.shape[1])) if x.ndim > 1 else 1
+        return max(1, SEQUENCE_BLOCK_TOKENS // seq_len), SEQUENCE_DRAW_CHUNK
     if kernel == "model" or jax.default_backend() != "cpu":
         return DEFAULT_SAMPLE_BLOCK, DEFAULT_DRAW_CHUNK
     aval = lambda a: jax.ShapeDtypeStruct((1,) + tuple(a.shape[1:]), a.dtype)

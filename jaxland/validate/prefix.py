@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..errors import ConfigError
+from .inputs import is_sequence_model
 from .values import _concrete, positive_int, warn
 
 
@@ -45,10 +46,10 @@ def num_groups(n: int, samples_per_k, *, warn_dropped: bool = True) -> int:
 
 def unit(samples_per_k, model=None) -> str:
     """What k counts: ``"batches"`` (of ``samples_per_k`` samples), else ``"sequences"`` for a language model
-    (loss ``"sequence_cross_entropy"``), else ``"samples"``."""
+    (:func:`is_sequence_model`), else ``"samples"``."""
     if samples_per_k is not None:
         return "batches"
-    return "sequences" if getattr(model, "loss", None) == "sequence_cross_entropy" else "samples"
+    return "sequences" if is_sequence_model(model) else "samples"
 
 
 def check_prefix(k, n: int, name: str = "k"):
