@@ -246,21 +246,29 @@ def run(args) -> dict:
     }
 
 
-def _cpu_memory(model, x) -> dict:
-    """At this run's size: XLA's temporaries for one HVP, chunked (the model's chunk) and unchunked, and the peak RSS."""
-    import resource
-
+def _hvp_memory(model, x_shape, x_dtype):
+    """XLA's memory analysis of one compiled (never run) HVP of ``model``'s mean loss on inputs of ``x_shape``."""
     import jax
     import jax.numpy as jnp
 
     import jaxland as jl
+
+    w = jax.ShapeDtypeStruct((model.num_params,), jnp.float32)
+    x = jax.ShapeDtypeStruct(tuple(x_shape), x_dtype)
+    fn = jax.jit(lambda w_, v_, x_, y_: jax.jvp(jax.grad(lambda u: jl.mean_loss(model, u, x_, y_)), (w_,), (v_,))[1])
+    return fn.lower(w, w, x, x).compile().memory_analysis()
+
+
+def _cpu_memory(model, x) -> dict:
+    """At this run's size: XLA's temporaries for one HVP, chunked (the model's chunk) and unchunked, and the peak RSS."""
+    import resource
+
+    import jax.numpy as jnp
+
     from jaxland.models.sequence import SequenceModel
 
     def temp(m):
-        w = jax.ShapeDtypeStruct((m.num_params,), jnp.float32)
-        xs = jax.ShapeDtypeStruct(x.shape, x.dtype)
-        fn = jax.jit(lambda w_, v_, x_, y_: jax.jvp(jax.grad(lambda u: jl.mean_loss(m, u, x_, y_)), (w_,), (v_,))[1])
-        return fn.lower(w, w, xs, xs).compile().memory_analysis().temp_size_in_bytes / 1e6
+        return _hvp_memory(m, x.shape, x.dtype).temp_size_in_bytes / 1e6
 
     whole = SequenceModel(model.inner, chunk_size=1 << 30)
     w0 = jnp.zeros((model.num_params,), jnp.float32)
@@ -279,7 +287,6 @@ def memory(args) -> dict:
     difference is what one more sequence costs; at N = 1 with a 1,024-token vocabulary: the share of it that
     scales with the vocabulary (``(temp(V) - temp(1024)) / (T (V - 1024) 4 bytes)`` arrays of (T, V) float32).
     """
-    import jax
     import jax.numpy as jnp
 
     import jaxland as jl
@@ -294,11 +301,8 @@ def memory(args) -> dict:
     rows = []
     for vocab, chunk, n in ((50304, True, 4), (50304, True, 16), (50304, False, 1), (50304, False, 2), (1024, False, 1)):
         model = gpt(vocab, chunk)
-        w = jax.ShapeDtypeStruct((model.num_params,), jnp.float32)
-        x = jax.ShapeDtypeStruct((n, t), jnp.int32)
-        fn = jax.jit(lambda w_, v_, x_, y_, m=model: jax.jvp(jax.grad(lambda u: jl.mean_loss(m, u, x_, y_)), (w_,), (v_,))[1])
         c = time.perf_counter()
-        ma = fn.lower(w, w, x, x).compile().memory_analysis()
+        ma = _hvp_memory(model, (n, t), jnp.int32)
         rows.append({"vocab_size": vocab, "chunk_of_one": chunk, "sequences": n, "num_params": int(model.num_params),
                      "temp_GB": ma.temp_size_in_bytes / 1e9, "arguments_GB": ma.argument_size_in_bytes / 1e9,
                      "output_GB": ma.output_size_in_bytes / 1e9, "compile_s": time.perf_counter() - c})
