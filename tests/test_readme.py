@@ -53,6 +53,19 @@ def test_readme_forecast_runs():
 
 
 @pytest.mark.slow
+def test_readme_dataset_size_runs():
+    ns = _snippet("### From pilots at several sizes", [("limit=8192", "limit=1024"), ("(1024, 2048, 4096, 8192)", "(256, 512, 1024)"),
+                                                        ("jl.reference_mlp()", "jl.MLPConfig((784, 16, 10))"), ("range(2)", "range(1)"),
+                                                        ("epochs=5).params", "epochs=2).params"), ("y, 10, key", "y, 2, key"),
+                                                        ("num_draws=64", "num_draws=8"), ("samples_per_k=64", "samples_per_k=16")])
+    f = ns["f"]
+    assert f.info["pilot_sizes"] == [256, 512, 1024] and f.unit == "batches" and f.samples_per_k == 16
+    assert np.all(np.asarray(f.lower) <= np.asarray(f.n_star)) and np.all(np.asarray(f.n_star) <= np.asarray(f.upper))
+    assert f.cost is not None and f.cost.pilots > 0 and "N* =" in f.summary()
+    assert len(ns["fig"].axes) == 3
+
+
+@pytest.mark.slow
 def test_readme_spectrum_runs():
     ns = _snippet("## The whole Hessian spectrum", [("limit=9984", "limit=256"), ('"mnist_10k/9984"', '"mnist_10k/256"'), ("num_probes=60", "num_probes=12"),
                                                     ("lanczos_steps=60", "lanczos_steps=8"), ("y, 32, key", "y, 12, key")])

@@ -89,6 +89,23 @@ def test_language_model_record_counts_sequences_and_has_table_2(tiny_run):
 
 
 @pytest.mark.slow
+def test_forecast_record_scores_every_method_on_the_measured_k(tiny_run):
+    _, out = tiny_run
+    rec = json.loads((out / "forecast" / "results.json").read_text())
+    s = rec["summary"]
+    assert set(s["stats"]) == {"dataset_size", "single", "learning_curve", "control"}
+    for method, st in s["stats"].items():
+        rows = [r for r in s["rows"] if r["method"] == method and r["measured"] is not None and r["covered"] is not None]
+        # coverage recomputed from the rows' own numbers, not from the flag the experiment wrote
+        hit = sum(r["lower"] <= r["measured"] <= (r["upper"] if r["upper"] is not None else float("inf")) for r in rows)
+        assert (st["covered"], st["cases"]) == (hit, len(rows)), method
+        assert all(r["ratio"] == round(r["k"] / r["measured"], 3) for r in rows if r["k"] is not None)
+    assert len(rec["claims"]) == 6 and "dataset_size_mnist" in rec["figures"]
+    assert s["n_star"] and all(r["lower"] is None or r["lower"] <= r["n_star"] for r in s["n_star"] if r["n_star"] is not None)
+    assert s["cost"][0]["sample_gradients"]["pilots"] > 0
+
+
+@pytest.mark.slow
 def test_report_states_what_the_records_say(tiny_run):
     _, out = tiny_run
     page = (out / "report.html").read_text()
