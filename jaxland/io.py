@@ -102,8 +102,22 @@ def _write_error(e: OSError, path: Path) -> OSError:
     return OSError(e.errno, f"{e.strerror or e} while writing {path}; {fix}")
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: some systems cannot open or sync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None = None) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename: never a half-written file.
+    """Write ``data`` to ``path`` through a temporary file, fsync and a rename: never a half-written file, even after a crash.
 
     ``mode``: the file's permission bits (default ``0o666`` minus the umask).
     Creates missing parent folders. Raises :class:`~jaxland.ConfigError` if
@@ -132,9 +146,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int | None
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
+            os.fsync(fd)  # the bytes reach the disk before the rename makes them the file
         finally:
             os.close(fd)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno is not None:

@@ -66,6 +66,25 @@ def test_atomic_writes_leave_the_umask_alone_while_a_thread_creates_files(tmp_pa
     assert not list(ours.glob(".*.tmp"))
 
 
+def test_atomic_write_syncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", stat.S_ISDIR(os.fstat(fd).st_mode)))
+        real_fsync(fd)
+
+    def replace(a, b):
+        events.append(("replace", None))
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    jio.atomic_write_bytes(tmp_path / "f.bin", b"abc")
+    assert events == [("fsync", False), ("replace", None), ("fsync", True)]
+    assert (tmp_path / "f.bin").read_bytes() == b"abc"
+
+
 def test_explicit_mode_is_set_on_the_file(tmp_path):
     p = jio.atomic_write_bytes(tmp_path / "secret.bin", b"abc", mode=0o600)
     assert _mode(p) == 0o600 and p.read_bytes() == b"abc"
