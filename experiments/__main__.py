@@ -11,7 +11,6 @@ resumes where it stopped. Progress goes to stderr.
 
 from __future__ import annotations
 
-import gc
 import html
 import os
 import sys
@@ -19,9 +18,8 @@ import time
 import traceback
 from pathlib import Path
 
-import jax
-
 from jaxland.errors import ConfigError, DataError, JaxlandError
+from jaxland.memory import release_compiled_programs
 
 from . import EXPERIMENTS, get_spec
 from ._cli import Parser, resolve_config, terminal_safe, user_os_error
@@ -142,10 +140,9 @@ def _main(argv) -> int:
             failures[spec.name] = f"{type(e).__name__}: {e}"
             traceback.print_exc()
         finally:
-            # the next experiment compiles its own programs: free these (each holds memory mappings,
-            # and one process may hold at most vm.max_map_count of them)
-            jax.clear_caches()
-            gc.collect()
+            # compiled programs hold memory mappings (at most vm.max_map_count per process): free them
+            # once there are many; below that the next experiment reuses the programs it shares with this one
+            release_compiled_programs()
     total = time.perf_counter() - t0
     from ._report import write_report
 

@@ -30,6 +30,7 @@ Available memory: on an accelerator ``bytes_limit - bytes_in_use`` of
 from __future__ import annotations
 
 import functools
+import gc
 import math
 import os
 from typing import NamedTuple
@@ -55,6 +56,8 @@ __all__ = [
     "curvature_parts",
     "krylov_parts",
     "hvp_parts",
+    "MAX_MAPPINGS",
+    "release_compiled_programs",
 ]
 
 HEADROOM = 0.9  # the share of the available memory a call may plan to use
@@ -123,6 +126,39 @@ def available_bytes(device=None) -> int:
         return max(0, int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)))
     free = _meminfo_available()
     return free if free is not None else _physical()
+
+
+MAX_MAPPINGS = 20_000  # memory mappings a process may hold before compiled programs are released
+
+
+def _mappings() -> int | None:
+    try:
+        with open("/proc/self/maps", "rb") as fh:
+            return sum(1 for _ in fh)
+    except OSError:
+        return None
+
+
+def release_compiled_programs(max_mappings: int | None = MAX_MAPPINGS) -> bool:
+    """Free jax's compiled programs once the process holds more than ``max_mappings`` memory mappings.
+
+    Each XLA CPU executable keeps its machine code in a few memory mappings
+    for as long as jax's caches hold it. A long process that compiles
+    thousands of programs (a test suite, a notebook sweeping many shapes, the
+    main job) passes Linux's limit of 65,530 mappings per process
+    (``vm.max_map_count``), and the next compilation dies with a segmentation
+    fault inside LLVM. Call this between independent pieces of work: below
+    the threshold it does nothing, so later work still reuses the compiled
+    programs; above it (or always, where ``/proc/self/maps`` cannot be read,
+    or with ``max_mappings=None``) it calls :func:`jax.clear_caches` and
+    collects garbage. Returns whether it released them.
+    """
+    n = _mappings()
+    if max_mappings is not None and n is not None and n <= max_mappings:
+        return False
+    jax.clear_caches()
+    gc.collect()
+    return True
 
 
 def _physical() -> int:

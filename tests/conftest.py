@@ -1,5 +1,4 @@
 import dataclasses
-import gc
 import os
 import subprocess
 import sys
@@ -19,25 +18,16 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():
-    """Free every compiled program after each test module.
+    """Free every compiled program after a test module once the process holds over 20,000 memory mappings.
 
-    Each XLA CPU executable keeps its code in a few memory mappings for as
-    long as jax's caches hold it. Over the whole suite (thousands of
-    programs, hundreds of them from the fuzz tests) the count passes Linux's
-    default limit of 65,530 mappings per process (``vm.max_map_count``), and
-    the next compilation dies with a segmentation fault inside LLVM. The caches
-    are cleared after a module once the count passes 20,000 (after every
-    module where /proc cannot tell), so modules still share compiled programs.
+    Over the whole suite (thousands of programs, hundreds of them from the
+    fuzz tests) the compiled programs' mappings would pass Linux's limit of
+    65,530 per process, and the next compilation would die with a
+    segmentation fault inside LLVM (:func:`jaxland.memory.release_compiled_programs`).
+    Below the threshold modules still share compiled programs.
     """
     yield
-    try:
-        with open("/proc/self/maps", "rb") as fh:
-            mappings = sum(1 for _ in fh)
-    except OSError:
-        mappings = None
-    if mappings is None or mappings > 20_000:
-        jax.clear_caches()
-        gc.collect()
+    jl.memory.release_compiled_programs()
 
 
 @pytest.fixture

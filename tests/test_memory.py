@@ -161,3 +161,14 @@ def test_hvp_estimate_is_above_xla_buffers_and_within_4x(name):
     fn = jax.jit(lambda w_, v, x_, y_: jax.jvp(jax.grad(lambda u: jl.mean_loss(model, u, x_, y_)), (w_,), (v,))[1])
     xla = fn.lower(w, w, x, y).compile().memory_analysis().temp_size_in_bytes
     assert xla <= est <= 4 * xla + (1 << 20), (est, xla)
+
+
+def test_compiled_programs_are_released_only_past_the_mapping_threshold():
+    f = jax.jit(lambda a: a * 2 + 1)
+    f(jnp.ones(3))
+    assert f._cache_size() == 1
+    assert jl.memory.release_compiled_programs(max_mappings=10**9) is False
+    assert f._cache_size() == 1  # below the threshold the program stays for reuse
+    assert jl.memory.release_compiled_programs(max_mappings=None) is True
+    assert f._cache_size() == 0
+    assert jl.memory.release_compiled_programs(max_mappings=0) is True  # any process holds mappings
