@@ -56,7 +56,10 @@ be in the larger sets' basin (their levels sit off the line:
 not a power law in k or whose exponent drifts with N (fitted per size:
 ``diagnostics["alpha_trend"]``, warned beyond 3 standard errors), for a
 level that changes its trend beyond the pilots (nothing inside the pilots
-can show that), or where ``beta >= alpha`` (the landscape sharpens as fast as
+can show that; pilots trained for a fixed number of epochs take fewer
+optimiser steps than a network on more data, and on MNIST and Fashion-MNIST
+part of the level's fall at 20,000-60,000 images is that longer training:
+``benchmarks/forecast_training_length.py``), or where ``beta >= alpha`` (the landscape sharpens as fast as
 more data settles it: N* is infinite).
 
 Cost (:class:`PilotCost`), in sample-gradients (one forward and backward
@@ -69,7 +72,6 @@ gradient), against training one network on N* for the same epochs.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 from scipy import special, stats
@@ -79,142 +81,13 @@ from ..validate import check_real, check_seed, positive_int
 from .fit import power_law_k
 from .joint_fit import fit_level_line, fit_profile, fit_tail_line, paule_mandel
 from .pilots import PilotCost, curve_grid, pilot_list, pilot_cost, size_diagnostics, tolerances, warnings_for
+from .scatter import cdf_quantiles, log_p_below_until
+from .size_result import DatasetSizeForecast
 
 __all__ = ["DatasetSizeForecast", "PilotCost", "forecast_dataset_size"]
 
 _N_CAP = 1e15  # samples: beyond this an answer is reported as inf
 _MAX_RATIOS = 128  # quantiles of the pooled residual ratios kept for the scatter model
-
-
-class DatasetSizeForecast(NamedTuple):
-    """The dataset size N* (in samples) per tolerance, and the K of a network trained on ``n_target``.
-
-    ``n_star``, ``lower``, ``upper``: N* for curves that scatter like the
-    pilots' (median and ``level`` interval; inf: never settles);
-    ``n_star_trend``, ``lower_trend``, ``upper_trend``: where the trend alone
-    settles; ``k_star = n_star / samples_per_k``. ``k_target``, ``k_lower``,
-    ``k_upper``: Definition 4's K on a network trained on ``n_target``
-    samples (None without ``n_target``), ``p_settled`` the probability that
-    its curve settles within its data, ``k_target_trend`` (and interval) the
-    trend crossing. ``alpha``, ``beta``, ``log_c`` (``log C(n_ref)`` of the
-    tail ``C(N) k^-alpha``) with standard errors; ``omega``: spread of the
-    level between retrainings; ``scatter``: the part of the curves'
-    fluctuation beyond their Monte Carlo errors that networks do not share;
-    ``chi2_reduced``, ``gof_p``: the stage-1 fit with the Monte Carlo errors
-    alone; ``diagnostics``: per-pilot levels and residuals, the exponent per
-    size and its trend, warnings; ``cost``: a :class:`PilotCost` (None
-    without ``epochs``).
-    """
-
-    tol: np.ndarray | float
-    n_star: np.ndarray | float
-    lower: np.ndarray | float
-    upper: np.ndarray | float
-    k_star: np.ndarray | float
-    n_star_trend: np.ndarray | float
-    lower_trend: np.ndarray | float
-    upper_trend: np.ndarray | float
-    n_target: int | None
-    k_target: np.ndarray | float | None
-    k_lower: np.ndarray | float | None
-    k_upper: np.ndarray | float | None
-    p_settled: np.ndarray | float | None
-    k_target_trend: np.ndarray | float | None
-    k_lower_trend: np.ndarray | float | None
-    k_upper_trend: np.ndarray | float | None
-    alpha: float
-    alpha_stderr: float
-    beta: float
-    beta_stderr: float
-    log_c: float
-    log_c_stderr: float
-    n_ref: float
-    omega: float
-    scatter: float
-    chi2_reduced: float
-    gof_p: float
-    level: float
-    diagnostics: dict
-    cost: PilotCost | None
-    unit: str
-    samples_per_k: int
-
-    @property
-    def info(self) -> dict:
-        """Settings and fit summary: ``level``, ``unit``, ``samples_per_k``, ``n_ref``, pilot sizes, curves, warnings."""
-        d = self.diagnostics
-        return {"level": self.level, "unit": self.unit, "samples_per_k": self.samples_per_k, "n_ref": self.n_ref,
-                "pilot_sizes": sorted(set(d["pilot_sizes"])), "num_curves": len(d["pilot_sizes"]), "k_fit": d["k_fit"],
-                "num_bootstrap": d["num_bootstrap"], "warnings": d["warnings"]}
-
-    def summary(self) -> str:
-        """The answer per tolerance, the fit and the cost, as lines of text."""
-        sizes = sorted(set(self.diagnostics["pilot_sizes"]))
-        lines = [f"Delta_k^(N) = C N^beta k^-alpha: alpha = {self.alpha:.2f} +- {self.alpha_stderr:.2f}, beta = {self.beta:.2f} "
-                 f"+- {self.beta_stderr:.2f}, retraining spread of log C = {self.omega:.2f}; "
-                 f"{len(self.diagnostics['pilot_sizes'])} pilot curves at N = {sizes}"]
-        for i, t in enumerate(np.atleast_1d(self.tol)):
-            row = f"tol {t:g}: N* = {_fmt(_at(self.n_star, i))} [{_fmt(_at(self.lower, i))}, {_fmt(_at(self.upper, i))}] samples ({self.level:.0%})"
-            if self.k_target is not None:
-                row += (f"; K at N = {self.n_target:,}: {_fmt(_at(self.k_target, i))} [{_fmt(_at(self.k_lower, i))}, "
-                        f"{_fmt(_at(self.k_upper, i))}] {self.unit} (settles within it with p = {_at(self.p_settled, i):.2f})")
-            if self.cost is not None:
-                row += f"; the pilots cost {_at(self.cost.ratio, i):.2g}x training on N*"
-            lines.append(row)
-        if self.cost is not None:
-            c = self.cost
-            lines.append(f"pilot compute: {c.pilots:.3g} sample-gradients (training {c.training:.3g}, Hessian {c.curvature:.3g}, "
-                         f"Monte Carlo {c.monte_carlo:.3g})")
-        lines += [f"warning: {w}" for w in self.diagnostics["warnings"]]
-        return "\n".join(lines)
-
-
-def _at(v, i):
-    return float(np.atleast_1d(v)[i])
-
-
-def _fmt(v: float) -> str:
-    return "inf" if not math.isfinite(v) else f"{v:,.0f}"
-
-
-# ----------------------------------------------------------------------------- Definition 4 on scattered curves
-
-
-def _log_p_below(u, k, k_end):
-    """``log P(Delta_k' < tol for every integer k' in [k, k_end])`` for i.i.d. ratios; ``u`` (..., R) sorted bounds.
-
-    A ratio j exceeds tol exactly for ``k' <= u_j``; between consecutive
-    sorted bounds the fraction exceeding is constant (as
-    :func:`jaxland.sample_size.scatter.log_prob_settled`, which runs to
-    ``k_end = inf``).
-    """
-    n = u.shape[-1]
-    never = np.isinf(u).any(-1)
-    u = np.minimum(np.where(np.isinf(u), 0.0, u), np.asarray(k_end, float)[..., None])
-    lo = np.concatenate([np.zeros(u.shape[:-1] + (1,)), u[..., :-1]], axis=-1)
-    seg = np.maximum(0.0, u - np.maximum(lo, np.asarray(k, float)[..., None] - 1.0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(seg > 0, seg * np.log(np.arange(n) / n), 0.0)
-    return np.where(never, -np.inf, terms.sum(-1))
-
-
-def _bisect(cdf, q, lo, hi, integer: bool, iters: int = 28):
-    """Smallest x in [lo, hi] with ``cdf(x) >= q`` per tolerance (inf where ``cdf(hi) < q``); ``cdf`` increasing."""
-    lo, hi = np.array(lo, float), np.array(hi, float)
-    ok = cdf(hi) >= q
-    for _ in range(iters if not integer else 64):
-        active = (hi - lo > 1) if integer else np.ones(lo.shape, bool)  # integers: each tolerance stops at adjacent values
-        mid = np.floor((lo + hi) / 2) if integer else np.sqrt(lo * hi)
-        above = cdf(mid) >= q
-        lo, hi = np.where(active & ~above, mid, lo), np.where(active & above, mid, hi)
-        if not active.any():
-            break
-    return np.where(ok, np.ceil(hi), np.inf)
-
-
-def _quantiles(cdf, level, lo, hi, integer):
-    q = (1 - level) / 2
-    return tuple(_bisect(cdf, p, lo, hi, integer) for p in (0.5, q, 1 - q))
 
 
 # ----------------------------------------------------------------------------- forecast
@@ -356,12 +229,12 @@ def forecast_dataset_size(
             z = (math.log(tols[j]) - (c[:, j] - b0_b)[:, None] - phi_seen) / sig_seen
             inside = (k_seen >= np.asarray(k_from)[..., j, None]) & (k_seen <= np.asarray(k_end)[..., j, None])
             p_in[:, j] = np.where(inside, special.log_ndtr(z), 0.0).sum(-1)
-        return p_in + _log_p_below(bounds(c), np.maximum(k_from, k_top + 1), k_end)
+        return p_in + log_p_below_until(bounds(c), np.maximum(k_from, k_top + 1), k_end)
 
     def cdf_n(n):  # P(N* <= n): the network of n samples settles by k = n / spk, over every later k
         return np.exp(log_p_below(n, np.floor(n / spk)[None, :], np.full(ntol, np.inf))).mean(0)
 
-    n_star, lower, upper = _quantiles(cdf_n, level, np.full(ntol, 2.0 * spk), np.full(ntol, _N_CAP), False)
+    n_star, lower, upper = cdf_quantiles(cdf_n, level, np.full(ntol, 2.0 * spk), np.full(ntol, _N_CAP), False)
     q = (1 - level) / 2
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         slope_b = np.where(ok_b, beta_b * inv_alpha[:, 0, 0], np.inf)
@@ -382,7 +255,7 @@ def forecast_dataset_size(
         def cdf_k(kk):  # P(K <= kk | the curve settles within its data)
             return np.exp(log_p_below(n_t, np.broadcast_to(kk, (b, ntol)), k_end)).mean(0) / np.maximum(p_set, 1e-300)
 
-        k_t, k_lo_t, k_hi_t = (np.where(p_set > 1e-6, t, np.inf) for t in _quantiles(cdf_k, level, np.zeros(ntol), k_end, True))
+        k_t, k_lo_t, k_hi_t = (np.where(p_set > 1e-6, t, np.inf) for t in cdf_quantiles(cdf_k, level, np.zeros(ntol), k_end, True))
         kt_b = np.where(ok_b[:, None], power_law_k(c_t, np.where(ok_b, alpha_b, 1.0)[:, None], tols), np.inf)
         target = (k_t, k_lo_t, k_hi_t, p_set, power_law_k(a0 + b0 + beta * math.log(n_target / n_ref), alpha, tols),
                   np.quantile(kt_b, q, 0, method="lower"), np.quantile(kt_b, 1 - q, 0, method="higher"))

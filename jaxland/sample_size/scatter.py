@@ -10,14 +10,16 @@ independently along k,
 
 computed exactly as a sum over n segments of k. Mixed over the bootstrap fits
 it gives the distribution of Definition 4's K: its median at the fit and its
-quantiles over the bootstrap fits.
+quantiles over the bootstrap fits. :func:`log_p_below_until` is the same
+probability up to a last k (a curve that ends with its data), and
+:func:`cdf_quantiles` reads quantiles off such a distribution by bisection.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["scatter_k"]
+__all__ = ["scatter_k", "log_p_below_until", "bisect_cdf", "cdf_quantiles"]
 
 _K_CAP = 1e15  # beyond 1e15 k the count does not matter
 
@@ -87,3 +89,42 @@ def scatter_k(a, alpha, a_b, alpha_b, tols, ratios, level):
     u_hat = exceedance_bounds(np.asarray([a]), np.asarray([alpha]), tols, ratios)
     u_b = exceedance_bounds(np.asarray(a_b), np.asarray(alpha_b), tols, ratios)
     return mixture_quantile(u_hat, 0.5), mixture_quantile(u_b, q), mixture_quantile(u_b, 1 - q)
+
+
+# ----------------------------------------------------------------------------- to a last k, and quantiles of a CDF
+
+def log_p_below_until(u, k, k_end):
+    """``log P(Delta_k' < tol for every integer k' in [k, k_end])`` for i.i.d. ratios; ``u`` (..., R) sorted bounds.
+
+    A ratio j exceeds tol exactly for ``k' <= u_j``; between consecutive
+    sorted bounds the fraction exceeding is constant (as
+    :func:`jaxland.sample_size.scatter.log_prob_settled`, which runs to
+    ``k_end = inf``).
+    """
+    n = u.shape[-1]
+    never = np.isinf(u).any(-1)
+    u = np.minimum(np.where(np.isinf(u), 0.0, u), np.asarray(k_end, float)[..., None])
+    lo = np.concatenate([np.zeros(u.shape[:-1] + (1,)), u[..., :-1]], axis=-1)
+    seg = np.maximum(0.0, u - np.maximum(lo, np.asarray(k, float)[..., None] - 1.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(seg > 0, seg * np.log(np.arange(n) / n), 0.0)
+    return np.where(never, -np.inf, terms.sum(-1))
+
+
+def bisect_cdf(cdf, q, lo, hi, integer: bool, iters: int = 28):
+    """Smallest x in [lo, hi] with ``cdf(x) >= q`` per tolerance (inf where ``cdf(hi) < q``); ``cdf`` increasing."""
+    lo, hi = np.array(lo, float), np.array(hi, float)
+    ok = cdf(hi) >= q
+    for _ in range(iters if not integer else 64):
+        active = (hi - lo > 1) if integer else np.ones(lo.shape, bool)  # integers: each tolerance stops at adjacent values
+        mid = np.floor((lo + hi) / 2) if integer else np.sqrt(lo * hi)
+        above = cdf(mid) >= q
+        lo, hi = np.where(active & ~above, mid, lo), np.where(active & above, mid, hi)
+        if not active.any():
+            break
+    return np.where(ok, np.ceil(hi), np.inf)
+
+
+def cdf_quantiles(cdf, level, lo, hi, integer):
+    q = (1 - level) / 2
+    return tuple(bisect_cdf(cdf, p, lo, hi, integer) for p in (0.5, q, 1 - q))
