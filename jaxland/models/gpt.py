@@ -37,18 +37,13 @@ from flax import nnx
 
 from ..errors import ConfigError
 from .base import as_model
+from .images import check_int as _check_int
 from .sequence import SequenceModel
 
 __all__ = ["GPT", "ONE_HOT_MAX_VOCAB", "gpt_model", "gpt_num_params"]
 
 ONE_HOT_MAX_VOCAB = 1024
 LN_EPS = 1e-5
-
-
-def _check_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _dense(cin: int, cout: int, std: float, rngs: nnx.Rngs) -> nnx.Linear:
