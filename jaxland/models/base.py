@@ -47,51 +47,14 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
 from ..errors import ConfigError
 from .identity import callable_key
-from ..validate import mse_shapes_match
-from .sequence_loss import sequence_cross_entropy
+from .losses import LOSSES, cross_entropy, loss_fn as _loss_fn, loss_name as _loss_name, mse
 
 __all__ = ["Model", "as_model", "LOSSES", "cross_entropy", "mse"]
-
-
-def cross_entropy(outputs: jax.Array, y: jax.Array) -> jax.Array:
-    """Softmax cross-entropy of logits (n, C) against integer labels (n,)."""
-    return optax.softmax_cross_entropy_with_integer_labels(outputs, y)
-
-
-def mse(outputs: jax.Array, y: jax.Array) -> jax.Array:
-    """Mean over output entries of ``(outputs - y)^2``, one value per sample.
-
-    ``y`` has the outputs' shape, or shape (n,) when each sample has one output.
-    """
-    if not mse_shapes_match(outputs.shape[1:], jnp.shape(y)[1:]) or jnp.shape(y)[:1] != outputs.shape[:1]:
-        raise ConfigError(
-            f"mse targets y have per-sample shape {tuple(jnp.shape(y)[1:])} but the model outputs "
-            f"{tuple(outputs.shape[1:])} per sample: give targets of the output's shape (or shape (n,) for one output)"
-        )
-    err = outputs - jnp.reshape(y, outputs.shape).astype(outputs.dtype)
-    return jnp.mean(err * err, axis=tuple(range(1, outputs.ndim)))
-
-
-LOSSES: dict[str, Callable] = {"cross_entropy": cross_entropy, "mse": mse,
-                               "sequence_cross_entropy": sequence_cross_entropy}
-
-
-def _loss_fn(loss) -> Callable:
-    if callable(loss):
-        return loss
-    if loss not in LOSSES:
-        raise ConfigError(f"unknown loss {loss!r}; use one of {sorted(LOSSES)} or a callable loss(outputs, y) -> (n,)")
-    return LOSSES[loss]
-
-
-def _loss_name(loss) -> str:
-    return loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
 
 
 class Model:
