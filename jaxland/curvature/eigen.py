@@ -56,9 +56,11 @@ def _eig_batch_jit(op, ws, keys, d, method, tol, max_matvecs, block_size, which,
 
 
 def _solve_host(op, key, d, method, tol, max_matvecs, block_size, which, basis_dtype):
-    """The solve with a host loop around one compiled step; every step's operand is the linearisation, computed once
-    (:func:`~jaxland.curvature.linearised.host_product`; the operator itself when its residuals exceed the budget)."""
-    make, operand, make_rows = host_product(op)
+    """The solve with a host loop around one compiled step. A solver that multiplies one vector per step (Lanczos,
+    power) takes the linearisation, computed once, as every step's operand; a block solver, or residuals over the
+    memory budget, the operator itself (:func:`~jaxland.curvature.linearised.host_product`)."""
+    one = method in ("lanczos", "power") or (method == "block" and block_size == 1)  # one vector per step
+    make, operand, make_rows = host_product(op, 1 if one else 2)
     return solve_host(make, operand, method, d, tol, max_matvecs, block_size, key, op.dim, op.dtype, basis_dtype, which,
                       make_rows=make_rows)
 

@@ -110,16 +110,24 @@ def _budget(residual_budget):
     return residual_budget
 
 
-def host_product(op, residual_budget: int | None = None):
-    """``(make, operand, make_rows)`` for a host loop on ``op``: the stored linearisation when it fits, else the operator.
+def host_product(op, vectors_per_step: int = 1, residual_budget: int | None = None):
+    """``(make, operand, make_rows)`` for a host loop on ``op``: the stored linearisation where it is faster, else the operator.
 
     ``make(operand)`` is ``v -> A v`` and ``make_rows(operand)`` its rows
-    version. With the linearisation (its residuals at most ``residual_budget``
-    bytes; default :data:`RESIDUAL_SHARE` of the memory available) a step costs
-    the linear part of one product; otherwise each step rebuilds the product
-    from the operator (:func:`~jaxland.curvature.operators.linear_map`).
+    version. The linearisation is used when each compiled step multiplies one
+    vector (``vectors_per_step == 1``) and its residuals take at most
+    ``residual_budget`` bytes (default :data:`RESIDUAL_SHARE` of the memory
+    available); a step then costs the linear part of one product. Otherwise each
+    step rebuilds the product from the operator
+    (:func:`~jaxland.curvature.operators.linear_map`): a step that vmaps several
+    vectors computes the shared forward and backward pass once for all of them,
+    and its batched linear part ran slower from stored residuals than fused
+    with the pass that makes them (4 vectors per step, 2 CPU cores: 1.1-1.25x
+    the time per vector on LeNet-5 and the Linen CNN; see
+    ``benchmarks/results/linearised_step.json``).
     """
-    if residual_bytes(op) <= _budget(residual_budget):
+    budget = _budget(residual_budget)
+    if vectors_per_step == 1 and residual_bytes(op) <= budget:
         return _linearised, linearise(op), _linearised_rows
     return linear_map, op, linear_rows
 
@@ -128,9 +136,11 @@ def host_rows_product(op, rows: int, chunk_size: int, residual_budget: int | Non
     """``(make, operand)`` for :func:`~jaxland.linalg.loops.host_rows` of ``rows`` vectors in chunks of ``chunk_size``.
 
     The linearisation costs about one product's shared work, so it pays only
-    when there are at least two chunks; one chunk keeps the operator.
+    when there are at least two chunks; and only for chunks of one vector (see
+    :func:`host_product`).
     """
-    if -(-rows // max(1, chunk_size)) < 2:
+    c = max(1, min(int(chunk_size), int(rows)))
+    if -(-rows // c) < 2:
         return linear_map, op
-    make, operand, _ = host_product(op, residual_budget)
+    make, operand, _ = host_product(op, c, residual_budget)
     return make, operand

@@ -176,7 +176,7 @@ def density(op: CurvatureOperator, *, num_probes: int, lanczos_steps: int, key=N
     mode = loop_mode(op, check_loop(loop))
     chunk = _chunk(chunk_size, mode)
     if mode == "host":
-        make, operand, _ = host_product(op)
+        make, operand, _ = host_product(op, min(chunk, num_probes))
         nodes, weights = slq_host(make, operand, op.dim, op.dtype, key=key, num_probes=num_probes,
                                   lanczos_steps=lanczos_steps, chunk_size=chunk)
     else:

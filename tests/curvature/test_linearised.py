@@ -50,7 +50,8 @@ def test_stored_linearisation_gives_the_dense_matrix(cnn, kind):
         # and the same numbers as the per-step product from the operator
         old = loops.host_rows(linear_map, op, jnp.eye(op.dim, dtype=op.dtype), 4)
         np.testing.assert_allclose(np.asarray(rows), np.asarray(old), rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(np.asarray(op.dense(chunk_size=4, loop="host")), A, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(np.asarray(op.dense(chunk_size=1, loop="host")), A, rtol=1e-9, atol=1e-11)
+        assert linearised.host_rows_product(op, op.dim, 1)[0] is linearised._linearised
 
 
 @pytest.mark.parametrize("kind", ["hessian", "ggn", "fisher"])
@@ -59,6 +60,7 @@ def test_host_solvers_on_the_linearisation_match_the_compiled_loop_and_eigh(cnn,
     with jax.enable_x64(True):
         op = cv.curvature_operator(model, w, x, y, kind=kind, k=K)
         assert linearised.host_product(op)[0] is linearised._linearised  # the small model's residuals fit
+        assert linearised.host_product(op, 2)[1] is op  # several vectors per step: the operator
         ev = np.linalg.eigvalsh(np.asarray(_dense_reference(kind, model, w, x, y, K)))
         kw = dict(key=jax.random.key(4), tol=1e-8, max_matvecs=29)
         host, comp = (cv.eigenpairs(op, 3, loop=loop, **kw) for loop in ("host", "compiled"))
@@ -68,10 +70,10 @@ def test_host_solvers_on_the_linearisation_match_the_compiled_loop_and_eigh(cnn,
         blk = cv.eigenpairs(op, 2, method="lobpcg", block_size=3, loop="host", key=jax.random.key(5), tol=1e-7,
                             max_matvecs=400)
         np.testing.assert_allclose(blk.eigenvalues, ev[::-1][:2], rtol=1e-6, atol=1e-10)
-        t_host, t_comp = (cv.trace(op, num_probes=12, key=jax.random.key(6), chunk_size=2, loop=loop)
+        t_host, t_comp = (cv.trace(op, num_probes=12, key=jax.random.key(6), chunk_size=1, loop=loop)
                           for loop in ("host", "compiled"))
         np.testing.assert_allclose(float(t_host.trace), float(t_comp.trace), rtol=1e-10)
-        d_host, d_comp = (cv.density(op, num_probes=3, lanczos_steps=6, key=jax.random.key(7), chunk_size=2, loop=loop)
+        d_host, d_comp = (cv.density(op, num_probes=3, lanczos_steps=6, key=jax.random.key(7), chunk_size=1, loop=loop)
                           for loop in ("host", "compiled"))
         np.testing.assert_allclose(d_host.nodes, d_comp.nodes, rtol=1e-8, atol=1e-11)
         np.testing.assert_allclose(d_host.weights, d_comp.weights, rtol=1e-8, atol=1e-11)
