@@ -21,8 +21,9 @@ the operand of every later step, which then runs only the linear part:
 The residuals can be large (every activation of every sample, several
 copies for the Hessian), so :func:`host_product` sizes them first by tracing
 alone (``jax.eval_shape``, nothing runs) and keeps the per-step product when they
-exceed the budget: ``residual_budget`` bytes, default
-:data:`RESIDUAL_SHARE` of the memory available. Because a jit cache hit returns
+exceed the budget: ``residual_budget`` bytes, default :data:`RESIDUAL_SHARE` of
+the memory available and at most :data:`RESIDUAL_MAX_BYTES` (past which reading
+the residuals made the linear part slower than recomputing them). Because a jit cache hit returns
 the same static part every time, one compiled step serves every solve of the same
 model, kind and shapes.
 """
@@ -40,9 +41,13 @@ from ..errors import ConfigError
 from ..models.base import _loss_fn
 from .operators import _masked_sum, _prefix, linear_map, linear_rows
 
-__all__ = ["RESIDUAL_SHARE", "linearise", "residual_bytes", "host_product", "host_rows_product"]
+__all__ = ["RESIDUAL_SHARE", "RESIDUAL_MAX_BYTES", "linearise", "residual_bytes", "host_product", "host_rows_product"]
 
 RESIDUAL_SHARE = 0.25  # of the memory available: the most the stored linearisation may take by default
+# ... and never more than this many bytes: past it the linear part is bound by reading the residuals. The ResNet's
+# Hessian on 2 CPU cores: 191 MB of residuals (256 images) made a step 1.17-1.20x faster, 381 MB (512) 1.28-1.89x,
+# 762 MB (1,024) 0.58-1.09x (slower in 2 of 3 runs).
+RESIDUAL_MAX_BYTES = 512 * 2**20
 
 
 def _ggn_apply(jvp, out_hvp, v):
@@ -104,7 +109,7 @@ def _linearised_rows(res):
 
 def _budget(residual_budget):
     if residual_budget is None:
-        return int(RESIDUAL_SHARE * memory.available_bytes())
+        return min(int(RESIDUAL_SHARE * memory.available_bytes()), RESIDUAL_MAX_BYTES)
     if isinstance(residual_budget, bool) or not isinstance(residual_budget, int) or residual_budget < 0:
         raise ConfigError(f"residual_budget must be a non-negative number of bytes or None, got {residual_budget!r}")
     return residual_budget
@@ -117,7 +122,7 @@ def host_product(op, vectors_per_step: int = 1, residual_budget: int | None = No
     version. The linearisation is used when each compiled step multiplies one
     vector (``vectors_per_step == 1``) and its residuals take at most
     ``residual_budget`` bytes (default :data:`RESIDUAL_SHARE` of the memory
-    available); a step then costs the linear part of one product. Otherwise each
+    available, at most :data:`RESIDUAL_MAX_BYTES`); a step then costs the linear part of one product. Otherwise each
     step rebuilds the product from the operator
     (:func:`~jaxland.curvature.operators.linear_map`): a step that vmaps several
     vectors computes the shared forward and backward pass once for all of them,

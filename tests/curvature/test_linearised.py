@@ -91,6 +91,9 @@ def test_over_budget_residuals_fall_back_to_the_operator_with_the_same_numbers(c
         assert linearised.host_product(op)[1] is op
         fallback = cv.eigenpairs(op, 2, key=jax.random.key(1), tol=1e-8, loop="host")
         np.testing.assert_allclose(stored.eigenvalues, fallback.eigenvalues, rtol=1e-10)
+        monkeypatch.setattr(linearised, "RESIDUAL_SHARE", 1.0)
+        monkeypatch.setattr(linearised, "RESIDUAL_MAX_BYTES", linearised.residual_bytes(op) - 1)  # the absolute cap
+        assert linearised.host_product(op)[1] is op
         # one chunk of rows: the linearisation would not pay, the operator is kept
         assert linearised.host_rows_product(op, 4, 4)[1] is op
         with pytest.raises(ConfigError, match="residual_budget"):
