@@ -12,8 +12,9 @@ Each piece is its own compiled program, timed warm (median of ``--repeats``):
   pass over the same ``n`` images at one draw's weights ``w* + theta @ P``.
 * the convolutions and matrix products: every ``conv_general_dilated`` and
   ``dot_general`` of the HVP's and of the forward pass's jaxprs, each compiled and
-  timed on its own with random operands of its shapes, summed by primitive; the
-  slowest few are listed with their shapes.
+  timed on its own with random operands of its shapes, summed by primitive and
+  by role (a convolution whose output is a kernel, not a batch of samples, is a
+  weight gradient); the slowest few are listed with their shapes.
 
 The load average is recorded before and after. Writes
 ``benchmarks/results/profile_costs.json``.
@@ -84,9 +85,15 @@ def primitive_times(fn, args, repeats, top=5) -> dict:
         s = _median(lambda: f(*operands), repeats)
         rows.append({"primitive": name, "s": s, "shapes": [list(a.shape) for a in avals],
                      "out": [list(v.aval.shape) for v in eqn.outvars]})
+    for r in rows:  # a convolution whose output is not batched over the samples makes a weight gradient
+        r["role"] = ("weight_gradient" if r["primitive"] == "conv_general_dilated" and r["out"][0][0] != r["shapes"][0][0]
+                     else r["primitive"])
+    roles = sorted({r["role"] for r in rows})
+    by_role = {k: {"s": float(sum(r["s"] for r in rows if r["role"] == k)), "count": sum(1 for r in rows if r["role"] == k)}
+               for k in roles}
     total = {p: float(sum(r["s"] for r in rows if r["primitive"] == p)) for p in PRIMITIVES}
     count = {p: sum(1 for r in rows if r["primitive"] == p) for p in PRIMITIVES}
-    return {"seconds": total, "count": count, "slowest": sorted(rows, key=lambda r: -r["s"])[:top]}
+    return {"seconds": total, "count": count, "by_role": by_role, "slowest": sorted(rows, key=lambda r: -r["s"])[:top]}
 
 
 def main(argv=None):
