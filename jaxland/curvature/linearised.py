@@ -18,6 +18,9 @@ the operand of every later step, which then runs only the linear part:
 * Fisher: the per-sample losses' linearisation ``J_l`` and the prefix weights
   ``c``; a step applies ``J_l^T (c * J_l v)``.
 
+Only a step that multiplies one vector takes the linearisation (Lanczos, power,
+chunks of one): vmapped over several vectors its linear part ran slower than the
+rebuilt product, which then shares one forward and backward pass among them.
 The residuals can be large (every activation of every sample, several
 copies for the Hessian), so :func:`host_product` sizes them first by tracing
 alone (``jax.eval_shape``, nothing runs) and keeps the per-step product when they
@@ -39,7 +42,7 @@ from jax.tree_util import Partial
 from .. import memory
 from ..errors import ConfigError
 from ..models.base import _loss_fn
-from .operators import _masked_sum, _prefix, linear_map, linear_rows
+from .operators import CurvatureOperator, _masked_sum, _prefix, linear_map, linear_rows
 
 __all__ = ["RESIDUAL_SHARE", "RESIDUAL_MAX_BYTES", "linearise", "residual_bytes", "host_product", "host_rows_product"]
 
@@ -86,8 +89,6 @@ def linearise(op):
 @functools.lru_cache(maxsize=256)
 def _residual_bytes(model, kind, shapes) -> int:
     w, x, y, k = (jax.ShapeDtypeStruct(s, d) for s, d in shapes)
-    from .operators import CurvatureOperator  # the operator class, for a shape-only twin of the operator
-
     leaves = jax.tree_util.tree_leaves(jax.eval_shape(linearise, CurvatureOperator(model, kind, w, x, y, k)))
     return int(sum(memory.nbytes(a.shape, a.dtype) for a in leaves))
 
@@ -122,8 +123,8 @@ def host_product(op, vectors_per_step: int = 1, residual_budget: int | None = No
     version. The linearisation is used when each compiled step multiplies one
     vector (``vectors_per_step == 1``) and its residuals take at most
     ``residual_budget`` bytes (default :data:`RESIDUAL_SHARE` of the memory
-    available, at most :data:`RESIDUAL_MAX_BYTES`); a step then costs the linear part of one product. Otherwise each
-    step rebuilds the product from the operator
+    available, at most :data:`RESIDUAL_MAX_BYTES`); a step then costs the
+    linear part of one product. Otherwise each step rebuilds the product from the operator
     (:func:`~jaxland.curvature.operators.linear_map`): a step that vmaps several
     vectors computes the shared forward and backward pass once for all of them,
     and its batched linear part ran slower from stored residuals than fused

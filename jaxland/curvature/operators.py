@@ -34,11 +34,11 @@ The estimators (:func:`jaxland.curvature.eigenpairs`, :func:`~jaxland.curvature.
 loop they call :func:`linear_map` once, which does the work every product shares
 (the forward pass and its linearisation) before the first product. In a host
 loop (:func:`loop_mode`: the default for a model with a convolution on a CPU)
-the shared work runs once per solve in a compiled call of its own
-(:func:`jaxland.curvature.linearised.linearise`) and each compiled step takes
-its residuals as its argument, so a step costs the linear part of a product;
-when the residuals would exceed a memory budget each step takes the operator
-and calls :func:`linear_map` itself (a standalone product).
+a step that multiplies one vector takes the linearisation, computed once per
+solve in a compiled call of its own (:func:`jaxland.curvature.linearised.linearise`),
+as its argument and costs the linear part of a product; a step of several
+vectors, or residuals over the memory budget, takes the operator and calls
+:func:`linear_map` itself (one forward and backward pass per step).
 """
 
 from __future__ import annotations
@@ -256,7 +256,8 @@ class CurvatureOperator:
         chunk_size = positive_int("chunk_size (products vmapped together)", chunk_size, self.dim)
         if chunk_size < self.dim and loop_mode(self, check_loop(loop)) == "host":
             from .linearised import host_rows_product  # (imports this module)
-            return host_rows(*host_rows_product(self, self.dim, chunk_size), jnp.eye(self.dim, dtype=self.dtype), chunk_size).T
+            eye = jnp.eye(self.dim, dtype=self.dtype)
+            return host_rows(*host_rows_product(self, self.dim, chunk_size), eye, chunk_size).T
         return _dense(self, chunk_size)
 
     def astype(self, dtype) -> "CurvatureOperator":
