@@ -33,7 +33,8 @@ from ..linalg.eigen import _basis_name, _check, _float_name, _solve, _validate, 
 from ..linalg.result import EigResult
 from ..models.base import Model
 from ..validate import check_key, check_loop, check_operator, check_params, positive_int
-from .operators import CurvatureOperator, hessian_operator, linear_map, linear_rows, loop_mode
+from .linearised import host_product
+from .operators import CurvatureOperator, hessian_operator, linear_map, loop_mode
 
 __all__ = ["eigenpairs", "hessian_eigenpairs", "hessian_eigenpairs_batch"]
 
@@ -55,9 +56,13 @@ def _eig_batch_jit(op, ws, keys, d, method, tol, max_matvecs, block_size, which,
 
 
 def _solve_host(op, key, d, method, tol, max_matvecs, block_size, which, basis_dtype):
-    """The solve with a host loop around one compiled step, the operator an argument of every step."""
-    return solve_host(linear_map, op, method, d, tol, max_matvecs, block_size, key, op.dim, op.dtype, basis_dtype, which,
-                      make_rows=linear_rows)
+    """The solve with a host loop around one compiled step. A solver that multiplies one vector per step (Lanczos,
+    power) takes the linearisation, computed once, as every step's operand; a block solver, or residuals over the
+    memory budget, the operator itself (:func:`~jaxland.curvature.linearised.host_product`)."""
+    one = method in ("lanczos", "power") or (method == "block" and block_size == 1)  # one vector per step
+    make, operand, make_rows = host_product(op, 1 if one else 2)
+    return solve_host(make, operand, method, d, tol, max_matvecs, block_size, key, op.dim, op.dtype, basis_dtype, which,
+                      make_rows=make_rows)
 
 
 def _settings(op, d, method, tol, max_matvecs, block_size, which, basis_dtype, product_dtype, dtype_name="product_dtype"):

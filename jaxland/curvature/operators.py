@@ -34,8 +34,11 @@ The estimators (:func:`jaxland.curvature.eigenpairs`, :func:`~jaxland.curvature.
 loop they call :func:`linear_map` once, which does the work every product shares
 (the forward pass and its linearisation) before the first product. In a host
 loop (:func:`loop_mode`: the default for a model with a convolution on a CPU)
-each compiled step takes the operator as its argument and calls
-:func:`linear_map` itself, so a step costs one standalone product.
+a step that multiplies one vector takes the linearisation, computed once per
+solve in a compiled call of its own (:func:`jaxland.curvature.linearised.linearise`),
+as its argument and costs the linear part of a product; a step of several
+vectors, or residuals over the memory budget, takes the operator and calls
+:func:`linear_map` itself (one forward and backward pass per step).
 """
 
 from __future__ import annotations
@@ -237,7 +240,8 @@ class CurvatureOperator:
         check_vectors(self.model, V, "V", ndim=2, like=self.w, values=False)
         chunk_size = positive_int("chunk_size (rows vmapped together)", chunk_size, None)
         if chunk_size is not None and chunk_size < V.shape[0] and loop_mode(self, check_loop(loop)) == "host":
-            return host_rows(linear_map, self, V, chunk_size)
+            from .linearised import host_rows_product  # (imports this module)
+            return host_rows(*host_rows_product(self, V.shape[0], chunk_size), V, chunk_size)
         return _matmat(self, V, chunk_size)
 
     def dense(self, *, chunk_size: int | None = None, loop: str = "auto"):
@@ -251,7 +255,9 @@ class CurvatureOperator:
                               "use op @ v, op.matmat or the matrix-free estimators instead")
         chunk_size = positive_int("chunk_size (products vmapped together)", chunk_size, self.dim)
         if chunk_size < self.dim and loop_mode(self, check_loop(loop)) == "host":
-            return host_rows(linear_map, self, jnp.eye(self.dim, dtype=self.dtype), chunk_size).T
+            from .linearised import host_rows_product  # (imports this module)
+            eye = jnp.eye(self.dim, dtype=self.dtype)
+            return host_rows(*host_rows_product(self, self.dim, chunk_size), eye, chunk_size).T
         return _dense(self, chunk_size)
 
     def astype(self, dtype) -> "CurvatureOperator":

@@ -27,7 +27,8 @@ from ..errors import ConfigError
 from ..linalg.loops import host_rows
 from ..sharding import AXIS, map_rows, pad_rows, replicate, resolve_mesh, shard_rows
 from ..validate import as_array, check_loop, check_operator, check_vectors, clamp_prefix, finite_result, positive_int
-from .operators import (CurvatureOperator, _matmat, _matvec, _prefix, hessian_operator, linear_map, loop_mode,
+from .linearised import host_rows_product
+from .operators import (CurvatureOperator, _matmat, _matvec, _prefix, hessian_operator, loop_mode,
                         weighted_linear_map)
 
 __all__ = ["loss_and_grad", "hvp", "hvp_batch", "sharded_hvp", "sharded_matmat", "hessian_matvec", "dense_hessian"]
@@ -131,7 +132,7 @@ def sharded_matmat(op: CurvatureOperator, vs, *, mesh=None, over: str = "data", 
     host = chunk_size is not None and loop_mode(op, check_loop(loop)) == "host"
     if mesh is None:
         if host and chunk_size < vs.shape[0]:
-            return host_rows(linear_map, op, vs, chunk_size)
+            return host_rows(*host_rows_product(op, vs.shape[0], chunk_size), vs, chunk_size)
         return _matmat(op, vs, chunk_size)
     if over == "vectors":
         ops = replicate(mesh, op)

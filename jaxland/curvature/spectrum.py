@@ -62,6 +62,7 @@ from ..linalg.result import EigResult
 from ..linalg.stochastic import slq, slq_host, smooth_density, trace_estimate, trace_estimate_host
 from ..validate import check_key, check_loop, check_operator, check_real, positive_int
 from .eigen import eigenpairs, hessian_eigenpairs
+from .linearised import host_product, host_rows_product
 from .operators import CurvatureOperator, hessian_operator, linear_map, loop_mode
 from .results import DChoice, Extremes, SpectralDensity, TraceEstimate
 
@@ -132,7 +133,8 @@ def trace(op: CurvatureOperator, *, num_probes: int, key=None, method: str = "hu
     mode = loop_mode(op, check_loop(loop))
     chunk = _chunk(chunk_size, mode)
     if mode == "host":
-        tr, se, exact, vals = trace_estimate_host(linear_map, op, op.dim, op.dtype, key=key, num_probes=num_probes,
+        make, operand = host_rows_product(op, num_probes, chunk)
+        tr, se, exact, vals = trace_estimate_host(make, operand, op.dim, op.dtype, key=key, num_probes=num_probes,
                                                   method=method, chunk_size=chunk)
     else:
         tr, se, exact, vals = _trace_jit(op, key, num_probes, method, chunk)
@@ -174,7 +176,8 @@ def density(op: CurvatureOperator, *, num_probes: int, lanczos_steps: int, key=N
     mode = loop_mode(op, check_loop(loop))
     chunk = _chunk(chunk_size, mode)
     if mode == "host":
-        nodes, weights = slq_host(linear_map, op, op.dim, op.dtype, key=key, num_probes=num_probes,
+        make, operand, _ = host_product(op, min(chunk, num_probes))
+        nodes, weights = slq_host(make, operand, op.dim, op.dtype, key=key, num_probes=num_probes,
                                   lanczos_steps=lanczos_steps, chunk_size=chunk)
     else:
         nodes, weights = _slq_jit(op, key, num_probes, lanczos_steps, chunk)

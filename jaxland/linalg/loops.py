@@ -13,10 +13,11 @@ Two drivers run it, with the same arithmetic:
 * :func:`run_compiled`: ``lax.while_loop`` -- one program, jit- and vmap-able
   (what an accelerator wants, and what the MLP wants on a CPU).
 * :func:`run_host`: a Python loop; each step is one compiled call
-  ``step(operand, state)`` that rebuilds the product from ``operand`` (the
-  weights and data are its arguments, never constants), compiled once per
-  settings and shapes, with the state's buffers donated so that the Krylov basis
-  is updated in place. Nothing leaves the device but one flag per step.
+  ``step(operand, state)`` that builds the product from ``operand`` (the
+  weights and data, or a linearisation computed once before the loop:
+  :mod:`jaxland.curvature.linearised`; arguments, never constants), compiled
+  once per settings and shapes, with the state's buffers donated so that the
+  Krylov basis is updated in place. Nothing leaves the device but one flag per step.
 
 Why two: XLA's CPU backend runs a convolution inside a loop body far slower
 than the same convolution in a program of its own: a
