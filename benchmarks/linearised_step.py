@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import jax
 import numpy as np
@@ -26,17 +25,12 @@ from jaxland.curvature.operators import curvature_operator, linear_map
 from jaxland.linalg.loops import _host_chunk
 
 from .architectures import SETTINGS, problem
-from .common import write_result
+from .common import timeit, write_result
 
 
 def _median(fn, repeats):
-    jax.block_until_ready(fn())
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    """Median seconds of ``fn()`` (blocked on its result) after one warm-up call."""
+    return timeit(lambda: jax.block_until_ready(fn()), repeats=repeats)["median_s"]
 
 
 def measure(arch, kinds, epochs, repeats) -> dict:

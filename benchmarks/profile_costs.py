@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.extend import core as jax_core
 
 import jaxland as jl
@@ -39,19 +37,14 @@ from jaxland.curvature.operators import _matvec
 from jaxland.linalg.loops import _host_chunk
 
 from .architectures import SETTINGS, problem
-from .common import write_result
+from .common import timeit, write_result
 
 PRIMITIVES = ("conv_general_dilated", "dot_general")
 
 
 def _median(fn, repeats):
-    jax.block_until_ready(fn())
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    """Median seconds of ``fn()`` (blocked on its result) after one warm-up call."""
+    return timeit(lambda: jax.block_until_ready(fn()), repeats=repeats)["median_s"]
 
 
 def _eqns(jaxpr):
