@@ -36,13 +36,10 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
-from jax.tree_util import Partial
 
 from .. import memory
 from ..errors import ConfigError
-from ..models.base import _loss_fn
-from .operators import CurvatureOperator, _masked_sum, _prefix, linear_map, linear_rows
+from .operators import CurvatureOperator, linear_map, linear_rows, shapes_key
 
 __all__ = ["RESIDUAL_SHARE", "RESIDUAL_MAX_BYTES", "linearise", "residual_bytes", "host_product", "host_rows_product"]
 
@@ -53,37 +50,15 @@ RESIDUAL_SHARE = 0.25  # of the memory available: the most the stored linearisat
 RESIDUAL_MAX_BYTES = 512 * 2**20
 
 
-def _ggn_apply(jvp, out_hvp, v):
-    """``J^T H_out J v`` from the outputs' linearisation ``jvp`` and the output-space Hessian product ``out_hvp``."""
-    vjp = jax.linear_transpose(jvp, v)
-    return vjp(out_hvp(jvp(v)))[0]
-
-
-def _fisher_apply(jvp, c, v):
-    """``J_l^T (c * J_l v)`` from the per-sample losses' linearisation ``jvp`` and the prefix weights ``c``."""
-    vjp = jax.linear_transpose(jvp, v)
-    return vjp(c * jvp(v))[0]
-
-
 @jax.jit
 def linearise(op):
     """``v -> A v`` of ``op`` as a :class:`jax.tree_util.Partial` holding the residuals (one compiled call).
 
-    Apply it inside a compiled function (it is a pytree: pass it as an
-    argument); each application costs only the linear part of the product.
+    It is :func:`~jaxland.curvature.operators.linear_map` returned from its own
+    compiled call. Apply it inside a compiled function (it is a pytree: pass it
+    as an argument); each application costs only the linear part of the product.
     """
-    mask, scale = _prefix(op)
-    model, w, x, y = op.model, op.w, op.x, op.y
-    if op.kind == "hessian":
-        grad = jax.grad(lambda w_: _masked_sum(model.per_sample_losses(w_, x, y), mask, scale))
-        return jax.linearize(grad, w)[1]
-    if op.kind == "ggn":
-        loss = _loss_fn(model.loss)
-        out, jvp = jax.linearize(lambda w_: model.apply(w_, x), w)
-        _, out_hvp = jax.linearize(jax.grad(lambda o: _masked_sum(loss(o, y), mask, scale)), out)
-        return Partial(_ggn_apply, jvp, out_hvp)
-    losses, jvp = jax.linearize(lambda w_: model.per_sample_losses(w_, x, y), w)
-    return Partial(_fisher_apply, jvp, jnp.where(mask, scale.astype(losses.dtype), 0.0))
+    return linear_map(op)
 
 
 @functools.lru_cache(maxsize=256)
@@ -95,8 +70,7 @@ def _residual_bytes(model, kind, shapes) -> int:
 
 def residual_bytes(op) -> int:
     """Bytes of the residuals :func:`linearise` would store for ``op`` (traced once per model, kind and shapes; nothing runs)."""
-    shapes = tuple((tuple(a.shape), jnp.dtype(a.dtype).name) for a in (op.w, op.x, op.y, op.k))
-    return _residual_bytes(op.model, op.kind, shapes)
+    return _residual_bytes(op.model, op.kind, shapes_key(op.w, op.x, op.y, op.k))
 
 
 def _linearised(res):

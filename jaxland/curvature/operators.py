@@ -47,6 +47,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.tree_util import Partial
 
 from ..errors import ConfigError
 from ..linalg.loops import has_convolution, host_rows, resolve_loop
@@ -64,7 +65,9 @@ DENSE_MAX_DIM = 4096  # op.dense() builds a D x D matrix from D products
 # ----------------------------------------------------------------------------- products
 # Each kind's products for per-sample weights: the objective is sum_i [mask_i] l_i * scale,
 # so the prefix mean (mask = i < k, scale = 1/k) and a device's share of it (mask = its rows
-# below k) are the same code. ``prepare`` does the work all products share and returns v -> A v.
+# below k) are the same code. ``prepare`` does the work all products share and returns v -> A v
+# as a jax.tree_util.Partial: its leaves are the linearisation's residuals, so it can also be
+# returned from one compiled call and passed to others (jaxland.curvature.linearised).
 
 
 def _masked_sum(values, mask, scale):
@@ -83,19 +86,28 @@ def _hessian_product(model, w, x, y, mask, scale, v):
     return jax.jvp(grad, (w,), (v,))[1]
 
 
+def _ggn_apply(jvp, out_hvp, v):
+    """``J^T H_out J v`` from the outputs' linearisation ``jvp`` and the output-space Hessian product ``out_hvp``."""
+    vjp = jax.linear_transpose(jvp, v)
+    return vjp(out_hvp(jvp(v)))[0]
+
+
 def _ggn_prepare(model, w, x, y, mask, scale):
     loss = _loss_fn(model.loss)
     out, jvp = jax.linearize(lambda w_: model.apply(w_, x), w)
-    vjp = jax.linear_transpose(jvp, w)
     _, out_hvp = jax.linearize(jax.grad(lambda o: _masked_sum(loss(o, y), mask, scale)), out)
-    return lambda v: vjp(out_hvp(jvp(v)))[0]
+    return Partial(_ggn_apply, jvp, out_hvp)
+
+
+def _fisher_apply(jvp, c, v):
+    """``J_l^T (c * J_l v)`` from the per-sample losses' linearisation ``jvp`` and the prefix weights ``c``."""
+    vjp = jax.linear_transpose(jvp, v)
+    return vjp(c * jvp(v))[0]
 
 
 def _fisher_prepare(model, w, x, y, mask, scale):
     losses, jvp = jax.linearize(lambda w_: model.per_sample_losses(w_, x, y), w)
-    vjp = jax.linear_transpose(jvp, w)
-    c = jnp.where(mask, scale.astype(losses.dtype), 0.0)
-    return lambda v: vjp(c * jvp(v))[0]
+    return Partial(_fisher_apply, jvp, jnp.where(mask, scale.astype(losses.dtype), 0.0))
 
 
 _PREPARE = {"hessian": _hessian_prepare, "ggn": _ggn_prepare, "fisher": _fisher_prepare}
@@ -126,6 +138,11 @@ def linear_rows(op: "CurvatureOperator"):
     return jax.vmap(linear_map(op))
 
 
+def shapes_key(*arrays) -> tuple:
+    """``((shape, dtype name), ...)`` of ``arrays``: a hashable key for what is traced once per model and shapes."""
+    return tuple((tuple(a.shape), jnp.dtype(a.dtype).name) for a in arrays)
+
+
 @functools.lru_cache(maxsize=256)
 def _model_has_convolution(model, shapes) -> bool:
     (w, x, y) = (jax.ShapeDtypeStruct(s, d) for s, d in shapes)
@@ -139,8 +156,7 @@ def loop_mode(op: "CurvatureOperator", loop: str = "auto") -> str:
     contains a convolution (found in its jaxpr, traced once per model and
     shapes, never run), else ``"compiled"``.
     """
-    shapes = tuple((tuple(a.shape), jnp.dtype(a.dtype).name) for a in (op.w, op.x, op.y))
-    return resolve_loop(loop, lambda: _model_has_convolution(op.model, shapes))
+    return resolve_loop(loop, lambda: _model_has_convolution(op.model, shapes_key(op.w, op.x, op.y)))
 
 
 @jax.jit

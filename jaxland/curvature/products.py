@@ -24,10 +24,8 @@ import jax.numpy as jnp
 
 from .._compat import renamed_kwargs
 from ..errors import ConfigError
-from ..linalg.loops import host_rows
 from ..sharding import AXIS, map_rows, pad_rows, replicate, resolve_mesh, shard_rows
 from ..validate import as_array, check_loop, check_operator, check_vectors, clamp_prefix, finite_result, positive_int
-from .linearised import host_rows_product
 from .operators import (CurvatureOperator, _matmat, _matvec, _prefix, hessian_operator, loop_mode,
                         weighted_linear_map)
 
@@ -129,11 +127,9 @@ def sharded_matmat(op: CurvatureOperator, vs, *, mesh=None, over: str = "data", 
     check_vectors(op.model, vs, "vs", ndim=2, like=op.w)
     chunk_size = positive_int("chunk_size (vectors per device step)", chunk_size, None)
     mesh = None if mesh is None else resolve_mesh(mesh)
-    host = chunk_size is not None and loop_mode(op, check_loop(loop)) == "host"
     if mesh is None:
-        if host and chunk_size < vs.shape[0]:
-            return host_rows(*host_rows_product(op, vs.shape[0], chunk_size), vs, chunk_size)
-        return _matmat(op, vs, chunk_size)
+        return op.matmat(vs, chunk_size=chunk_size, loop=loop)
+    host = chunk_size is not None and loop_mode(op, check_loop(loop)) == "host"
     if over == "vectors":
         ops = replicate(mesh, op)
         if host and chunk_size * mesh.size < vs.shape[0]:
